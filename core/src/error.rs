@@ -1,0 +1,43 @@
+//! The one error type of the core. Being rate limited is not an error (that is a `Decision`);
+//! errors are for input that is wrong (`Config`) and for a store that failed (`Store`).
+
+/// Which family an error belongs to; bindings map these onto their exception classes / codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller passed something invalid; retrying will not help.
+    Config,
+    /// The store (Redis) failed or was unreachable; retrying later may help.
+    Store,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid limit {input:?}: {reason}")]
+    InvalidLimit { input: String, reason: String },
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidConfig { what: &'static str, value: String, reason: String },
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidRedisUrl { url: String, reason: String },
+    #[error("Redis at {url} failed: {message}")]
+    Store { url: String, message: String },
+    #[error("Redis at {url} did not answer within {timeout_ms} ms")]
+    Timeout { url: String, timeout_ms: u64 },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Store { .. } | Error::Timeout { .. } => ErrorKind::Store,
+            _ => ErrorKind::Config,
+        }
+    }
+
+    pub(crate) fn config(what: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig { what, value: value.to_string(), reason: reason.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,30 @@
+//! floodwall: distributed rate limiting. Sliding window, sliding log and token bucket (GCRA),
+//! several limits checked in one atomic Redis script on Redis time, or in process on the
+//! embedded store. Bindings for Python and Node wrap this crate and nothing else.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use floodwall::{Limiter, Limit};
+//! let limiter = Limiter::in_memory([Limit::per_second(5)?, Limit::per_minute(100)?])?;
+//! let d = limiter.check("user:42").await?;
+//! assert!(d.allowed && d.remaining == 4);
+//! # Ok::<(), floodwall::Error>(()) }).unwrap();
+//! ```
+
+pub mod algorithm;
+pub mod clock;
+pub mod decision;
+pub mod error;
+pub mod keys;
+pub mod limit;
+pub mod limiter;
+pub mod store;
+
+pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
+pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
+pub use decision::{Decision, Source, WindowState};
+pub use error::{Error, ErrorKind, Result};
+pub use keys::KeyLayout;
+pub use limit::{parse_limits, Limit};
+pub use limiter::{Limiter, LimiterBuilder, LimiterConfig};
+pub use store::{MemoryStore, RedisOptions, RedisStore};
