@@ -76,6 +76,7 @@ pub struct LimiterBuilder {
     prefix: String,
     clock: Option<Arc<dyn Clock>>,
     skew_threshold: Duration,
+    redis_time_from_clock: bool,
 }
 
 impl LimiterBuilder {
@@ -109,6 +110,13 @@ impl LimiterBuilder {
         self.skew_threshold = threshold;
         self
     }
+    /// Tests only: the Redis scripts take `now` from `clock` instead of Redis `TIME`, so the
+    /// conformance timelines run identically on Redis and in memory. Never use in production.
+    #[doc(hidden)]
+    pub fn redis_time_from_clock(mut self) -> Self {
+        self.redis_time_from_clock = true;
+        self
+    }
 
     pub fn build(self) -> Result<Limiter> {
         if self.limits.is_empty() {
@@ -128,6 +136,9 @@ impl LimiterBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let backend = match (self.redis_store, self.redis) {
             (Some(store), _) => Backend::Redis(store),
+            (None, Some(options)) if self.redis_time_from_clock => {
+                Backend::Redis(RedisStore::with_test_clock(options, clock.clone())?)
+            }
             (None, Some(options)) => Backend::Redis(RedisStore::new(options)?),
             (None, None) => Backend::Memory(MemoryStore::new(clock.clone())),
         };
@@ -164,6 +175,7 @@ impl Limiter {
             prefix: default_prefix(),
             clock: None,
             skew_threshold: DEFAULT_SKEW_THRESHOLD,
+            redis_time_from_clock: false,
         }
     }
 

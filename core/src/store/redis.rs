@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tokio::sync::OnceCell;
 
 use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
 use crate::clock::Clock;
@@ -67,7 +66,10 @@ struct Inner {
     shown_url: String,
     client: redis::Client,
     options: RedisOptions,
-    conn: OnceCell<ConnectionManager>,
+    /// The connection and the pid that made it: a forked child (gunicorn, uvicorn workers) must
+    /// not reuse its parent's socket or runtime, so a new pid makes a new connection.
+    conn: std::sync::Mutex<Option<(u32, ConnectionManager)>>,
+    connecting: tokio::sync::Mutex<()>,
     /// Conformance tests only: replaces Redis `TIME` so scripted timelines are deterministic.
     test_clock: Option<Arc<dyn Clock>>,
 }
@@ -87,7 +89,7 @@ impl RedisStore {
         }
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| Error::InvalidRedisUrl { url: shown_url.clone(), reason: e.to_string() })?;
-        Ok(RedisStore { inner: Arc::new(Inner { shown_url, client, options, conn: OnceCell::new(), test_clock: None }) })
+        Ok(RedisStore { inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock: None }) })
     }
 
     /// For conformance tests: the scripts take `now` from this clock instead of Redis `TIME`.
@@ -111,19 +113,28 @@ impl RedisStore {
         Error::Store { url: self.inner.shown_url.clone(), message: e.to_string() }
     }
 
+    fn current(&self) -> Option<ConnectionManager> {
+        let pid = std::process::id();
+        let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().filter(|(p, _)| *p == pid).map(|(_, c)| c.clone())
+    }
+
     async fn connection(&self) -> Result<ConnectionManager> {
-        let conn = self
-            .inner
-            .conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.inner.options.connect_timeout))
-                    .set_response_timeout(self.inner.options.response_timeout)
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.inner.client.clone(), config).await.map_err(|e| self.store_error(e))
-            })
-            .await?;
-        Ok(conn.clone())
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        // One connect at a time: a burst of first calls must not open a burst of sockets.
+        let _one = self.inner.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.inner.options.connect_timeout))
+            .set_response_timeout(self.inner.options.response_timeout)
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(self.inner.client.clone(), config).await.map_err(|e| self.store_error(e))?;
+        *self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::process::id(), conn.clone()));
+        Ok(conn)
     }
 
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {

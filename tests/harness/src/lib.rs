@@ -1,7 +1,7 @@
 //! Test harness: real `redis-server` processes on free loopback ports, stopped when dropped.
 //! Never touches the shared server on 6379. Later: the TCP fault proxy and a 6-process cluster.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

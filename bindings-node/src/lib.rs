@@ -1,0 +1,1 @@
+//! placeholder: the Node binding (issue 4)

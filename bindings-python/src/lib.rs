@@ -1,0 +1,1 @@
+//! placeholder: the Python binding (issue 3)
