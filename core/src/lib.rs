@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limit;
 pub mod limiter;
 pub mod store;
+pub mod web;
 
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
