@@ -173,7 +173,16 @@ impl RedisStore {
                 }
             }
         }
-        let reply: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| self.store_error(e))?;
+        // A connection that died since the last call (Redis restarted, failed over) fails the
+        // first command; redis-rs then reconnects, and one retry lands on the new connection.
+        // At worst a lost reply makes the retry consume twice: more denial, never more admission.
+        let reply: Vec<i64> = match inv.invoke_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(error = %e, "Redis connection dropped; retrying once");
+                inv.invoke_async(&mut conn).await.map_err(|e| self.store_error(e))?
+            }
+            other => other.map_err(|e| self.store_error(e))?,
+        };
         Outcome::from_reply(&reply, req.limits.len()).ok_or_else(|| Error::Store {
             url: self.inner.shown_url.clone(),
             message: format!("unexpected script reply {reply:?}"),

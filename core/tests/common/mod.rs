@@ -1,0 +1,22 @@
+//! Shared by the core's integration tests: limiter construction against a harness redis-server.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use floodwall::{Algorithm, Limit, Limiter};
+
+pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket];
+
+pub fn limits(specs: &[&str]) -> Vec<Limit> {
+    floodwall::parse_limits(specs).expect("valid limits")
+}
+
+/// A prefix no other test (or run) shares, so tests never see each other's keys.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn redis_limiter(url: &str, algorithm: Algorithm, specs: &[&str], prefix: &str) -> Limiter {
+    Limiter::builder(limits(specs)).algorithm(algorithm).redis_url(url).prefix(prefix).build().expect("limiter")
+}

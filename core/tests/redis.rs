@@ -1,0 +1,299 @@
+//! The core against real redis-servers the harness starts on free ports: exact admission under
+//! concurrency, multi-window atomicity, Redis time, script reloads, TTLs and key layout.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{limits, redis_limiter, unique_prefix, ALGORITHMS};
+use floodwall::keys::cluster_slot;
+use floodwall::{Algorithm, ErrorKind, Limiter, OffsetClock, Source};
+use floodwall_testkit::RedisServer;
+use redis::AsyncCommands;
+
+async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn keys_with_prefix(server: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut conn = raw_connection(server).await;
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn basic_ten_requests_limit_five_admits_the_first_five() {
+    let server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let limiter = redis_limiter(&server.url(), alg, &["5/second"], &unique_prefix("basic"));
+        let mut allowed = Vec::new();
+        for _ in 0..10 {
+            let d = limiter.check("user:1").await.unwrap();
+            assert_eq!(d.source, Source::Redis);
+            allowed.push(d.allowed);
+        }
+        assert_eq!(allowed, [true, true, true, true, true, false, false, false, false, false], "{alg}");
+    }
+}
+
+#[tokio::test]
+async fn multi_window_short_denies_without_consuming_then_long_denies() {
+    let server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let limiter = redis_limiter(&server.url(), alg, &["5/second", "12/minute"], &unique_prefix("multi"));
+        for i in 0..5 {
+            assert!(limiter.check("k").await.unwrap().allowed, "{alg}: request {i}");
+        }
+        let sixth = limiter.check("k").await.unwrap();
+        assert!(!sixth.allowed, "{alg}");
+        assert_eq!(sixth.limited_by.unwrap().to_string(), "5/second", "{alg}");
+        // The denied request consumed nothing: the long window still holds exactly 5.
+        let peek = limiter.peek("k").await.unwrap();
+        assert_eq!(peek.windows[1].remaining, 7, "{alg}: {peek:?}");
+
+        // Pace requests by the retry_after each denial gives until the long window is full.
+        let mut admitted = 5;
+        let mut last = sixth;
+        for _ in 0..200 {
+            if !last.allowed {
+                if last.limited_by.unwrap().to_string() == "12/minute" {
+                    break;
+                }
+                tokio::time::sleep(last.retry_after.unwrap()).await;
+            }
+            last = limiter.check("k").await.unwrap();
+            admitted += last.allowed as u32;
+        }
+        assert!(!last.allowed, "{alg}");
+        assert_eq!(last.limited_by.unwrap().to_string(), "12/minute", "{alg}: {last:?}");
+        assert_eq!(admitted, 12, "{alg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_thousand_concurrent_checks_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let prefix = unique_prefix("race");
+        // eight instances, each with its own connection, as eight app servers would have
+        let limiters: Vec<Limiter> = (0..8).map(|_| redis_limiter(&server.url(), alg, &["100/minute"], &prefix)).collect();
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| {
+                let l = limiters[i % limiters.len()].clone();
+                tokio::spawn(async move { l.check("hot").await.unwrap().allowed })
+            })
+            .collect();
+        let admitted = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+        assert_eq!(admitted, 100, "{alg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naive_check_then_increment_over_admits() {
+    // Why the check is one script: read, compare, then write in two round trips lets every
+    // concurrent reader see the same count.
+    let server = RedisServer::start();
+    let clients: Vec<_> = futures::future::join_all((0..8).map(|_| raw_connection(&server))).await;
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let n: Option<u64> = c.get("naive:hot").await.unwrap();
+                if n.unwrap_or(0) < 100 {
+                    let _: u64 = c.incr("naive:hot", 1).await.unwrap();
+                    true
+                } else {
+                    false
+                }
+            })
+        })
+        .collect();
+    let admitted = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert!(admitted > 110, "naive limiter admitted {admitted}; expected over-admission above 10%");
+}
+
+#[tokio::test]
+async fn clock_skew_eight_hours_apart_instances_agree() {
+    let server = RedisServer::start();
+    let eight_hours = 8 * 3600 * 1_000_000i64;
+    for alg in ALGORITHMS {
+        let prefix = unique_prefix("skew");
+        let build = |offset: i64| {
+            Limiter::builder(limits(&["10/minute"]))
+                .algorithm(alg)
+                .redis_url(server.url())
+                .prefix(prefix.clone())
+                .clock(Arc::new(OffsetClock::new(offset)))
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (build(0), build(eight_hours));
+        let mut remaining = Vec::new();
+        for i in 0..14 {
+            let l = if i % 2 == 0 { &a } else { &b };
+            let d = l.check("shared").await.unwrap();
+            remaining.push((d.allowed, d.remaining));
+        }
+        let expected: Vec<(bool, u64)> = (0..14).map(|i| if i < 10 { (true, 9 - i) } else { (false, 0) }).collect();
+        assert_eq!(remaining, expected, "{alg}: both instances must see one sequence");
+        let off_b = b.clock_offset_us().unwrap();
+        assert!((off_b + eight_hours).abs() < 2_000_000, "{alg}: measured offset {off_b} µs");
+        assert!(b.clock_skew_exceeded() && !a.clock_skew_exceeded(), "{alg}");
+    }
+
+    // A limiter that takes its window from the client's clock: the two instances count in
+    // different windows and together admit twice the limit.
+    let mut conn = raw_connection(&server).await;
+    let mut admitted = 0;
+    for i in 0..20 {
+        let local_now = floodwall::SystemClock.now_us() as i64 + if i % 2 == 0 { 0 } else { eight_hours };
+        let key = format!("naive-skew:{}", local_now / 60_000_000);
+        let n: u64 = conn.incr(&key, 1).await.unwrap();
+        if n <= 10 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 20, "client-clock windows disagree, so nothing was denied");
+}
+
+use floodwall::Clock as _;
+
+#[tokio::test]
+async fn scripts_reload_after_script_flush_and_restart() {
+    let mut server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let limiter = redis_limiter(&server.url(), alg, &["3/minute"], &unique_prefix("noscript"));
+        assert!(limiter.check("k").await.unwrap().allowed);
+        assert_eq!(server.command(&["SCRIPT", "FLUSH"]).unwrap(), "+OK");
+        let d = limiter.check("k").await.unwrap();
+        assert!(d.allowed && d.remaining == 1, "{alg}: {d:?}");
+    }
+    let limiter = redis_limiter(&server.url(), Algorithm::SlidingWindow, &["3/minute"], &unique_prefix("restart"));
+    assert_eq!(limiter.check("k").await.unwrap().remaining, 2);
+    server.restart();
+    // A restart empties the data and the script cache; the next call reconnects and reloads.
+    let d = limiter.check("k").await.unwrap();
+    assert_eq!(d.remaining, 2, "{d:?}");
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_within_its_window_and_one_slot_per_identity() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for alg in ALGORITHMS {
+        let prefix = unique_prefix("ttl");
+        let limiter = redis_limiter(&server.url(), alg, &["5/second", "20/minute", "100/hour"], &prefix);
+        for id in ["user:1", "user:2", &"long-identity-".repeat(20)] {
+            limiter.check_n(id, 2).await.unwrap();
+        }
+        let keys = keys_with_prefix(&server, &prefix).await;
+        let expected_keys = if alg == Algorithm::SlidingLog { 6 } else { 9 };
+        assert_eq!(keys.len(), expected_keys, "{alg}: {keys:?}");
+        for k in &keys {
+            let pttl: i64 = conn.pttl(k).await.unwrap();
+            let window_ms: i64 = if alg == Algorithm::SlidingLog { 3_600_000 } else { k.rsplit(':').next().unwrap().parse().unwrap() };
+            // sliding window keeps the current and the next window; the others at most one window
+            let bound = if alg == Algorithm::SlidingWindow { 2 * window_ms } else { window_ms };
+            assert!(pttl > 0 && pttl <= bound, "{alg}: {k} has PTTL {pttl}, bound {bound}");
+            assert!(!k.contains("long-identity-long"), "long identities are hashed: {k}");
+        }
+        for id in ["user:1", "user:2"] {
+            let mine: Vec<&String> = keys.iter().filter(|k| k.contains(&format!("{{{id}}}"))).collect();
+            assert!(!mine.is_empty());
+            assert!(mine.iter().all(|k| cluster_slot(k) == cluster_slot(mine[0])), "{alg}: {mine:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn reset_and_peek() {
+    let server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let prefix = unique_prefix("reset");
+        let limiter = redis_limiter(&server.url(), alg, &["2/minute"], &prefix);
+        limiter.check_n("k", 2).await.unwrap();
+        let p = limiter.peek("k").await.unwrap();
+        assert!(!p.allowed && p.remaining == 0, "{alg}: {p:?}");
+        assert!(!limiter.peek("k").await.unwrap().allowed, "peek consumes nothing and stays denied");
+        limiter.reset("k").await.unwrap();
+        assert!(keys_with_prefix(&server, &prefix).await.is_empty(), "{alg}: reset deletes every key");
+        assert_eq!(limiter.check("k").await.unwrap().remaining, 1, "{alg}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_store_error_naming_the_url() {
+    let port = floodwall_testkit::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let limiter = redis_limiter(&url, Algorithm::SlidingWindow, &["5/second"], "p");
+    let err = limiter.check("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_config_error_naming_the_value() {
+    let server = RedisServer::start();
+    let limiter = redis_limiter(&server.url(), Algorithm::TokenBucket, &["5/second"], "p");
+    for (result, named) in [
+        (limiter.check_n("k", 0).await.map(|_| ()), "0"),
+        (limiter.check_n("k", 6).await.map(|_| ()), "6"),
+        (limiter.check("").await.map(|_| ()), "\"\""),
+    ] {
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains(named), "{e}");
+    }
+    let e = Limiter::builder(limits(&["20000/minute"])).algorithm(Algorithm::SlidingLog).build().unwrap_err();
+    assert!(e.to_string().contains("20000/minute"), "{e}");
+    let e = Limiter::builder(limits(&["5/second", "10/second"])).build().unwrap_err();
+    assert!(e.to_string().contains("5/second, 10/second"), "{e}");
+    let e = Limiter::builder(limits(&["5/second"])).redis_url("http://localhost").build().unwrap_err();
+    assert!(e.to_string().contains("http://localhost"), "{e}");
+    assert!(Limiter::builder([]).build().is_err());
+}
+
+#[tokio::test]
+async fn random_timelines_agree_between_memory_and_redis() {
+    // The twins must agree on every field, on timelines no one wrote by hand.
+    use floodwall::FakeClock;
+    let server = RedisServer::start();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for alg in ALGORITHMS {
+        for specs in [&["4/second"][..], &["3/500ms", "7/2s", "10/5s"][..]] {
+            let clock = FakeClock::new(1_728_000_000_000_000);
+            let prefix = unique_prefix("diff");
+            let mem = Limiter::builder(limits(specs)).algorithm(alg).clock(Arc::new(clock.clone())).build().unwrap();
+            let red = Limiter::builder(limits(specs))
+                .algorithm(alg)
+                .clock(Arc::new(clock.clone()))
+                .redis_url(server.url())
+                .redis_time_from_clock()
+                .prefix(prefix)
+                .build()
+                .unwrap();
+            for step in 0..400 {
+                clock.advance(Duration::from_micros(rnd(150_000)));
+                let key = ["a", "b"][rnd(2) as usize];
+                let (m, r) = match rnd(10) {
+                    0 => (mem.peek(key).await.unwrap(), red.peek(key).await.unwrap()),
+                    1 => (mem.check_n(key, 2).await.unwrap(), red.check_n(key, 2).await.unwrap()),
+                    _ => (mem.check(key).await.unwrap(), red.check(key).await.unwrap()),
+                };
+                let strip = |mut d: floodwall::Decision| {
+                    d.source = Source::Memory;
+                    d
+                };
+                assert_eq!(strip(m), strip(r), "{alg} {specs:?} step {step}");
+            }
+        }
+    }
+}
