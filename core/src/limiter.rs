@@ -250,6 +250,14 @@ impl Limiter {
         }
     }
 
+    /// The embedded store, when this limiter decides in process.
+    pub fn memory_store(&self) -> Option<&MemoryStore> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Some(m),
+            Backend::Redis(_) => None,
+        }
+    }
+
     /// Make sure Redis answers (no-op on the embedded store).
     pub async fn connect(&self) -> Result<()> {
         match &self.inner.backend {
