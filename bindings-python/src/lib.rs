@@ -1,1 +1,22 @@
-//! placeholder: the Python binding (issue 3)
+//! floodwall._floodwall: the native module under the `floodwall` Python package. It wraps the
+//! core crate (limiter, limit parser, HTTP rules) and owns the process's one tokio runtime.
+
+mod errors;
+mod limiter;
+mod runtime;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FloodwallError", py.get_type::<errors::FloodwallError>())?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add("StoreError", py.get_type::<errors::StoreError>())?;
+    m.add_class::<limiter::PyLimiter>()?;
+    m.add_class::<limiter::PyDecision>()?;
+    m.add_class::<limiter::PyWindow>()?;
+    m.add_class::<limiter::PyManualClock>()?;
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! `Limiter`, `Decision`, `Window` and `ManualClock`: the core's limiter seen from Python. Async
+//! methods return awaitables driven by the process's runtime; sync ones detach from the
+//! interpreter while they wait. The embedded store answers in place, without the runtime.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use floodwall::{Algorithm, Decision, FakeClock, Limiter, RedisOptions, Source, WindowState};
+use futures::FutureExt;
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::IntoPyObjectExt;
+
+use crate::errors::{from_panic, guard, to_py};
+use crate::runtime::{self, ForkSafeRuntime};
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// One limit's view of a request.
+#[pyclass(name = "Window", module = "floodwall._floodwall", frozen)]
+pub struct PyWindow {
+    inner: WindowState,
+}
+
+#[pymethods]
+impl PyWindow {
+    /// The limit as a string, e.g. "5/second".
+    #[getter]
+    fn limit(&self) -> String {
+        self.inner.limit.to_string()
+    }
+    /// Requests the window admits.
+    #[getter]
+    fn max(&self) -> u64 {
+        self.inner.limit.max()
+    }
+    /// The window length in seconds.
+    #[getter]
+    fn window(&self) -> f64 {
+        seconds(self.inner.limit.window())
+    }
+    /// The policy name of the RateLimit headers, e.g. "per-second".
+    #[getter]
+    fn policy(&self) -> String {
+        self.inner.limit.policy_name()
+    }
+    #[getter]
+    fn remaining(&self) -> u64 {
+        self.inner.remaining
+    }
+    #[getter]
+    fn reset_after(&self) -> f64 {
+        seconds(self.inner.reset_after)
+    }
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.inner.retry_after.map(seconds)
+    }
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("limit", self.limit())?;
+        d.set_item("remaining", self.remaining())?;
+        d.set_item("reset_after", self.reset_after())?;
+        d.set_item("retry_after", self.retry_after())?;
+        Ok(d)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Window(limit={:?}, remaining={}, reset_after={}, retry_after={})",
+            self.limit(),
+            self.remaining(),
+            self.reset_after(),
+            opt_repr(self.retry_after()),
+        )
+    }
+}
+
+fn opt_repr(v: Option<f64>) -> String {
+    v.map(|s| s.to_string()).unwrap_or_else(|| "None".into())
+}
+
+/// The answer to one check: a value, never an exception.
+#[pyclass(name = "Decision", module = "floodwall._floodwall", frozen)]
+pub struct PyDecision {
+    pub(crate) inner: Decision,
+}
+
+impl From<Decision> for PyDecision {
+    fn from(inner: Decision) -> Self {
+        PyDecision { inner }
+    }
+}
+
+#[pymethods]
+impl PyDecision {
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.inner.allowed
+    }
+    /// The max of the binding limit (the one that denied, or the one with least remaining).
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.inner.limit
+    }
+    #[getter]
+    fn remaining(&self) -> u64 {
+        self.inner.remaining
+    }
+    /// Seconds until the binding window holds none of this identity's requests.
+    #[getter]
+    fn reset_after(&self) -> f64 {
+        seconds(self.inner.reset_after)
+    }
+    /// Seconds to wait before the same request could pass; None when allowed.
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.inner.retry_after.map(seconds)
+    }
+    /// The limit that denied, e.g. "5/second"; None when allowed.
+    #[getter]
+    fn limited_by(&self) -> Option<String> {
+        self.inner.limited_by.map(|l| l.to_string())
+    }
+    /// Where the answer came from: "redis", "memory", "cache", "lease" or "fallback".
+    #[getter]
+    fn source(&self) -> &'static str {
+        self.inner.source.as_str()
+    }
+    /// Every limit, in configuration order.
+    #[getter]
+    fn windows(&self) -> Vec<PyWindow> {
+        self.inner.windows.iter().map(|w| PyWindow { inner: w.clone() }).collect()
+    }
+    /// The store's clock at the decision, in seconds since the epoch (Redis time on Redis).
+    #[getter]
+    fn at(&self) -> f64 {
+        self.inner.at_us as f64 / 1e6
+    }
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("allowed", self.allowed())?;
+        d.set_item("limit", self.limit())?;
+        d.set_item("remaining", self.remaining())?;
+        d.set_item("reset_after", self.reset_after())?;
+        d.set_item("retry_after", self.retry_after())?;
+        d.set_item("limited_by", self.limited_by())?;
+        d.set_item("source", self.source())?;
+        let windows = PyList::empty(py);
+        for w in self.windows() {
+            windows.append(w.to_dict(py)?)?;
+        }
+        d.set_item("windows", windows)?;
+        Ok(d)
+    }
+    fn __bool__(&self) -> bool {
+        self.inner.allowed
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, limit={}, remaining={}, reset_after={}, retry_after={}, limited_by={}, source={:?})",
+            if self.inner.allowed { "True" } else { "False" },
+            self.inner.limit,
+            self.inner.remaining,
+            self.reset_after(),
+            opt_repr(self.retry_after()),
+            self.limited_by().map(|l| format!("{l:?}")).unwrap_or_else(|| "None".into()),
+            self.source(),
+        )
+    }
+}
+
+fn ms_to_us(ms: f64) -> PyResult<u64> {
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(to_py(floodwall::Error::InvalidConfig {
+            what: "clock time",
+            value: ms.to_string(),
+            reason: "milliseconds must be a finite number, at least 0".into(),
+        }));
+    }
+    Ok((ms * 1000.0).round() as u64)
+}
+
+/// A clock that moves only when told to: the embedded store decides on it (tests, simulations).
+/// Given with a redis_url, Redis scripts take their time from it too (test-only).
+#[pyclass(name = "ManualClock", module = "floodwall._floodwall", frozen)]
+pub struct PyManualClock {
+    clock: FakeClock,
+}
+
+#[pymethods]
+impl PyManualClock {
+    /// start_ms: milliseconds since the epoch; default now.
+    #[new]
+    #[pyo3(signature = (start_ms = None))]
+    fn new(start_ms: Option<f64>) -> PyResult<Self> {
+        let us = match start_ms {
+            Some(ms) => ms_to_us(ms)?,
+            None => floodwall::Clock::now_us(&floodwall::SystemClock),
+        };
+        Ok(PyManualClock { clock: FakeClock::new(us) })
+    }
+    /// Move the clock forward by `ms` milliseconds.
+    fn advance(&self, ms: f64) -> PyResult<()> {
+        self.clock.advance(Duration::from_micros(ms_to_us(ms)?));
+        Ok(())
+    }
+    /// Set the clock to `ms` milliseconds since the epoch.
+    fn set(&self, ms: f64) -> PyResult<()> {
+        self.clock.set_us(ms_to_us(ms)?);
+        Ok(())
+    }
+    /// The clock's time in milliseconds since the epoch.
+    #[getter]
+    fn now_ms(&self) -> f64 {
+        floodwall::Clock::now_us(&self.clock) as f64 / 1000.0
+    }
+    fn __repr__(&self) -> String {
+        format!("ManualClock(start_ms={})", self.now_ms())
+    }
+}
+
+/// An awaitable whose result is already known: the embedded store decides in place, so an
+/// `await` on it returns at once without a trip through the runtime or the event loop.
+#[pyclass(module = "floodwall._floodwall")]
+struct Ready {
+    result: Option<PyResult<Py<PyAny>>>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __next__(&mut self) -> PyResult<Option<Py<PyAny>>> {
+        match self.result.take() {
+            Some(Ok(value)) => Err(PyStopIteration::new_err((value,))),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+}
+
+fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if let Ok(s) = limits.cast::<PyString>() {
+        return Ok(vec![s.to_str()?.to_owned()]);
+    }
+    limits.extract::<Vec<String>>().map_err(|_| {
+        to_py(floodwall::Error::InvalidConfig {
+            what: "limits",
+            value: limits.repr().map(|r| r.to_string()).unwrap_or_default(),
+            reason: "expected a limit string like \"10/second\" or a list of them".into(),
+        })
+    })
+}
+
+fn cost_arg(cost: i64) -> PyResult<u64> {
+    if cost < 1 {
+        return Err(to_py(floodwall::Error::InvalidConfig {
+            what: "cost",
+            value: cost.to_string(),
+            reason: "must be at least 1 (use peek to look without consuming)".into(),
+        }));
+    }
+    Ok(cost as u64)
+}
+
+/// Rate limits for many identities, on Redis (`redis_url`) or the embedded in-process store.
+#[pyclass(name = "Limiter", module = "floodwall._floodwall", frozen)]
+pub struct PyLimiter {
+    pub(crate) inner: Limiter,
+    shown_url: Option<String>,
+    prefix: String,
+}
+
+impl PyLimiter {
+    fn in_process(&self) -> bool {
+        self.inner.store_kind() == Source::Memory
+    }
+
+    /// A Python awaitable for `fut`. In-process stores finish on the first poll; Redis calls run
+    /// on the runtime and resolve an asyncio future on the caller's loop.
+    fn awaitable<'py, T, F>(&self, py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = floodwall::Result<T>> + Send + 'static,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let mut fut = Box::pin(fut);
+        if self.in_process() {
+            let polled = guard(|| Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))))?;
+            if let Poll::Ready(r) = polled {
+                let result = r.map_err(to_py).and_then(|v| v.into_py_any(py));
+                return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
+            }
+        }
+        pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, async move {
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r.map_err(to_py),
+                Err(panic) => Err(from_panic(panic)),
+            }
+        })
+    }
+
+    /// Wait for `fut` without holding the interpreter (in place for the embedded store).
+    fn blocking<T: Send>(&self, py: Python<'_>, fut: impl Future<Output = floodwall::Result<T>> + Send) -> PyResult<T> {
+        guard(|| {
+            let mut fut = pin!(fut);
+            if self.in_process() {
+                if let Poll::Ready(r) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    return r.map_err(to_py);
+                }
+            }
+            py.detach(|| runtime::get().block_on(fut)).map_err(to_py)
+        })
+    }
+}
+
+#[pymethods]
+impl PyLimiter {
+    #[new]
+    #[pyo3(signature = (limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall", timeout_ms = 1000, clock = None))]
+    fn new(
+        limits: &Bound<'_, PyAny>,
+        algorithm: &str,
+        redis_url: Option<String>,
+        prefix: &str,
+        timeout_ms: u64,
+        clock: Option<&Bound<'_, PyManualClock>>,
+    ) -> PyResult<Self> {
+        guard(|| {
+            let limits = floodwall::parse_limits(&limits_arg(limits)?).map_err(to_py)?;
+            let algorithm = Algorithm::parse(algorithm).map_err(to_py)?;
+            let mut b = Limiter::builder(limits).algorithm(algorithm).prefix(prefix);
+            if let Some(c) = clock {
+                b = b.clock(Arc::new(c.get().clock.clone()));
+            }
+            let shown_url = redis_url.as_deref().map(floodwall::store::redis::redact_url);
+            if let Some(url) = redis_url {
+                let timeout = Duration::from_millis(timeout_ms.max(1));
+                b = b.redis(RedisOptions { url, connect_timeout: timeout, response_timeout: Some(timeout) });
+                if clock.is_some() {
+                    // Test-only: scripts take `now` from the manual clock instead of Redis TIME.
+                    b = b.redis_time_from_clock();
+                }
+            }
+            Ok(PyLimiter { inner: b.build().map_err(to_py)?, shown_url, prefix: prefix.to_owned() })
+        })
+    }
+
+    /// Consume `cost` from every limit of `key`, or nothing if any limit would be exceeded.
+    #[pyo3(signature = (key, cost = 1))]
+    fn check<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+        let cost = cost_arg(cost)?;
+        let limiter = self.inner.clone();
+        self.awaitable(py, async move { limiter.check_n(&key, cost).await.map(PyDecision::from) })
+    }
+
+    #[pyo3(signature = (key, cost = 1))]
+    fn check_sync(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<PyDecision> {
+        let cost = cost_arg(cost)?;
+        self.blocking(py, self.inner.check_n(key, cost)).map(PyDecision::from)
+    }
+
+    /// Would one more request pass? Consumes nothing.
+    fn peek<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let limiter = self.inner.clone();
+        self.awaitable(py, async move { limiter.peek(&key).await.map(PyDecision::from) })
+    }
+
+    fn peek_sync(&self, py: Python<'_>, key: &str) -> PyResult<PyDecision> {
+        self.blocking(py, self.inner.peek(key)).map(PyDecision::from)
+    }
+
+    /// Forget every count of `key`.
+    fn reset<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let limiter = self.inner.clone();
+        self.awaitable(py, async move { limiter.reset(&key).await })
+    }
+
+    fn reset_sync(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        self.blocking(py, self.inner.reset(key))
+    }
+
+    /// Make sure the store answers (raises StoreError if Redis is unreachable).
+    fn connect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let limiter = self.inner.clone();
+        self.awaitable(py, async move { limiter.connect().await })
+    }
+
+    fn connect_sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.blocking(py, self.inner.connect())
+    }
+
+    /// The limits, normalised, e.g. ["5/second", "100/minute"].
+    #[getter]
+    fn limits(&self) -> Vec<String> {
+        self.inner.limits().iter().map(|l| l.to_string()).collect()
+    }
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        self.inner.algorithm().as_str()
+    }
+    /// "redis" or "memory".
+    #[getter]
+    fn store(&self) -> &'static str {
+        self.inner.store_kind().as_str()
+    }
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// The largest cost one check may ask for.
+    #[getter]
+    fn max_cost(&self) -> u64 {
+        self.inner.max_cost()
+    }
+    /// Redis time minus local time in seconds, as last measured (None before any Redis call).
+    #[getter]
+    fn clock_offset(&self) -> Option<f64> {
+        self.inner.clock_offset_us().map(|us| us as f64 / 1e6)
+    }
+    fn __repr__(&self) -> String {
+        let store = match &self.shown_url {
+            Some(url) => format!("redis_url={url:?}"),
+            None => "store='memory'".into(),
+        };
+        format!("Limiter({:?}, algorithm={:?}, {store})", self.limits(), self.algorithm())
+    }
+}

@@ -1,0 +1,112 @@
+//! The one tokio runtime of this process, and the `pyo3_async_runtimes::generic` glue that spawns
+//! onto it. A runtime is per pid: after `fork()` its worker threads exist only in the parent, so a
+//! child (gunicorn, uvicorn workers) that reused it would hang. A new pid builds a new runtime.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime};
+use pyo3_async_runtimes::TaskLocals;
+
+struct PidRuntime {
+    pid: u32,
+    rt: tokio::runtime::Runtime,
+}
+
+/// Never freed: a runtime inherited through fork() must not be dropped (dropping joins worker
+/// threads that do not exist in the child), and one runtime per process lives as long as it.
+static CURRENT: AtomicPtr<PidRuntime> = AtomicPtr::new(std::ptr::null_mut());
+
+fn build() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("floodwall")
+        .enable_all()
+        .build()
+        .expect("floodwall: cannot start the tokio runtime")
+}
+
+/// The runtime of the current process, made on first use and again after a fork.
+pub fn get() -> &'static tokio::runtime::Runtime {
+    let pid = std::process::id();
+    loop {
+        let seen = CURRENT.load(Ordering::Acquire);
+        // SAFETY: pointers stored in CURRENT come from Box::into_raw and are never freed.
+        if let Some(r) = unsafe { seen.as_ref() } {
+            if r.pid == pid {
+                return &r.rt;
+            }
+        }
+        // No lock here: a mutex held by a parent thread at fork() time would stay held forever
+        // in the child. Racing threads each build one; the loser shuts its own down.
+        let fresh = Box::into_raw(Box::new(PidRuntime { pid, rt: build() }));
+        match CURRENT.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // The previous runtime (the parent's, if any) is leaked on purpose.
+            Ok(_) => return unsafe { &(*fresh).rt },
+            Err(_) => {
+                // SAFETY: `fresh` was never published.
+                let lost = unsafe { Box::from_raw(fresh) };
+                lost.rt.shutdown_background();
+            }
+        }
+    }
+}
+
+/// `pyo3_async_runtimes::generic::Runtime` over [`get`].
+pub struct ForkSafeRuntime;
+
+pub struct TokioJoinError(tokio::task::JoinError);
+
+impl JoinError for TokioJoinError {
+    fn is_panic(&self) -> bool {
+        self.0.is_panic()
+    }
+    fn into_panic(self) -> Box<dyn std::any::Any + Send + 'static> {
+        self.0.into_panic()
+    }
+}
+
+pub struct JoinHandle(tokio::task::JoinHandle<()>);
+
+impl Future for JoinHandle {
+    type Output = Result<(), TokioJoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.map_err(TokioJoinError))
+    }
+}
+
+tokio::task_local! {
+    static TASK_LOCALS: TaskLocals;
+}
+
+impl Runtime for ForkSafeRuntime {
+    type JoinError = TokioJoinError;
+    type JoinHandle = JoinHandle;
+
+    fn spawn<F>(fut: F) -> Self::JoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        JoinHandle(get().spawn(fut))
+    }
+
+    fn spawn_blocking<F>(f: F) -> Self::JoinHandle
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        JoinHandle(get().spawn_blocking(f))
+    }
+}
+
+impl ContextExt for ForkSafeRuntime {
+    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(TASK_LOCALS.scope(locals, fut))
+    }
+
+    fn get_task_locals() -> Option<TaskLocals> {
+        TASK_LOCALS.try_with(|l| l.clone()).ok()
+    }
+}
