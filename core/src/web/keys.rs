@@ -1,0 +1,485 @@
+//! Which bucket a request counts against: a scope such as "user+endpoint" resolved to one key
+//! string. Identities the caller cannot prove fall back to the client IP, so a forged token buys nothing.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use super::client_ip::{ClientIp, ClientIpRule};
+use super::jwt::{bearer_token, JwtVerifier};
+use crate::error::{Error, Result};
+
+/// Free-text parts (a user id, a route) longer than this go into the key as a hash: a request
+/// must not be able to make a key of arbitrary size.
+pub const MAX_RAW_PART: usize = 200;
+
+/// One dimension of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPart {
+    /// `ip:<client>`.
+    Ip,
+    /// `user:<sub>` of a verified JWT, else the client IP key.
+    User,
+    /// `apikey:<hash>` of the API key, else the client IP key.
+    ApiKey,
+    /// `global`: one bucket for everyone.
+    Global,
+    /// `ep:<METHOD> <route>`.
+    Endpoint,
+}
+
+impl KeyPart {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyPart::Ip => "ip",
+            KeyPart::User => "user",
+            KeyPart::ApiKey => "api_key",
+            KeyPart::Global => "global",
+            KeyPart::Endpoint => "endpoint",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "ip" => KeyPart::Ip,
+            "user" => KeyPart::User,
+            "api_key" | "apikey" | "api-key" => KeyPart::ApiKey,
+            "global" => KeyPart::Global,
+            "endpoint" => KeyPart::Endpoint,
+            _ => return None,
+        })
+    }
+}
+
+/// The parts of a key, in the order they appear in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyScope(Vec<KeyPart>);
+
+impl KeyScope {
+    /// `"ip"`, `"user"`, `"api_key"` (or `"apikey"`), `"global"`, `"endpoint"`, or several joined
+    /// with `+`: `"user+endpoint+ip"`. Case and spaces around parts are ignored.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::config("key scope", s, reason);
+        let mut parts = Vec::new();
+        for raw in s.split('+') {
+            let name = raw.trim();
+            if name.is_empty() {
+                return Err(bad("has an empty part; expected e.g. \"ip\", \"user\" or \"user+endpoint\"".into()));
+            }
+            let part = KeyPart::from_name(name)
+                .ok_or_else(|| bad(format!("unknown part {name:?}; expected ip, user, api_key, global or endpoint")))?;
+            if parts.contains(&part) {
+                return Err(bad(format!("names {name:?} twice")));
+            }
+            parts.push(part);
+        }
+        Ok(KeyScope(parts))
+    }
+
+    pub fn parts(&self) -> &[KeyPart] {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(p.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for KeyScope {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        KeyScope::parse(s)
+    }
+}
+
+/// What an adapter extracts from a request. Every field is client-controlled except `peer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestInfo<'a> {
+    /// The socket peer address.
+    pub peer: &'a str,
+    /// Every X-Forwarded-For value, joined with ",".
+    pub forwarded_for: Option<&'a str>,
+    /// The Authorization header.
+    pub authorization: Option<&'a str>,
+    /// The API key header (whichever header the app configured).
+    pub api_key: Option<&'a str>,
+    pub method: &'a str,
+    /// The route template ("/items/{id}") when the framework knows it, else the path. A template
+    /// keeps one bucket per route instead of one per URL.
+    pub route: &'a str,
+}
+
+/// Turns a request and a scope into a key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyResolver {
+    ip_rule: ClientIpRule,
+    jwt: Option<JwtVerifier>,
+}
+
+/// A resolved key and what the adapter should know about how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Parts joined with "|": `"user:42|ep:GET /items/{id}|ip:1.2.3.4"`.
+    pub key: String,
+    /// X-Forwarded-For came from a peer that is not a trusted proxy (adapters warn once).
+    pub forwarded_for_ignored: bool,
+    /// The `user` part came from a verified JWT (not from the IP fallback).
+    pub user_verified: bool,
+    /// The client address, when the peer was parseable.
+    pub ip: Option<IpAddr>,
+}
+
+impl KeyResolver {
+    pub fn new(ip_rule: ClientIpRule, jwt: Option<JwtVerifier>) -> Self {
+        KeyResolver { ip_rule, jwt }
+    }
+
+    pub fn ip_rule(&self) -> &ClientIpRule {
+        &self.ip_rule
+    }
+
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// The client IP of a request, as the `ip` part sees it.
+    pub fn client_ip(&self, req: &RequestInfo) -> ClientIp {
+        self.ip_rule.client_ip(req.peer, req.forwarded_for)
+    }
+
+    /// The verified JWT subject of a request, if any.
+    pub fn user(&self, req: &RequestInfo) -> Option<String> {
+        self.jwt.as_ref()?.verify_subject(bearer_token(req.authorization)?)
+    }
+
+    pub fn resolve(&self, scope: &KeyScope, req: &RequestInfo) -> Resolved {
+        // Always worked out, even when the scope has no `ip`: adapters log the client and warn
+        // about an ignored X-Forwarded-For whatever the scope.
+        let client = self.client_ip(req);
+        let mut user_verified = false;
+        let mut pieces: Vec<String> = Vec::with_capacity(scope.0.len());
+        for part in &scope.0 {
+            let piece = match part {
+                KeyPart::Ip => client.key.clone(),
+                KeyPart::User => match self.user(req) {
+                    Some(sub) => {
+                        user_verified = true;
+                        format!("user:{}", free_text(&sub))
+                    }
+                    None => client.key.clone(),
+                },
+                // Hashed: a raw secret must never appear in Redis keys, MONITOR output or metrics.
+                KeyPart::ApiKey => match req.api_key.map(str::trim).filter(|k| !k.is_empty()) {
+                    Some(k) => format!("apikey:{}", hex32(k)),
+                    None => client.key.clone(),
+                },
+                KeyPart::Global => "global".into(),
+                KeyPart::Endpoint => {
+                    format!(
+                        "ep:{}",
+                        free_text(&format!("{} {}", req.method.trim().to_ascii_uppercase(), req.route.trim()))
+                    )
+                }
+            };
+            // "user+ip" for an anonymous caller would otherwise read "ip:1.2.3.4|ip:1.2.3.4".
+            if !pieces.contains(&piece) {
+                pieces.push(piece);
+            }
+        }
+        Resolved {
+            key: pieces.join("|"),
+            forwarded_for_ignored: client.forwarded_for_ignored,
+            user_verified,
+            ip: client.ip,
+        }
+    }
+}
+
+/// A value from outside (a JWT subject, a route) as one key part. `|` separates parts and a
+/// leading `#` marks a hash, so `%`, `|` and `#` are percent-escaped: a subject such as
+/// "42|ep:GET /admin" can then never impersonate another scope's key. Long values are hashed.
+fn free_text(value: &str) -> String {
+    if value.len() > MAX_RAW_PART {
+        return format!("#{}", hex32(value));
+    }
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '|' => out.push_str("%7C"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The first 128 bits of SHA-256, in hex: collision-free in practice, and short.
+fn hex32(value: &str) -> String {
+    Sha256::digest(value.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"key-resolver-test-secret";
+
+    fn token(sub: &str) -> String {
+        encode(&Header::default(), &json!({"sub": sub}), &EncodingKey::from_secret(SECRET).unwrap()).unwrap()
+    }
+
+    fn resolver() -> KeyResolver {
+        KeyResolver::new(ClientIpRule::new(&["10.0.0.0/8"], 64).unwrap(), Some(JwtVerifier::hs256(SECRET).unwrap()))
+    }
+
+    #[test]
+    fn scopes_parse() {
+        let cases: &[(&str, &[KeyPart])] = &[
+            ("ip", &[KeyPart::Ip]),
+            ("user", &[KeyPart::User]),
+            ("api_key", &[KeyPart::ApiKey]),
+            ("apikey", &[KeyPart::ApiKey]),
+            ("global", &[KeyPart::Global]),
+            ("endpoint", &[KeyPart::Endpoint]),
+            ("user+endpoint+ip", &[KeyPart::User, KeyPart::Endpoint, KeyPart::Ip]),
+            (" User + Endpoint ", &[KeyPart::User, KeyPart::Endpoint]),
+        ];
+        for (s, parts) in cases {
+            let scope = KeyScope::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(scope.parts(), *parts, "{s}");
+            assert_eq!(KeyScope::parse(&scope.to_string()).unwrap(), scope, "{s} round trip");
+        }
+    }
+
+    #[test]
+    fn bad_scopes_name_the_input() {
+        for s in ["", "ip+", "+ip", "ip++user", "ipaddress", "user+user", "ip,user", "ip user"] {
+            let err = KeyScope::parse(s).expect_err(s);
+            assert!(err.to_string().contains(&format!("{s:?}")), "{s}: {err}");
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+        }
+    }
+
+    #[test]
+    fn resolve_table() {
+        let good = format!("Bearer {}", token("42"));
+        let forged = format!(
+            "Bearer {}",
+            encode(&Header::default(), &json!({"sub": "42"}), &EncodingKey::from_secret(b"guess").unwrap()).unwrap()
+        );
+        let hook = format!("Bearer {}", token("7|ep:GET /admin"));
+        let apikey_hash = hex32("sk_live_abc");
+        // (case, scope, authorization, api key, peer, XFF, method, route, key, user_verified, xff ignored)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            String,
+            bool,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            ("ip", "ip", None, None, "1.2.3.4", None, "GET", "/", "ip:1.2.3.4".into(), false, false),
+            (
+                "verified user",
+                "user",
+                Some(good.as_str()),
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "user:42".into(),
+                true,
+                false,
+            ),
+            (
+                "forged token falls back to ip",
+                "user",
+                Some(forged.as_str()),
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "ip:1.2.3.4".into(),
+                false,
+                false,
+            ),
+            (
+                "no token falls back to ip",
+                "user",
+                None,
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "ip:1.2.3.4".into(),
+                false,
+                false,
+            ),
+            (
+                "contract example",
+                "user+endpoint+ip",
+                Some(good.as_str()),
+                None,
+                "10.0.0.1",
+                Some("1.2.3.4"),
+                "get",
+                "/items/{id}",
+                "user:42|ep:GET /items/{id}|ip:1.2.3.4".into(),
+                true,
+                false,
+            ),
+            (
+                "anonymous user+ip collapses",
+                "user+ip",
+                None,
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "ip:1.2.3.4".into(),
+                false,
+                false,
+            ),
+            (
+                "api key is hashed",
+                "api_key",
+                None,
+                Some(" sk_live_abc "),
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                format!("apikey:{apikey_hash}"),
+                false,
+                false,
+            ),
+            (
+                "missing api key falls back to ip",
+                "api_key",
+                None,
+                Some("  "),
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "ip:1.2.3.4".into(),
+                false,
+                false,
+            ),
+            ("global", "global", None, None, "1.2.3.4", Some("5.6.7.8"), "GET", "/", "global".into(), false, true),
+            (
+                "global+endpoint",
+                "global+endpoint",
+                None,
+                None,
+                "1.2.3.4",
+                None,
+                "POST",
+                "/login",
+                "global|ep:POST /login".into(),
+                false,
+                false,
+            ),
+            (
+                "separator in sub is escaped",
+                "user+endpoint",
+                Some(hook.as_str()),
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/x",
+                "user:7%7Cep:GET /admin|ep:GET /x".into(),
+                true,
+                false,
+            ),
+            (
+                "separator in route is escaped",
+                "endpoint",
+                None,
+                None,
+                "1.2.3.4",
+                None,
+                "GET",
+                "/a|b#c%",
+                "ep:GET /a%7Cb%23c%25".into(),
+                false,
+                false,
+            ),
+            ("unknown peer", "ip", None, None, "", None, "GET", "/", "ip:unknown".into(), false, false),
+        ];
+        let r = resolver();
+        for (case, scope, auth, api_key, peer, xff, method, route, key, verified, ignored) in cases {
+            let req = RequestInfo { peer, forwarded_for: xff, authorization: auth, api_key, method, route };
+            let got = r.resolve(&KeyScope::parse(scope).unwrap(), &req);
+            assert_eq!(got.key, key, "{case}");
+            assert_eq!((got.user_verified, got.forwarded_for_ignored), (verified, ignored), "{case}");
+        }
+    }
+
+    #[test]
+    fn api_key_hash_is_32_hex_and_never_the_secret() {
+        let req = RequestInfo {
+            peer: "1.2.3.4",
+            api_key: Some("sk_live_abc"),
+            method: "GET",
+            route: "/",
+            ..Default::default()
+        };
+        let got = resolver().resolve(&KeyScope::parse("apikey").unwrap(), &req);
+        let hash = got.key.strip_prefix("apikey:").unwrap();
+        assert_eq!(hash.len(), 32);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(!got.key.contains("sk_live"));
+        // SHA-256("abc") starts ba7816bf8f01cfea414140de5dae2223.
+        assert_eq!(hex32("abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
+
+    #[test]
+    fn without_a_verifier_every_user_is_anonymous() {
+        let r = KeyResolver::new(ClientIpRule::default(), None);
+        let auth = format!("Bearer {}", token("42"));
+        let req = RequestInfo {
+            peer: "1.2.3.4",
+            authorization: Some(&auth),
+            method: "GET",
+            route: "/",
+            ..Default::default()
+        };
+        let got = r.resolve(&KeyScope::parse("user").unwrap(), &req);
+        assert_eq!((got.key.as_str(), got.user_verified), ("ip:1.2.3.4", false));
+    }
+
+    #[test]
+    fn long_routes_are_hashed() {
+        let route = format!("/{}", "a".repeat(10_000));
+        let req = RequestInfo { peer: "1.2.3.4", method: "GET", route: &route, ..Default::default() };
+        let got = resolver().resolve(&KeyScope::parse("endpoint+ip").unwrap(), &req);
+        assert!(got.key.starts_with("ep:#") && got.key.ends_with("|ip:1.2.3.4"), "{}", got.key);
+        assert!(got.key.len() < 64, "{}", got.key);
+    }
+}
