@@ -1,1 +1,9 @@
-//! placeholder: the Node binding (issue 4)
+//! The Node binding of floodwall (napi-rs): `Limiter` and `ManualClock` over the core, and the
+//! core's HTTP rules (client IP, keys, JWT, routes, headers) for the Express adapter in express.js.
+//! Errors become JS `Error`s with a `code` in error.rs; no panic crosses into Node.
+
+mod args;
+mod error;
+mod limiter;
+
+pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};

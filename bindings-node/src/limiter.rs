@@ -1,0 +1,274 @@
+//! `Limiter` (over the core's `Limiter`, itself an `Arc` handle) and `ManualClock` (the core's
+//! `FakeClock`) for Node. Options are read by hand so that every bad one is refused with
+//! `ERR_FLOODWALL_CONFIG` and its value; each call returns a Promise settled on napi's runtime.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodwall::{Algorithm, FakeClock, RedisOptions};
+use napi::bindgen_prelude::{ClassInstance, Either, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown};
+use napi::{Env, JsValue};
+use napi_derive::napi;
+
+use crate::args;
+use crate::error::{guard, guard_async, throw, Failure, Outcome};
+
+/// Settle a Promise with the future's outcome; a failure rejects it with a coded `Error`.
+pub fn settle<'env, T, F>(env: &'env Env, fut: F) -> napi::Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Outcome<T>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| r.map_err(|f| f.into_js(env.raw())))
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// `null` rather than a missing property: `d.retryAfter === null` when nothing needs waiting.
+pub type Nullable<T> = Either<T, Null>;
+
+fn nullable<T>(v: Option<T>) -> Nullable<T> {
+    v.map(Either::A).unwrap_or(Either::B(Null))
+}
+
+/// One limit's state: `limit` is its count, `window` its length in seconds, `name` as written.
+#[napi(object)]
+pub struct WindowState {
+    pub name: String,
+    pub limit: f64,
+    pub window: f64,
+    pub remaining: f64,
+    pub reset_after: f64,
+    pub retry_after: Nullable<f64>,
+}
+
+/// What `check` and `peek` resolve to. Times are seconds.
+#[napi(object)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: f64,
+    pub remaining: f64,
+    pub reset_after: f64,
+    pub retry_after: Nullable<f64>,
+    pub limited_by: Nullable<String>,
+    pub source: String,
+    pub windows: Vec<WindowState>,
+}
+
+impl From<&floodwall::Decision> for Decision {
+    fn from(d: &floodwall::Decision) -> Self {
+        Decision {
+            allowed: d.allowed,
+            limit: d.limit as f64,
+            remaining: d.remaining as f64,
+            reset_after: secs(d.reset_after),
+            retry_after: nullable(d.retry_after.map(secs)),
+            limited_by: nullable(d.limited_by.map(|l| l.to_string())),
+            source: d.source.as_str().to_string(),
+            windows: d
+                .windows
+                .iter()
+                .map(|w| WindowState {
+                    name: w.limit.to_string(),
+                    limit: w.limit.max() as f64,
+                    window: secs(w.limit.window()),
+                    remaining: w.remaining as f64,
+                    reset_after: secs(w.reset_after),
+                    retry_after: nullable(w.retry_after.map(secs)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A clock that moves only when told to: tests drive the embedded store (and, with a redisUrl,
+/// the test-only Redis time hook) with it.
+#[napi(js_name = "ManualClock")]
+pub struct JsManualClock {
+    clock: FakeClock,
+}
+
+fn ms_to_us(ms: f64) -> u64 {
+    (ms * 1000.0).round() as u64
+}
+
+#[napi]
+impl JsManualClock {
+    /// `startMs`: milliseconds since the epoch (default: now).
+    #[napi(constructor)]
+    pub fn new(env: Env, start_ms: Option<Unknown>) -> napi::Result<Self> {
+        throw(
+            &env,
+            guard(|| {
+                let start = match start_ms.filter(|v| !args::is_nullish(v)) {
+                    Some(v) => ms_to_us(args::non_negative("ManualClock start (ms)", &v)?),
+                    None => floodwall::Clock::now_us(&floodwall::SystemClock),
+                };
+                Ok(JsManualClock { clock: FakeClock::new(start) })
+            }),
+        )
+    }
+
+    #[napi]
+    pub fn advance(&self, env: Env, ms: Unknown) -> napi::Result<()> {
+        throw(
+            &env,
+            guard(|| {
+                let ms = args::non_negative("ManualClock.advance (ms)", &ms)?;
+                self.clock.advance(Duration::from_micros(ms_to_us(ms)));
+                Ok(())
+            }),
+        )
+    }
+
+    #[napi]
+    pub fn set(&self, env: Env, ms: Unknown) -> napi::Result<()> {
+        throw(
+            &env,
+            guard(|| {
+                self.clock.set_us(ms_to_us(args::non_negative("ManualClock.set (ms)", &ms)?));
+                Ok(())
+            }),
+        )
+    }
+
+    /// Milliseconds since the epoch.
+    #[napi]
+    pub fn now(&self) -> f64 {
+        floodwall::Clock::now_us(&self.clock) as f64 / 1000.0
+    }
+}
+
+const LIMITER_OPTIONS: &[&str] = &["limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock"];
+
+fn manual_clock(env: &Env, v: &Unknown) -> Outcome<FakeClock> {
+    if !JsManualClock::instance_of(env, v)? {
+        return Err(Failure::Arg(format!("invalid clock {}: must be a ManualClock", args::describe(v))));
+    }
+    let c = unsafe { ClassInstance::<JsManualClock>::from_napi_value(env.raw(), v.raw()) }?;
+    Ok(c.clock.clone())
+}
+
+/// The core limiter an options object describes.
+pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall::Limiter> {
+    let Some(obj) = args::options("Limiter option", options, LIMITER_OPTIONS)? else {
+        return Err(Failure::Arg(
+            "missing options: new Limiter({ limits: ['5/second', '100/minute'] }) needs at least `limits`".into(),
+        ));
+    };
+    let Some(limits) = args::field(&obj, "limits")? else {
+        return Err(Failure::Arg("missing option limits: give at least one limit, e.g. ['5/second', '100/minute']".into()));
+    };
+    let limits = floodwall::parse_limits(&args::strings("limits", &limits)?)?;
+    let mut b = floodwall::Limiter::builder(limits);
+    if let Some(v) = args::field(&obj, "algorithm")? {
+        b = b.algorithm(Algorithm::parse(&args::string("algorithm", &v)?)?);
+    }
+    if let Some(v) = args::field(&obj, "prefix")? {
+        b = b.prefix(args::string("prefix", &v)?);
+    }
+    let timeout_ms = match args::field(&obj, "timeoutMs")? {
+        Some(v) => args::whole("timeoutMs", &v, 1)?,
+        None => 1000,
+    };
+    let clock = args::field(&obj, "clock")?.map(|v| manual_clock(env, &v)).transpose()?;
+    if let Some(c) = &clock {
+        b = b.clock(Arc::new(c.clone()));
+    }
+    if let Some(v) = args::field(&obj, "redisUrl")? {
+        let timeout = Duration::from_millis(timeout_ms);
+        b = b.redis(RedisOptions { url: args::string("redisUrl", &v)?, connect_timeout: timeout, response_timeout: Some(timeout) });
+        if clock.is_some() {
+            // Test-only: the scripts take `now` from the manual clock instead of Redis TIME.
+            b = b.redis_time_from_clock();
+        }
+    }
+    Ok(b.build()?)
+}
+
+pub fn key_arg(key: &Unknown) -> Outcome<String> {
+    args::string("key", key)
+}
+
+/// `{ cost }`: the units one check consumes (default 1).
+fn cost_arg(options: Option<&Unknown>) -> Outcome<u64> {
+    let Some(obj) = args::options("check option", options, &["cost"])? else { return Ok(1) };
+    match args::field(&obj, "cost")? {
+        Some(v) => args::whole("cost", &v, 1),
+        None => Ok(1),
+    }
+}
+
+#[napi(js_name = "Limiter")]
+pub struct JsLimiter {
+    pub(crate) inner: floodwall::Limiter,
+}
+
+#[napi]
+impl JsLimiter {
+    #[napi(constructor, ts_args_type = "options: LimiterOptions")]
+    pub fn new(env: Env, options: Option<Unknown>) -> napi::Result<Self> {
+        throw(&env, guard(|| Ok(JsLimiter { inner: build_limiter(&env, options.as_ref())? })))
+    }
+
+    /// Consume `cost` units (default 1) from every limit, or nothing if any would be exceeded.
+    #[napi(ts_args_type = "key: string, options?: { cost?: number }", ts_return_type = "Promise<Decision>")]
+    pub fn check<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
+        let prepared = guard(|| Ok((key_arg(&key)?, cost_arg(options.as_ref())?)));
+        let limiter = self.inner.clone();
+        settle(env, async move {
+            let (key, cost) = prepared?;
+            let d = if cost == 1 { limiter.check(&key).await? } else { limiter.check_n(&key, cost).await? };
+            Ok(Decision::from(&d))
+        })
+    }
+
+    /// Would one more request pass? Consumes nothing.
+    #[napi(ts_args_type = "key: string", ts_return_type = "Promise<Decision>")]
+    pub fn peek<'env>(&self, env: &'env Env, key: Unknown) -> napi::Result<PromiseRaw<'env, Decision>> {
+        let key = guard(|| key_arg(&key));
+        let limiter = self.inner.clone();
+        settle(env, async move { Ok(Decision::from(&limiter.peek(&key?).await?)) })
+    }
+
+    /// Forget every count of the identity.
+    #[napi(ts_args_type = "key: string", ts_return_type = "Promise<void>")]
+    pub fn reset<'env>(&self, env: &'env Env, key: Unknown) -> napi::Result<PromiseRaw<'env, ()>> {
+        let key = guard(|| key_arg(&key));
+        let limiter = self.inner.clone();
+        settle(env, async move { Ok(limiter.reset(&key?).await?) })
+    }
+
+    /// Make sure Redis answers (resolves at once on the embedded store).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn connect<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let limiter = self.inner.clone();
+        settle(env, async move { Ok(limiter.connect().await?) })
+    }
+
+    /// The limits as the parser reads them back, e.g. `["5/second", "100/minute"]`.
+    #[napi(getter)]
+    pub fn limits(&self) -> Vec<String> {
+        self.inner.limits().iter().map(|l| l.to_string()).collect()
+    }
+
+    #[napi(getter)]
+    pub fn algorithm(&self) -> String {
+        self.inner.algorithm().as_str().to_string()
+    }
+
+    /// `"redis"` or `"memory"`.
+    #[napi(getter)]
+    pub fn store(&self) -> String {
+        self.inner.store_kind().as_str().to_string()
+    }
+
+    /// The largest cost one check may ask for.
+    #[napi(getter)]
+    pub fn max_cost(&self) -> f64 {
+        self.inner.max_cost() as f64
+    }
+}
