@@ -7,4 +7,5 @@ const native = require('./native.js')
 module.exports = {
   Limiter: native.Limiter,
   ManualClock: native.ManualClock,
+  HttpLimiter: native.HttpLimiter,
 }

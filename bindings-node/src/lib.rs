@@ -4,6 +4,8 @@
 
 mod args;
 mod error;
+mod http;
 mod limiter;
 
+pub use http::JsHttpLimiter;
 pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};

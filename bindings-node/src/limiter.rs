@@ -30,7 +30,7 @@ fn secs(d: Duration) -> f64 {
 /// `null` rather than a missing property: `d.retryAfter === null` when nothing needs waiting.
 pub type Nullable<T> = Either<T, Null>;
 
-fn nullable<T>(v: Option<T>) -> Nullable<T> {
+pub fn nullable<T>(v: Option<T>) -> Nullable<T> {
     v.map(Either::A).unwrap_or(Either::B(Null))
 }
 

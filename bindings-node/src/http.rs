@@ -1,0 +1,403 @@
+//! `HttpLimiter`: the engine behind `floodwall/express`. One native call per request resolves the
+//! key (client IP behind trusted proxies, verified JWT subject, API key, route), decides every
+//! matching rule together and formats the headers and 429 body, all with `floodwall::web`.
+
+use std::sync::Arc;
+
+use floodwall::web::{
+    merged_headers, merged_limited_body, ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, RequestInfo,
+    RouteRule, DEFAULT_IPV6_PREFIX,
+};
+use floodwall::ErrorKind;
+use napi::bindgen_prelude::{
+    Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown,
+};
+use napi::{Env, JsValue, ValueType};
+use napi_derive::napi;
+
+use crate::args;
+use crate::error::{guard, throw, Failure, Outcome};
+use crate::limiter::{build_limiter, nullable, settle, Decision, JsLimiter, Nullable};
+
+/// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
+const HTTP_OPTIONS: &[&str] = &[
+    "name", "limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock", "limiter", "key", "cost",
+    "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
+];
+const RULE_OPTIONS: &[&str] =
+    &["name", "path", "methods", "limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock", "limiter", "key", "cost"];
+const LIMITER_KEYS: &[&str] = &["limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock"];
+const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
+
+struct Rule {
+    name: String,
+    /// None: every request (the middleware's own limits).
+    route: Option<RouteRule>,
+    limiter: floodwall::Limiter,
+    /// None: the key comes from the app's key function.
+    scope: Option<KeyScope>,
+    cost: u64,
+}
+
+struct Inner {
+    resolver: KeyResolver,
+    rules: Vec<Rule>,
+    style: HeaderStyle,
+}
+
+/// A store failure, reported to the adapter instead of failing the request.
+#[napi(object)]
+pub struct StoreFailure {
+    pub rule: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[napi(object)]
+pub struct RuleDecision {
+    pub rule: String,
+    pub key: String,
+    pub decision: Decision,
+}
+
+/// The outcome for one request.
+#[napi(object)]
+pub struct HttpDecision {
+    /// Some rule applied to this request.
+    pub matched: bool,
+    /// Every rule that could decide allowed it (a rule whose store failed counts as allowing).
+    pub allowed: bool,
+    /// 200 or 429.
+    pub status: u32,
+    /// Response headers as flat pairs: [name, value, name, value, ...].
+    pub headers: Vec<String>,
+    /// The JSON body of a 429, else null.
+    pub body: Nullable<String>,
+    /// The key of the first matching rule (e.g. "ip:203.0.113.7").
+    pub key: Nullable<String>,
+    /// X-Forwarded-For arrived from a peer that is not a trusted proxy, and was ignored.
+    pub forwarded_for_ignored: bool,
+    /// A `user` key part came from a verified JWT.
+    pub user_verified: bool,
+    pub decisions: Vec<RuleDecision>,
+    /// Rules whose store failed; the request was allowed by them (until a fallback policy exists).
+    pub store_errors: Vec<StoreFailure>,
+}
+
+fn limiter_for(env: &Env, obj: &Object, what: &str) -> Outcome<Option<floodwall::Limiter>> {
+    if let Some(v) = args::field(obj, "limiter")? {
+        if LIMITER_KEYS.iter().any(|k| args::field(obj, k).ok().flatten().is_some()) {
+            return Err(Failure::Arg(format!(
+                "{what}: give either `limiter` or `limits` (with algorithm, redisUrl, ...), not both"
+            )));
+        }
+        if !JsLimiter::instance_of(env, &v)? {
+            return Err(Failure::Arg(format!("invalid limiter {}: must be a floodwall Limiter", args::describe(&v))));
+        }
+        let l = unsafe { ClassInstance::<JsLimiter>::from_napi_value(env.raw(), v.raw()) }?;
+        return Ok(Some(l.inner.clone()));
+    }
+    if args::field(obj, "limits")?.is_none() {
+        for k in LIMITER_KEYS {
+            if args::field(obj, k)?.is_some() {
+                return Err(Failure::Arg(format!("{what}: `{k}` was given without `limits`")));
+            }
+        }
+        return Ok(None);
+    }
+    // Re-read only the limiter keys: build_limiter refuses anything else.
+    let sub = Object::new(env)?;
+    let mut sub = sub;
+    for k in LIMITER_KEYS {
+        if let Some(v) = args::field(obj, k)? {
+            sub.set(k, v)?;
+        }
+    }
+    let sub = sub.to_unknown();
+    Ok(Some(build_limiter(env, Some(&sub))?))
+}
+
+fn scope_for(obj: &Object) -> Outcome<Option<KeyScope>> {
+    match args::field(obj, "key")? {
+        Some(v) if args::type_of(&v) == ValueType::Function => Ok(None),
+        Some(v) => Ok(Some(KeyScope::parse(&args::string("key", &v)?)?)),
+        None => Ok(Some(KeyScope::parse("ip")?)),
+    }
+}
+
+fn cost_for(obj: &Object) -> Outcome<u64> {
+    match args::field(obj, "cost")? {
+        Some(v) => args::whole("cost", &v, 1),
+        None => Ok(1),
+    }
+}
+
+fn jwt_for(obj: &Object) -> Outcome<Option<JwtVerifier>> {
+    let Some(v) = args::field(obj, "jwt")? else { return Ok(None) };
+    let Some(j) = args::options("jwt option", Some(&v), JWT_OPTIONS)? else { return Ok(None) };
+    let secret = args::field(&j, "secret")?;
+    let public_key = args::field(&j, "publicKey")?;
+    let algorithm = args::field(&j, "algorithm")?.map(|a| args::string("jwt.algorithm", &a)).transpose()?;
+    let verifier = match (secret, public_key) {
+        (Some(_), Some(_)) => return Err(Failure::Arg("jwt: give either `secret` (HS256) or `publicKey` (RS256/ES256), not both".into())),
+        (None, None) => return Err(Failure::Arg("jwt: give `secret` (HS256) or `publicKey` with algorithm 'RS256' or 'ES256'".into())),
+        (Some(s), None) => {
+            if let Some(a) = algorithm.as_deref().filter(|a| !a.eq_ignore_ascii_case("HS256")) {
+                return Err(Failure::Arg(format!("invalid jwt.algorithm {a:?}: a `secret` means HS256; use `publicKey` for RS256/ES256")));
+            }
+            let bytes = if args::type_of(&s) == ValueType::String {
+                args::string("jwt.secret", &s)?.into_bytes()
+            } else {
+                match unsafe { Buffer::from_napi_value(s.value().env, s.raw()) } {
+                    Ok(b) => b.to_vec(),
+                    Err(_) => return Err(Failure::Arg(format!("invalid jwt.secret {}: must be a string or a Buffer", shown_type(&s)))),
+                }
+            };
+            JwtVerifier::hs256(&bytes)?
+        }
+        (None, Some(k)) => {
+            let pem = args::string("jwt.publicKey", &k).map_err(|_| {
+                Failure::Arg(format!("invalid jwt.publicKey {}: must be a PEM string", shown_type(&k)))
+            })?;
+            match algorithm.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                Some("RS256") | None => JwtVerifier::rs256_pem(&pem)?,
+                Some("ES256") => JwtVerifier::es256_pem(&pem)?,
+                Some(_) => {
+                    return Err(Failure::Arg(format!(
+                        "invalid jwt.algorithm {:?}: expected 'RS256' or 'ES256' with a publicKey",
+                        algorithm.unwrap_or_default()
+                    )))
+                }
+            }
+        }
+    };
+    let mut verifier = verifier;
+    if let Some(v) = args::field(&j, "issuer")? {
+        verifier = verifier.with_issuer(&args::string("jwt.issuer", &v)?);
+    }
+    if let Some(v) = args::field(&j, "audience")? {
+        verifier = verifier.with_audience(&args::string("jwt.audience", &v)?);
+    }
+    if let Some(v) = args::field(&j, "leewaySecs")? {
+        verifier = verifier.with_leeway_secs(args::whole("jwt.leewaySecs", &v, 0)?);
+    }
+    Ok(Some(verifier))
+}
+
+/// Secrets are never echoed: only their type.
+fn shown_type(v: &Unknown) -> String {
+    match args::type_of(v) {
+        ValueType::String => "(a string)".into(),
+        _ => args::describe(v),
+    }
+}
+
+fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
+    let Some(obj) = args::options("rateLimit option", Some(options), HTTP_OPTIONS)? else {
+        return Err(Failure::Arg("missing options: rateLimit({ limits: '100/minute' }) needs `limits`, `limiter` or `rules`".into()));
+    };
+    let trusted = match args::field(&obj, "trustedProxies")? {
+        Some(v) => args::strings("trustedProxies", &v)?,
+        None => Vec::new(),
+    };
+    let prefix = match args::field(&obj, "ipv6Prefix")? {
+        Some(v) => {
+            let n = args::whole("ipv6Prefix", &v, 1)?;
+            u8::try_from(n).map_err(|_| Failure::Arg(format!("invalid ipv6Prefix {n}: must be between 1 and 128")))?
+        }
+        None => DEFAULT_IPV6_PREFIX,
+    };
+    let resolver = KeyResolver::new(ClientIpRule::new(&trusted, prefix)?, jwt_for(&obj)?);
+    let style = match args::field(&obj, "headers")? {
+        Some(v) => HeaderStyle::parse(&args::string("headers", &v)?)?,
+        None => HeaderStyle::Draft10,
+    };
+    let name = match args::field(&obj, "name")? {
+        Some(v) => args::string("name", &v)?,
+        None => "default".to_string(),
+    };
+    let scope = scope_for(&obj)?;
+    let mut rules = Vec::new();
+    if let Some(limiter) = limiter_for(env, &obj, "rateLimit")? {
+        // Validate the name as rule names are validated: it goes into headers and keys.
+        RouteRule::new(&name, "*", &[])?;
+        rules.push(Rule { name: name.clone(), route: None, limiter, scope: scope.clone(), cost: cost_for(&obj)? });
+    }
+    if let Some(v) = args::field(&obj, "rules")? {
+        let env_raw = v.value().env;
+        if args::type_of(&v) != ValueType::Object {
+            return Err(Failure::Arg(format!("invalid rules {}: must be an array of rules", args::describe(&v))));
+        }
+        let items = unsafe { Vec::<Unknown>::from_napi_value(env_raw, v.raw()) }
+            .map_err(|_| Failure::Arg(format!("invalid rules {}: must be an array of rules", args::describe(&v))))?;
+        for (i, item) in items.iter().enumerate() {
+            let what = format!("rules[{i}]");
+            let Some(r) = args::options(&format!("{what} option"), Some(item), RULE_OPTIONS)? else {
+                return Err(Failure::Arg(format!("invalid {what} {}: must be an object", args::describe(item))));
+            };
+            let rname = match args::field(&r, "name")? {
+                Some(v) => args::string(&format!("{what}.name"), &v)?,
+                None => return Err(Failure::Arg(format!("{what}: missing `name` (it names the rule in headers and keys)"))),
+            };
+            let path = match args::field(&r, "path")? {
+                Some(v) => args::string(&format!("{what}.path"), &v)?,
+                None => "*".to_string(),
+            };
+            let methods = match args::field(&r, "methods")? {
+                Some(v) => args::strings(&format!("{what}.methods"), &v)?,
+                None => Vec::new(),
+            };
+            let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
+            let route = RouteRule::new(&rname, &path, &methods)?;
+            let Some(limiter) = limiter_for(env, &r, &what)? else {
+                return Err(Failure::Arg(format!("{what} ({rname:?}): give it `limits` or a `limiter`")));
+            };
+            if rules.iter().any(|x: &Rule| x.name == rname) {
+                return Err(Failure::Arg(format!("invalid {what}.name {rname:?}: two rules share it")));
+            }
+            let rscope = if args::field(&r, "key")?.is_some() { scope_for(&r)? } else { scope.clone() };
+            rules.push(Rule { name: rname, route: Some(route), limiter, scope: rscope, cost: cost_for(&r)? });
+        }
+    }
+    if rules.is_empty() {
+        return Err(Failure::Arg("rateLimit: give `limits`, a shared `limiter`, or `rules`".into()));
+    }
+    Ok(Inner { resolver, rules, style })
+}
+
+/// What one request presents; every field but `peer` is client-controlled.
+#[napi(object)]
+pub struct HttpRequest {
+    pub method: String,
+    /// The URL path (query allowed; it is ignored) that rules match against.
+    pub path: String,
+    /// The route template when the framework knows it ("/items/:id"), for `endpoint` keys.
+    pub route: Option<String>,
+    pub peer: String,
+    /// Every X-Forwarded-For value, joined with ",".
+    pub forwarded_for: Option<String>,
+    pub authorization: Option<String>,
+    pub api_key: Option<String>,
+    /// The key from the app's key function, for rules whose key is a function.
+    pub key: Option<String>,
+}
+
+#[napi(js_name = "HttpLimiter")]
+pub struct JsHttpLimiter {
+    inner: Arc<Inner>,
+}
+
+#[napi]
+impl JsHttpLimiter {
+    #[napi(constructor, ts_args_type = "options: HttpLimiterOptions")]
+    pub fn new(env: Env, options: Unknown) -> napi::Result<Self> {
+        throw(&env, guard(|| Ok(JsHttpLimiter { inner: Arc::new(build(&env, &options)?) })))
+    }
+
+    /// Whether some rule's key comes from the app's key function.
+    #[napi(getter)]
+    pub fn needs_key(&self) -> bool {
+        self.inner.rules.iter().any(|r| r.scope.is_none())
+    }
+
+    #[napi(getter)]
+    pub fn rule_names(&self) -> Vec<String> {
+        self.inner.rules.iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[napi(ts_return_type = "Promise<HttpDecision>")]
+    pub fn decide<'env>(&self, env: &'env Env, req: HttpRequest) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
+        let inner = self.inner.clone();
+        settle(env, async move { decide(&inner, &req).await })
+    }
+}
+
+async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
+    let info = RequestInfo {
+        peer: &req.peer,
+        forwarded_for: req.forwarded_for.as_deref(),
+        authorization: req.authorization.as_deref(),
+        api_key: req.api_key.as_deref(),
+        method: &req.method,
+        route: req.route.as_deref().unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+    };
+    let matching: Vec<&Rule> =
+        inner.rules.iter().filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(&req.method, &req.path))).collect();
+    let mut out = HttpDecision {
+        matched: !matching.is_empty(),
+        allowed: true,
+        status: 200,
+        headers: Vec::new(),
+        body: nullable(None),
+        key: nullable(None),
+        forwarded_for_ignored: false,
+        user_verified: false,
+        decisions: Vec::new(),
+        store_errors: Vec::new(),
+    };
+    if matching.is_empty() {
+        return Ok(out);
+    }
+    // Resolve each distinct scope once (a JWT is verified once per request, not per rule).
+    let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
+    let mut keys = Vec::with_capacity(matching.len());
+    for rule in &matching {
+        let key = match &rule.scope {
+            Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
+                Some((_, k)) => k.clone(),
+                None => {
+                    let r = inner.resolver.resolve(scope, &info);
+                    out.forwarded_for_ignored |= r.forwarded_for_ignored;
+                    out.user_verified |= r.user_verified;
+                    resolved.push((scope, r.key.clone()));
+                    r.key
+                }
+            },
+            None => match &req.key {
+                Some(k) => k.clone(),
+                None => return Err(Failure::Arg(format!("rule {:?}: the key function gave no key", rule.name))),
+            },
+        };
+        keys.push(key);
+    }
+    if resolved.is_empty() {
+        // Only function keys: still tell the adapter about an ignored X-Forwarded-For.
+        out.forwarded_for_ignored = inner.resolver.client_ip(&info).forwarded_for_ignored;
+    }
+    let checks = matching.iter().zip(&keys).map(|(rule, key)| {
+        let identity = format!("{}|{}", rule.name, key);
+        async move {
+            if rule.cost == 1 { rule.limiter.check(&identity).await } else { rule.limiter.check_n(&identity, rule.cost).await }
+        }
+    });
+    let results = futures::future::join_all(checks).await;
+    let mut decided: Vec<(&str, floodwall::Decision)> = Vec::with_capacity(results.len());
+    for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
+        match result {
+            Ok(d) => {
+                out.decisions.push(RuleDecision { rule: rule.name.clone(), key: key.clone(), decision: Decision::from(&d) });
+                decided.push((rule.name.as_str(), d));
+            }
+            // Until the fallback policy lands, a store that cannot answer lets the request through
+            // and says so; the adapter logs it.
+            Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push(StoreFailure {
+                rule: rule.name.clone(),
+                code: crate::error::STORE.to_string(),
+                message: e.to_string(),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.key = nullable(keys.first().cloned());
+    let pairs: Vec<(&str, &floodwall::Decision)> = decided.iter().map(|(n, d)| (*n, d)).collect();
+    for (name, value) in merged_headers(&pairs, inner.style) {
+        out.headers.push(name.to_string());
+        out.headers.push(value);
+    }
+    if let Some(body) = merged_limited_body(&pairs) {
+        out.allowed = false;
+        out.status = 429;
+        out.body = nullable(Some(body));
+    }
+    Ok(out)
+}

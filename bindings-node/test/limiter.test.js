@@ -1,0 +1,157 @@
+// The Limiter binding: decisions, options, errors with codes, and exact admission under
+// concurrency on the embedded store and on a private redis-server.
+'use strict'
+
+const { test, before, after, describe } = require('node:test')
+const assert = require('node:assert/strict')
+const { Limiter, ManualClock } = require('..')
+const { RedisServer, uniquePrefix } = require('./helpers')
+
+const T0 = 1_728_000_000_000
+
+let redis
+before(async () => {
+  redis = await RedisServer.start()
+})
+after(async () => {
+  await redis?.stop()
+})
+
+test('a decision carries every field, with null when nothing applies', async () => {
+  const clock = new ManualClock(T0)
+  const limiter = new Limiter({ limits: ['5/second', '100/minute'], algorithm: 'sliding_window', clock })
+  const d = await limiter.check('user:42', { cost: 1 })
+  assert.deepEqual(Object.keys(d).sort(), [
+    'allowed', 'limit', 'limitedBy', 'remaining', 'resetAfter', 'retryAfter', 'source', 'windows',
+  ])
+  assert.equal(d.allowed, true)
+  assert.equal(d.limit, 5)
+  assert.equal(d.remaining, 4)
+  assert.equal(d.retryAfter, null)
+  assert.equal(d.limitedBy, null)
+  assert.equal(d.source, 'memory')
+  assert.deepEqual(d.windows.map((w) => [w.name, w.limit, w.window, w.remaining, w.retryAfter]), [
+    ['5/second', 5, 1, 4, null],
+    ['100/minute', 100, 60, 99, null],
+  ])
+  for (let i = 0; i < 4; i++) await limiter.check('user:42')
+  const denied = await limiter.check('user:42')
+  assert.equal(denied.allowed, false)
+  assert.equal(denied.limitedBy, '5/second')
+  assert.equal(typeof denied.retryAfter, 'number')
+  assert.ok(denied.retryAfter > 0 && denied.retryAfter <= 2, `retryAfter ${denied.retryAfter} s`)
+  assert.equal(limiter.store, 'memory')
+  assert.deepEqual(limiter.limits, ['5/second', '100/minute'])
+  assert.equal(limiter.algorithm, 'sliding_window')
+  assert.equal(limiter.maxCost, 5)
+})
+
+test('a single limit string, peek, reset, cost', async () => {
+  const clock = new ManualClock(T0)
+  const limiter = new Limiter({ limits: '10/minute', algorithm: 'token_bucket', clock })
+  assert.equal((await limiter.check('k', { cost: 7 })).remaining, 3)
+  const p = await limiter.peek('k')
+  assert.equal(p.allowed, true)
+  assert.equal(p.remaining, 3)
+  assert.equal((await limiter.check('k', { cost: 4 })).allowed, false)
+  await limiter.reset('k')
+  assert.equal((await limiter.check('k')).remaining, 9)
+  clock.advance(60_000)
+  assert.equal((await limiter.peek('k')).remaining, 10)
+})
+
+test('the manual clock moves only when told', () => {
+  const clock = new ManualClock(T0)
+  assert.equal(clock.now(), T0)
+  clock.advance(1.5)
+  assert.equal(clock.now(), T0 + 1.5)
+  clock.set(T0 + 10)
+  assert.equal(clock.now(), T0 + 10)
+  assert.ok(Math.abs(new ManualClock().now() - Date.now()) < 5000)
+})
+
+describe('errors are Errors with a code and name the bad value', () => {
+  const config = (fn, pattern) =>
+    assert.throws(fn, (e) => {
+      assert.ok(e instanceof Error)
+      assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
+      assert.match(e.message, pattern)
+      return true
+    })
+
+  test('constructor', () => {
+    config(() => new Limiter(), /limits/)
+    config(() => new Limiter({}), /limits/)
+    config(() => new Limiter({ limits: 'ten/second' }), /"ten\/second"/)
+    config(() => new Limiter({ limits: ['5/second', '0/minute'] }), /"0\/minute"/)
+    config(() => new Limiter({ limits: 5 }), /invalid limits 5/)
+    config(() => new Limiter({ limits: [] }), /limits/)
+    config(() => new Limiter({ limits: '5/second', algorithm: 'leaky' }), /"leaky"/)
+    config(() => new Limiter({ limits: '5/second', redisURL: 'redis://x' }), /"redisURL"/)
+    config(() => new Limiter({ limits: '5/second', redisUrl: 'http://127.0.0.1' }), /http:\/\/127\.0\.0\.1/)
+    config(() => new Limiter({ limits: '5/second', timeoutMs: 0 }), /timeoutMs 0/)
+    config(() => new Limiter({ limits: '5/second', prefix: 'a b' }), /"a b"/)
+    config(() => new Limiter({ limits: '5/second', clock: Date }), /clock/)
+    config(() => new Limiter({ limits: ['5/second', '6/second'] }), /5\/second, 6\/second/)
+    config(() => new ManualClock(-1), /-1/)
+  })
+
+  test('calls reject (never throw) with the value named', async () => {
+    const limiter = new Limiter({ limits: '5/second' })
+    const rejects = (p, pattern) =>
+      assert.rejects(p, (e) => {
+        assert.ok(e instanceof Error)
+        assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
+        assert.match(e.message, pattern)
+        return true
+      })
+    const p = limiter.check(42)
+    assert.ok(p instanceof Promise)
+    await rejects(p, /invalid key 42/)
+    await rejects(limiter.check(''), /invalid key ""/)
+    await rejects(limiter.check('k', { cost: 0 }), /cost 0/)
+    await rejects(limiter.check('k', { cost: 1.5 }), /cost 1.5/)
+    await rejects(limiter.check('k', { cost: 6 }), /"6"/)
+    await rejects(limiter.check('k', { weight: 2 }), /"weight"/)
+    await rejects(limiter.peek(null), /invalid key null/)
+    await rejects(limiter.reset({}), /invalid key an object/)
+  })
+
+  test('an unreachable Redis is ERR_FLOODWALL_STORE, naming the URL', async () => {
+    const gone = await RedisServer.start()
+    const url = gone.url
+    await gone.stop()
+    const limiter = new Limiter({ limits: '5/second', redisUrl: url, timeoutMs: 300 })
+    assert.equal(limiter.store, 'redis')
+    await assert.rejects(limiter.check('k'), (e) => {
+      assert.equal(e.code, 'ERR_FLOODWALL_STORE')
+      assert.ok(e.message.includes(url), e.message)
+      return true
+    })
+  })
+})
+
+for (const store of ['memory', 'redis']) {
+  test(`1000 concurrent checks at limit 100 admit exactly 100 [${store}]`, async () => {
+    const limiter = new Limiter({
+      limits: '100/hour',
+      ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('race') } : {}),
+    })
+    await limiter.connect()
+    const ds = await Promise.all(Array.from({ length: 1000 }, () => limiter.check('hot')))
+    assert.equal(ds.filter((d) => d.allowed).length, 100)
+    assert.ok(ds.every((d) => d.source === store))
+    const remaining = ds.filter((d) => d.allowed).map((d) => d.remaining).sort((a, b) => a - b)
+    assert.deepEqual(remaining, Array.from({ length: 100 }, (_, i) => i))
+  })
+}
+
+test('two limiters on one Redis share counts; a different prefix does not', async () => {
+  const prefix = uniquePrefix('share')
+  const a = new Limiter({ limits: '3/minute', redisUrl: redis.url, prefix })
+  const b = new Limiter({ limits: '3/minute', redisUrl: redis.url, prefix })
+  const c = new Limiter({ limits: '3/minute', redisUrl: redis.url, prefix: `${prefix}-other` })
+  assert.equal((await a.check('k')).remaining, 2)
+  assert.equal((await b.check('k')).remaining, 1)
+  assert.equal((await c.check('k')).remaining, 2)
+})
