@@ -25,12 +25,14 @@ pub enum Error {
     Store { url: String, message: String },
     #[error("Redis at {url} did not answer within {timeout_ms} ms")]
     Timeout { url: String, timeout_ms: u64 },
+    #[error("Redis at {url} is unavailable (circuit breaker open)")]
+    Unavailable { url: String },
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Store { .. } | Error::Timeout { .. } => ErrorKind::Store,
+            Error::Store { .. } | Error::Timeout { .. } | Error::Unavailable { .. } => ErrorKind::Store,
             _ => ErrorKind::Config,
         }
     }

@@ -12,12 +12,16 @@
 //! ```
 
 pub mod algorithm;
+pub mod cache;
 pub mod clock;
 pub mod decision;
 pub mod error;
+pub mod fallback;
 pub mod keys;
 pub mod limit;
 pub mod limiter;
+pub mod metrics;
+pub(crate) mod remote;
 pub mod store;
 pub mod web;
 
@@ -27,5 +31,9 @@ pub use decision::{Decision, Source, WindowState};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
+pub use cache::CacheOptions;
+pub use fallback::FallbackMode;
 pub use limiter::{Limiter, LimiterBuilder, LimiterConfig};
+pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
+pub use remote::BreakerOptions;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

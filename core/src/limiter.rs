@@ -1,5 +1,6 @@
 //! The limiter users hold: limits + algorithm + store. It validates input, lays out keys, asks the
-//! store, turns the outcome into a `Decision` and watches the offset between local and Redis time.
+//! store (through the cache and the guarded Redis path), falls back by policy when Redis cannot
+//! answer, turns outcomes into `Decision`s and watches the offset between local and Redis time.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -8,16 +9,23 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, Outcome};
+use crate::cache::{CacheOptions, LocalCache};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{Decision, Source};
 use crate::error::{Error, Result};
+use crate::fallback::{Fallback, FallbackMode};
 use crate::keys::KeyLayout;
 use crate::limit::Limit;
+use crate::metrics::{BreakerState, Metrics};
+use crate::remote::{BreakerOptions, Remote};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 
 /// Warn when local time and Redis time differ by more than this (windows never depend on it;
 /// a large offset still means something is wrong with a host's clock).
 pub const DEFAULT_SKEW_THRESHOLD: Duration = Duration::from_secs(1);
+/// Deadline for one Redis call: above the breaker's slow-call threshold (10 ms), so a call can be
+/// slow before it is a failure, and far above a healthy Redis's p99 (see docs/BENCHMARKS.md).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// A limiter as data: what a config file or a binding's keyword arguments map onto.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,26 +34,54 @@ pub struct LimiterConfig {
     pub limits: Vec<Limit>,
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// None: the embedded in-memory store.
+    /// None (and no cluster nodes): the embedded in-memory store.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster; takes precedence over `redis_url`.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// Deadline for one Redis call.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// What to answer when Redis cannot.
+    #[serde(default)]
+    pub fallback: FallbackMode,
+    #[serde(default)]
+    pub breaker: BreakerOptions,
+    /// Local cache layer in front of Redis; None: every decision goes to Redis.
+    #[serde(default)]
+    pub cache: Option<CacheOptions>,
+}
+
+impl LimiterConfig {
+    pub fn new(limits: Vec<Limit>) -> Self {
+        LimiterConfig {
+            limits,
+            algorithm: Algorithm::default(),
+            redis_url: None,
+            cluster_nodes: Vec::new(),
+            prefix: default_prefix(),
+            timeout_ms: default_timeout_ms(),
+            fallback: FallbackMode::default(),
+            breaker: BreakerOptions::default(),
+            cache: None,
+        }
+    }
 }
 
 fn default_prefix() -> String {
     "floodwall".into()
 }
 fn default_timeout_ms() -> u64 {
-    1000
+    DEFAULT_TIMEOUT.as_millis() as u64
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Backend {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis { remote: Remote, cache: Option<LocalCache>, fallback: Fallback },
 }
 
 /// A cheap handle (an `Arc`): clone it into tasks freely.
@@ -61,6 +97,7 @@ struct Inner {
     layout: KeyLayout,
     backend: Backend,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     max_cost: u64,
     skew_threshold_us: i64,
     offset_us: AtomicI64,
@@ -77,6 +114,10 @@ pub struct LimiterBuilder {
     clock: Option<Arc<dyn Clock>>,
     skew_threshold: Duration,
     redis_time_from_clock: bool,
+    timeout: Duration,
+    fallback: FallbackMode,
+    breaker: BreakerOptions,
+    cache: Option<CacheOptions>,
 }
 
 impl LimiterBuilder {
@@ -86,6 +127,11 @@ impl LimiterBuilder {
     }
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(RedisOptions::new(url));
+        self
+    }
+    /// Redis Cluster seed nodes.
+    pub fn cluster<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.redis = Some(RedisOptions::cluster(seeds));
         self
     }
     pub fn redis(mut self, options: RedisOptions) -> Self {
@@ -110,6 +156,24 @@ impl LimiterBuilder {
         self.skew_threshold = threshold;
         self
     }
+    /// Deadline for one Redis call (default 20 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// What to answer when Redis cannot (default: local, the whole limit per instance).
+    pub fn fallback(mut self, mode: FallbackMode) -> Self {
+        self.fallback = mode;
+        self
+    }
+    pub fn breaker(mut self, options: BreakerOptions) -> Self {
+        self.breaker = options;
+        self
+    }
+    pub fn cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(options);
+        self
+    }
     /// Tests only: the Redis scripts take `now` from `clock` instead of Redis `TIME`, so the
     /// conformance timelines run identically on Redis and in memory. Never use in production.
     #[doc(hidden)]
@@ -132,15 +196,33 @@ impl LimiterBuilder {
             }
         }
         self.algorithm.validate(&self.limits)?;
+        if self.timeout.is_zero() {
+            return Err(Error::config("timeout", "0 ms", "must be at least 1 ms"));
+        }
+        self.breaker.validate()?;
         let layout = KeyLayout::new(&self.prefix)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let backend = match (self.redis_store, self.redis) {
-            (Some(store), _) => Backend::Redis(store),
-            (None, Some(options)) if self.redis_time_from_clock => {
-                Backend::Redis(RedisStore::with_test_clock(options, clock.clone())?)
+        let metrics = Arc::new(Metrics::default());
+        let store = match (self.redis_store, self.redis) {
+            (Some(store), _) => Some(store),
+            (None, Some(mut options)) => {
+                // calls are bounded by the limiter's deadline; the client's own bound is a backstop
+                options.response_timeout = Some(options.response_timeout.unwrap_or(self.timeout).max(self.timeout));
+                Some(if self.redis_time_from_clock {
+                    RedisStore::with_test_clock(options, clock.clone())?
+                } else {
+                    RedisStore::new(options)?
+                })
             }
-            (None, Some(options)) => Backend::Redis(RedisStore::new(options)?),
-            (None, None) => Backend::Memory(MemoryStore::new(clock.clone())),
+            (None, None) => None,
+        };
+        let backend = match store {
+            None => Backend::Memory(MemoryStore::new(clock.clone())),
+            Some(store) => Backend::Redis {
+                remote: Remote::new(store, self.timeout, self.breaker, metrics.clone()),
+                cache: self.cache.map(LocalCache::new).transpose()?,
+                fallback: Fallback::new(self.fallback, &self.limits, self.algorithm, clock.clone())?,
+            },
         };
         let max_cost = self
             .limits
@@ -155,6 +237,7 @@ impl LimiterBuilder {
                 layout,
                 backend,
                 clock,
+                metrics,
                 max_cost,
                 skew_threshold_us: self.skew_threshold.as_micros() as i64,
                 offset_us: AtomicI64::new(0),
@@ -176,6 +259,10 @@ impl Limiter {
             clock: None,
             skew_threshold: DEFAULT_SKEW_THRESHOLD,
             redis_time_from_clock: false,
+            timeout: DEFAULT_TIMEOUT,
+            fallback: FallbackMode::default(),
+            breaker: BreakerOptions::default(),
+            cache: None,
         }
     }
 
@@ -185,10 +272,19 @@ impl Limiter {
     }
 
     pub fn from_config(config: &LimiterConfig) -> Result<Self> {
-        let mut b = Self::builder(config.limits.iter().copied()).algorithm(config.algorithm).prefix(config.prefix.clone());
-        if let Some(url) = &config.redis_url {
-            let timeout = Duration::from_millis(config.timeout_ms.max(1));
-            b = b.redis(RedisOptions { url: url.clone(), connect_timeout: timeout, response_timeout: Some(timeout) });
+        let mut b = Self::builder(config.limits.iter().copied())
+            .algorithm(config.algorithm)
+            .prefix(config.prefix.clone())
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .fallback(config.fallback.clone())
+            .breaker(config.breaker.clone());
+        if !config.cluster_nodes.is_empty() {
+            b = b.cluster(config.cluster_nodes.iter().cloned());
+        } else if let Some(url) = &config.redis_url {
+            b = b.redis_url(url.clone());
+        }
+        if let Some(c) = &config.cache {
+            b = b.cache(c.clone());
         }
         b.build()
     }
@@ -206,11 +302,29 @@ impl Limiter {
     pub fn max_cost(&self) -> u64 {
         self.inner.max_cost
     }
-    /// Which store decides: `Source::Redis` or `Source::Memory`.
+    /// Which store decides when all is well: `Source::Redis` or `Source::Memory`.
     pub fn store_kind(&self) -> Source {
         match self.inner.backend {
             Backend::Memory(_) => Source::Memory,
-            Backend::Redis(_) => Source::Redis,
+            Backend::Redis { .. } => Source::Redis,
+        }
+    }
+    /// This limiter's counters (decisions, Redis calls and latency, breaker).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+    /// The circuit breaker's state; None on the embedded store.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        match &self.inner.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis { remote, .. } => Some(remote.breaker_state()),
+        }
+    }
+    /// The embedded store, when this limiter decides in process.
+    pub fn memory_store(&self) -> Option<&MemoryStore> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Some(m),
+            Backend::Redis { .. } => None,
         }
     }
 
@@ -238,7 +352,7 @@ impl Limiter {
         self.run(key, 1, false).await
     }
 
-    /// Forget every count of the identity.
+    /// Forget every count of the identity (in Redis and in the local fallback).
     pub async fn reset(&self, key: &str) -> Result<()> {
         let keys = self.inner.layout.keys(key, self.inner.algorithm, &self.inner.limits)?;
         match &self.inner.backend {
@@ -246,23 +360,18 @@ impl Limiter {
                 m.reset(&keys);
                 Ok(())
             }
-            Backend::Redis(r) => r.reset(&keys).await,
+            Backend::Redis { remote, fallback, .. } => {
+                fallback.reset(&keys);
+                remote.call(remote.store().reset(&keys)).await
+            }
         }
     }
 
-    /// The embedded store, when this limiter decides in process.
-    pub fn memory_store(&self) -> Option<&MemoryStore> {
-        match &self.inner.backend {
-            Backend::Memory(m) => Some(m),
-            Backend::Redis(_) => None,
-        }
-    }
-
-    /// Make sure Redis answers (no-op on the embedded store).
+    /// Make sure Redis answers (no-op on the embedded store). Not subject to the breaker.
     pub async fn connect(&self) -> Result<()> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(r) => r.ping().await,
+            Backend::Redis { remote, .. } => remote.store().ping().await,
         }
     }
 
@@ -280,16 +389,32 @@ impl Limiter {
         let inner = &*self.inner;
         let keys = inner.layout.keys(key, inner.algorithm, &inner.limits)?;
         let req = Request { keys: &keys, limits: &inner.limits, algorithm: inner.algorithm, cost, consume };
-        match &inner.backend {
-            Backend::Memory(m) => Ok(Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory)),
-            Backend::Redis(r) => {
+        let decision = match &inner.backend {
+            Backend::Memory(m) => Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory),
+            Backend::Redis { remote, cache, fallback } => {
                 let t0 = inner.clock.now_us();
-                let out = r.evaluate(&req).await?;
-                let t1 = inner.clock.now_us();
-                self.observe_offset(&out, t0, t1);
-                Ok(Decision::from_outcome(&out, &inner.limits, Source::Redis))
+                let result = match cache {
+                    Some(c) => c.check(remote, &req).await,
+                    None => remote.evaluate(&req).await.map(|o| (o, Source::Redis)),
+                };
+                match result {
+                    Ok((out, source)) => {
+                        if source == Source::Redis {
+                            self.observe_offset(&out, t0, inner.clock.now_us());
+                        }
+                        Decision::from_outcome(&out, &inner.limits, source)
+                    }
+                    Err(e) => {
+                        if fallback.mode() != &FallbackMode::Error {
+                            tracing::debug!(error = %e, fallback = fallback.mode().as_str(), "Redis unavailable; deciding by fallback");
+                        }
+                        fallback.decide(e, &req, inner.clock.now_us())?
+                    }
+                }
             }
-        }
+        };
+        inner.metrics.decision(decision.source, decision.allowed);
+        Ok(decision)
     }
 
     /// Redis time sits between our send and receive: compare it with the midpoint.
@@ -299,6 +424,7 @@ impl Limiter {
         let offset = out.now_us as i64 - mid;
         inner.offset_us.store(offset, Ordering::Relaxed);
         inner.offset_known.store(true, Ordering::Relaxed);
+        inner.metrics.clock_offset(offset);
         let over = offset.abs() > inner.skew_threshold_us;
         if over && !inner.skew_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(

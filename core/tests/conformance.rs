@@ -40,7 +40,7 @@ async fn run(file: &str, sc: &Value, redis: Option<&RedisServer>) {
     let clock = FakeClock::new(T0_MS * 1000);
     let mut b = Limiter::builder(common::limits(&specs)).algorithm(algorithm).clock(Arc::new(clock.clone()));
     if let Some(r) = redis {
-        b = b.redis_url(r.url()).redis_time_from_clock().prefix(common::unique_prefix("conf"));
+        b = common::exact(b.redis_url(r.url()).redis_time_from_clock().prefix(common::unique_prefix("conf")));
     }
     let limiter = b.build().unwrap();
     let store = if redis.is_some() { "redis" } else { "memory" };

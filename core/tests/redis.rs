@@ -121,7 +121,7 @@ async fn clock_skew_eight_hours_apart_instances_agree() {
     for alg in ALGORITHMS {
         let prefix = unique_prefix("skew");
         let build = |offset: i64| {
-            Limiter::builder(limits(&["10/minute"]))
+            common::exact(Limiter::builder(limits(&["10/minute"])))
                 .algorithm(alg)
                 .redis_url(server.url())
                 .prefix(prefix.clone())
@@ -278,6 +278,8 @@ async fn random_timelines_agree_between_memory_and_redis() {
                 .redis_url(server.url())
                 .redis_time_from_clock()
                 .prefix(prefix)
+                .timeout(Duration::from_secs(5))
+                .fallback(floodwall::FallbackMode::Error)
                 .build()
                 .unwrap();
             for step in 0..400 {

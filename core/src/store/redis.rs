@@ -6,6 +6,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
 use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
@@ -30,17 +32,31 @@ pub fn script_for(algorithm: Algorithm) -> &'static Script {
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS. With `cluster_nodes` set,
+    /// this is ignored.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, credentials in the URLs). Empty: standalone.
+    pub cluster_nodes: Vec<String>,
     /// Give up on making a connection after this long.
     pub connect_timeout: Duration,
-    /// Give up on one call after this long (None: wait for the server).
+    /// Give up on one call after this long (None: wait for the server). The limiter's deadline
+    /// (core/src/remote.rs) is usually shorter; this bounds calls made outside it.
     pub response_timeout: Option<Duration>,
 }
 
 impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        RedisOptions { url: url.into(), connect_timeout: Duration::from_secs(1), response_timeout: Some(Duration::from_secs(1)) }
+        RedisOptions {
+            url: url.into(),
+            cluster_nodes: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Some(Duration::from_secs(1)),
+        }
+    }
+
+    pub fn cluster<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Self {
+        let cluster_nodes: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        RedisOptions { url: cluster_nodes.first().cloned().unwrap_or_default(), cluster_nodes, ..Self::new("") }
     }
 }
 
@@ -57,6 +73,53 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+fn check_scheme(url: &str) -> Result<()> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
+        Ok(())
+    } else {
+        Err(Error::InvalidRedisUrl { url: redact_url(url), reason: "must start with redis://, rediss:// or unix://".into() })
+    }
+}
+
+#[derive(Clone)]
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// A multiplexed connection to a server or a cluster; cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -64,11 +127,11 @@ pub struct RedisStore {
 
 struct Inner {
     shown_url: String,
-    client: redis::Client,
+    client: Client,
     options: RedisOptions,
     /// The connection and the pid that made it: a forked child (gunicorn, uvicorn workers) must
     /// not reuse its parent's socket or runtime, so a new pid makes a new connection.
-    conn: std::sync::Mutex<Option<(u32, ConnectionManager)>>,
+    conn: std::sync::Mutex<Option<(u32, Conn)>>,
     connecting: tokio::sync::Mutex<()>,
     /// Conformance tests only: replaces Redis `TIME` so scripted timelines are deterministic.
     test_clock: Option<Arc<dyn Clock>>,
@@ -81,31 +144,56 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Validates the URL now; connects on first use (so a limiter can be built while Redis is down).
+    /// Validates the URL(s) now; connects on first use (so a limiter can be built while Redis is down).
     pub fn new(options: RedisOptions) -> Result<Self> {
-        let shown_url = redact_url(&options.url);
-        if !(options.url.starts_with("redis://") || options.url.starts_with("rediss://") || options.url.starts_with("unix://")) {
-            return Err(Error::InvalidRedisUrl { url: shown_url, reason: "must start with redis://, rediss:// or unix://".into() });
-        }
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| Error::InvalidRedisUrl { url: shown_url.clone(), reason: e.to_string() })?;
-        Ok(RedisStore { inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock: None }) })
+        Self::build(options, None)
     }
 
     /// For conformance tests: the scripts take `now` from this clock instead of Redis `TIME`.
     /// Production code has no reason to call this; it defeats the point of Redis time.
     #[doc(hidden)]
     pub fn with_test_clock(options: RedisOptions, clock: Arc<dyn Clock>) -> Result<Self> {
-        let store = Self::new(options)?;
-        let inner = Arc::try_unwrap(store.inner).map_err(|_| Error::config("store", "redis", "already shared"))?;
-        Ok(RedisStore { inner: Arc::new(Inner { test_clock: Some(clock), ..inner }) })
+        Self::build(options, Some(clock))
+    }
+
+    fn build(options: RedisOptions, test_clock: Option<Arc<dyn Clock>>) -> Result<Self> {
+        let (shown_url, client) = if options.cluster_nodes.is_empty() {
+            let shown = redact_url(&options.url);
+            check_scheme(&options.url)?;
+            let c = redis::Client::open(options.url.as_str())
+                .map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
+            (shown, Client::Single(c))
+        } else {
+            for u in &options.cluster_nodes {
+                check_scheme(u)?;
+                redis::Client::open(u.as_str()).map_err(|e| Error::InvalidRedisUrl { url: redact_url(u), reason: e.to_string() })?;
+            }
+            let shown = format!("cluster[{}]", options.cluster_nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(","));
+            let mut b = ClusterClient::builder(options.cluster_nodes.clone())
+                .connection_timeout(options.connect_timeout)
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(200);
+            if let Some(t) = options.response_timeout {
+                b = b.response_timeout(t);
+            }
+            let c = b.build().map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
+            (shown, Client::Cluster(c))
+        };
+        Ok(RedisStore {
+            inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock }),
+        })
     }
 
     pub fn url(&self) -> &str {
         &self.inner.shown_url
     }
 
-    fn store_error(&self, e: redis::RedisError) -> Error {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.client, Client::Cluster(_))
+    }
+
+    pub(crate) fn store_error(&self, e: redis::RedisError) -> Error {
         if e.is_timeout() {
             let timeout_ms = self.inner.options.response_timeout.unwrap_or_default().as_millis() as u64;
             return Error::Timeout { url: self.inner.shown_url.clone(), timeout_ms };
@@ -113,13 +201,13 @@ impl RedisStore {
         Error::Store { url: self.inner.shown_url.clone(), message: e.to_string() }
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Conn> {
         let pid = std::process::id();
         let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().filter(|(p, _)| *p == pid).map(|(_, c)| c.clone())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager> {
+    async fn connection(&self) -> Result<Conn> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -128,65 +216,73 @@ impl RedisStore {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.inner.options.connect_timeout))
-            .set_response_timeout(self.inner.options.response_timeout)
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(self.inner.client.clone(), config).await.map_err(|e| self.store_error(e))?;
+        let conn = match &self.inner.client {
+            Client::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.inner.options.connect_timeout))
+                    .set_response_timeout(self.inner.options.response_timeout)
+                    .set_number_of_retries(1);
+                Conn::Single(ConnectionManager::new_with_config(client.clone(), config).await.map_err(|e| self.store_error(e))?)
+            }
+            Client::Cluster(client) => Conn::Cluster(client.get_async_connection().await.map_err(|e| self.store_error(e))?),
+        };
         *self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::process::id(), conn.clone()));
         Ok(conn)
     }
 
+    /// The script arguments after `now`, per algorithm (see the header of each lua/ file).
+    fn script_args(req: &Request<'_>) -> Vec<u64> {
+        let mut args = Vec::with_capacity(2 + 2 * req.limits.len());
+        if req.algorithm == Algorithm::SlidingLog {
+            args.push(req.limits.len() as u64);
+        }
+        match req.algorithm {
+            Algorithm::SlidingWindow | Algorithm::SlidingLog => {
+                args.extend(req.limits.iter().map(|l| l.window().as_micros() as u64));
+                args.extend(req.limits.iter().map(|l| l.max()));
+            }
+            Algorithm::TokenBucket => {
+                args.extend(req.limits.iter().map(emission_interval_us));
+                args.extend(req.limits.iter().map(|l| l.burst()));
+            }
+        }
+        args
+    }
+
+    /// `now` for a script: empty (the script reads Redis `TIME`) unless a test clock is set.
+    pub(crate) fn now_arg(&self) -> String {
+        self.inner.test_clock.as_ref().map(|c| c.now_us().to_string()).unwrap_or_default()
+    }
+
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
-        let mut conn = self.connection().await?;
-        let script = script_for(req.algorithm);
-        let mut inv = script.prepare_invoke();
+        let mut inv = script_for(req.algorithm).prepare_invoke();
         for k in req.keys {
             inv.key(k);
         }
-        let now = self.inner.test_clock.as_ref().map(|c| c.now_us().to_string()).unwrap_or_default();
-        inv.arg(now).arg(req.cost).arg(if req.consume { "c" } else { "p" });
-        match req.algorithm {
-            Algorithm::SlidingWindow => {
-                for l in req.limits {
-                    inv.arg(l.window().as_micros() as u64);
-                }
-                for l in req.limits {
-                    inv.arg(l.max());
-                }
-            }
-            Algorithm::TokenBucket => {
-                for l in req.limits {
-                    inv.arg(emission_interval_us(l));
-                }
-                for l in req.limits {
-                    inv.arg(l.burst());
-                }
-            }
-            Algorithm::SlidingLog => {
-                inv.arg(req.limits.len());
-                for l in req.limits {
-                    inv.arg(l.window().as_micros() as u64);
-                }
-                for l in req.limits {
-                    inv.arg(l.max());
-                }
-            }
+        inv.arg(self.now_arg()).arg(req.cost).arg(if req.consume { "c" } else { "p" });
+        for a in Self::script_args(req) {
+            inv.arg(a);
         }
-        // A connection that died since the last call (Redis restarted, failed over) fails the
-        // first command; redis-rs then reconnects, and one retry lands on the new connection.
-        // At worst a lost reply makes the retry consume twice: more denial, never more admission.
-        let reply: Vec<i64> = match inv.invoke_async(&mut conn).await {
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                tracing::debug!(error = %e, "Redis connection dropped; retrying once");
-                inv.invoke_async(&mut conn).await.map_err(|e| self.store_error(e))?
-            }
-            other => other.map_err(|e| self.store_error(e))?,
-        };
+        let reply = self.invoke(&inv).await?;
         Outcome::from_reply(&reply, req.limits.len()).ok_or_else(|| Error::Store {
             url: self.inner.shown_url.clone(),
             message: format!("unexpected script reply {reply:?}"),
         })
+    }
+
+    /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).
+    pub(crate) async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Vec<i64>> {
+        let mut conn = self.connection().await?;
+        // A connection that died since the last call (Redis restarted, failed over) fails the
+        // first command; redis-rs then reconnects, and one retry lands on the new connection.
+        // At worst a lost reply makes the retry consume twice: more denial, never more admission.
+        match inv.invoke_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(error = %e, "Redis connection dropped; retrying once");
+                inv.invoke_async(&mut conn).await.map_err(|e| self.store_error(e))
+            }
+            other => other.map_err(|e| self.store_error(e)),
+        }
     }
 
     pub(crate) async fn reset(&self, keys: &[String]) -> Result<()> {

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use floodwall::{Algorithm, Limit, Limiter};
+use std::time::Duration;
+
+use floodwall::{Algorithm, FallbackMode, Limit, Limiter, LimiterBuilder};
 
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket];
 
@@ -17,6 +19,12 @@ pub fn unique_prefix(name: &str) -> String {
     format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Exactness tests: a deadline no healthy loopback Redis misses, and errors instead of a fallback,
+/// so every decision shown came from Redis.
+pub fn exact(b: LimiterBuilder) -> LimiterBuilder {
+    b.timeout(Duration::from_secs(5)).fallback(FallbackMode::Error)
+}
+
 pub fn redis_limiter(url: &str, algorithm: Algorithm, specs: &[&str], prefix: &str) -> Limiter {
-    Limiter::builder(limits(specs)).algorithm(algorithm).redis_url(url).prefix(prefix).build().expect("limiter")
+    exact(Limiter::builder(limits(specs)).algorithm(algorithm).redis_url(url).prefix(prefix)).build().expect("limiter")
 }

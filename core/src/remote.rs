@@ -1,0 +1,314 @@
+//! The guarded path to Redis: a deadline on every call and a circuit breaker in front of it, with
+//! a background PING while open. Callers get an error fast instead of waiting on a sick Redis; the
+//! limiter turns that error into a fallback decision (core/src/fallback.rs).
+//!
+//! Breaker states:  Closed ──(N consecutive failures | slow-call share ≥ ratio)──► Open
+//!                  Open ──(open_for elapsed | health PING answers)──► HalfOpen
+//!                  HalfOpen ──(probes all succeed)──► Closed;  HalfOpen ──(a probe fails)──► Open
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::Outcome;
+use crate::error::{Error, Result};
+use crate::metrics::{BreakerState, Metrics};
+use crate::store::{RedisStore, Request};
+
+/// Deadline and breaker settings. Defaults suit a Redis on the same network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerOptions {
+    /// Open after this many consecutive failures (errors or timeouts).
+    pub failure_threshold: u32,
+    /// A call slower than this is slow.
+    pub slow_call_ms: u64,
+    /// Open when at least this share of the last `slow_call_window` calls was slow...
+    pub slow_call_ratio: f64,
+    pub slow_call_window: usize,
+    /// ...and the window holds at least this many calls.
+    pub slow_call_min_calls: usize,
+    /// Stay open this long before letting probes through.
+    pub open_ms: u64,
+    /// Probes allowed in half-open; all must succeed to close.
+    pub half_open_probes: u32,
+    /// While open, PING Redis this often; an answer moves the breaker to half-open early.
+    pub health_check_ms: u64,
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        BreakerOptions {
+            failure_threshold: 5,
+            slow_call_ms: 10,
+            slow_call_ratio: 0.5,
+            slow_call_window: 100,
+            slow_call_min_calls: 20,
+            open_ms: 1_000,
+            half_open_probes: 3,
+            health_check_ms: 250,
+        }
+    }
+}
+
+impl BreakerOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(self.slow_call_ratio > 0.0 && self.slow_call_ratio <= 1.0) {
+            return Err(Error::config("slow_call_ratio", self.slow_call_ratio, "must be in (0, 1]"));
+        }
+        if self.failure_threshold == 0 || self.half_open_probes == 0 || self.slow_call_window == 0 {
+            return Err(Error::config(
+                "breaker",
+                format!("failure_threshold={}, half_open_probes={}, slow_call_window={}", self.failure_threshold, self.half_open_probes, self.slow_call_window),
+                "must each be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Closed,
+    Open { since: Instant },
+    HalfOpen { in_flight: u32, successes: u32 },
+}
+
+#[derive(Debug)]
+struct BreakerInner {
+    state: State,
+    consecutive_failures: u32,
+    /// Recent calls, true = slow.
+    recent: VecDeque<bool>,
+    slow: usize,
+    health_running: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    opts: BreakerOptions,
+    inner: Mutex<BreakerInner>,
+    metrics: Arc<Metrics>,
+}
+
+/// Leave to make one call. Dropped without a verdict (the caller gave up): the probe slot frees.
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    done: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.done {
+            let mut g = self.breaker.lock();
+            if let State::HalfOpen { in_flight, .. } = &mut g.state {
+                *in_flight = in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Breaker {
+    pub(crate) fn new(opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
+        Breaker {
+            opts,
+            inner: Mutex::new(BreakerInner { state: State::Closed, consecutive_failures: 0, recent: VecDeque::new(), slow: 0, health_running: false }),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.lock().state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    fn enter(&self, g: &mut BreakerInner, state: State) {
+        let s = match state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
+        g.state = state;
+        g.consecutive_failures = 0;
+        g.recent.clear();
+        g.slow = 0;
+        self.metrics.breaker(s);
+        match s {
+            BreakerState::Open => tracing::warn!(breaker = "open", "Redis failing or slow: floodwall decides by its fallback policy until Redis answers again"),
+            BreakerState::HalfOpen => tracing::info!(breaker = "half_open", "probing Redis"),
+            BreakerState::Closed => tracing::info!(breaker = "closed", "Redis answers again: decisions return to Redis"),
+        }
+    }
+
+    pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut g = self.lock();
+        if let State::Open { since } = g.state {
+            if since.elapsed() >= Duration::from_millis(self.opts.open_ms) {
+                self.enter(&mut g, State::HalfOpen { in_flight: 0, successes: 0 });
+            }
+        }
+        match &mut g.state {
+            State::Closed => Some(Permit { breaker: self, probe: false, done: false }),
+            State::Open { .. } => None,
+            State::HalfOpen { in_flight, successes } => {
+                if *in_flight + *successes < self.opts.half_open_probes {
+                    *in_flight += 1;
+                    Some(Permit { breaker: self, probe: true, done: false })
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Returns true when this verdict opened the breaker (the caller starts the health check).
+    fn record(&self, permit: &mut Permit<'_>, ok: bool, slow: bool) -> bool {
+        permit.done = true;
+        let mut g = self.lock();
+        match &mut g.state {
+            State::HalfOpen { in_flight, successes } if permit.probe => {
+                *in_flight = in_flight.saturating_sub(1);
+                if !ok {
+                    self.enter(&mut g, State::Open { since: Instant::now() });
+                    return true;
+                }
+                *successes += 1;
+                if *successes >= self.opts.half_open_probes {
+                    self.enter(&mut g, State::Closed);
+                }
+                false
+            }
+            State::Closed => {
+                if ok {
+                    g.consecutive_failures = 0;
+                } else {
+                    g.consecutive_failures += 1;
+                }
+                g.recent.push_back(slow);
+                g.slow += slow as usize;
+                if g.recent.len() > self.opts.slow_call_window {
+                    let old = g.recent.pop_front().unwrap_or(false);
+                    g.slow -= old as usize;
+                }
+                let too_slow = g.recent.len() >= self.opts.slow_call_min_calls
+                    && g.slow as f64 >= self.opts.slow_call_ratio * g.recent.len() as f64;
+                if g.consecutive_failures >= self.opts.failure_threshold || too_slow {
+                    self.enter(&mut g, State::Open { since: Instant::now() });
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Health check said Redis answers: let probes through without waiting out `open_ms`.
+    fn healthy(&self) {
+        let mut g = self.lock();
+        if matches!(g.state, State::Open { .. }) {
+            self.enter(&mut g, State::HalfOpen { in_flight: 0, successes: 0 });
+        }
+    }
+}
+
+/// RedisStore behind the deadline and the breaker.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    inner: Arc<RemoteInner>,
+}
+
+#[derive(Debug)]
+struct RemoteInner {
+    store: RedisStore,
+    breaker: Breaker,
+    timeout: Duration,
+    slow: Duration,
+    health_every: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Remote {
+    pub(crate) fn new(store: RedisStore, timeout: Duration, opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
+        let slow = Duration::from_millis(opts.slow_call_ms);
+        let health_every = Duration::from_millis(opts.health_check_ms.max(1));
+        Remote { inner: Arc::new(RemoteInner { store, breaker: Breaker::new(opts, metrics.clone()), timeout, slow, health_every, metrics }) }
+    }
+
+    pub(crate) fn store(&self) -> &RedisStore {
+        &self.inner.store
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// One guarded Redis call: refused at once while the breaker is open, bounded by the deadline.
+    pub(crate) async fn call<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let inner = &*self.inner;
+        let Some(mut permit) = inner.breaker.try_acquire() else {
+            inner.metrics.rejected_open();
+            return Err(Error::Unavailable { url: inner.store.url().to_string() });
+        };
+        let t0 = Instant::now();
+        let result = match tokio::time::timeout(inner.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout { url: inner.store.url().to_string(), timeout_ms: inner.timeout.as_millis() as u64 }),
+        };
+        let elapsed = t0.elapsed();
+        let ok = result.is_ok();
+        inner.metrics.redis_call(elapsed, ok, matches!(result, Err(Error::Timeout { .. })));
+        if inner.breaker.record(&mut permit, ok, elapsed > inner.slow) {
+            self.start_health_check();
+        }
+        result
+    }
+
+    pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
+        self.call(self.inner.store.evaluate(req)).await
+    }
+
+    /// While open: PING on an interval; the first answer moves the breaker to half-open.
+    fn start_health_check(&self) {
+        {
+            let mut g = self.inner.breaker.lock();
+            if g.health_running {
+                return;
+            }
+            g.health_running = true;
+        }
+        let weak: Weak<RemoteInner> = Arc::downgrade(&self.inner);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        handle.spawn(async move {
+            loop {
+                let every = match weak.upgrade() {
+                    Some(i) => i.health_every,
+                    None => return,
+                };
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !matches!(inner.breaker.state(), BreakerState::Open) {
+                    inner.breaker.lock().health_running = false;
+                    return;
+                }
+                let timeout = inner.timeout.max(Duration::from_millis(100));
+                if let Ok(Ok(())) = tokio::time::timeout(timeout, inner.store.ping()).await {
+                    inner.breaker.healthy();
+                }
+            }
+        });
+    }
+}
