@@ -82,22 +82,26 @@ function rateLimit(options) {
   let lastStoreWarning = 0
   let unreported = 0
 
-  // The seam for the fallback policy (issue: fallback): today a store failure allows the request
-  // and is logged; the policy will decide here instead.
-  function storeFailed(failures, req) {
-    const err = new Error(failures.map((f) => `rule "${f.rule}": ${f.message}`).join('; '))
+  // Redis could not answer for some rule. The core's `fallback` policy (default 'local') has
+  // already decided those rules (their decisions say source 'fallback'); with fallback 'error' the
+  // failures arrive here instead and the request is let through: never a 500 by accident.
+  function storeFailed(d, req, failures) {
+    const viaFallback = d ? d.decisions.filter((x) => x.decision.source === 'fallback').map((x) => x.rule) : []
+    const parts = failures.map((f) => `rule "${f.rule}": ${f.message} (request allowed)`)
+    if (viaFallback.length) parts.unshift(`rules ${viaFallback.map((r) => `"${r}"`).join(', ')} decided by the fallback policy`)
+    const err = new Error(`floodwall: Redis is unavailable; ${parts.join('; ')}`)
     err.code = 'ERR_FLOODWALL_STORE'
-    err.rules = failures.map((f) => f.rule)
+    err.rules = [...viaFallback, ...failures.map((f) => f.rule)]
     if (onStoreError) return onStoreError(err, req)
     const now = Date.now()
     if (now - lastStoreWarning < STORE_WARN_INTERVAL_MS) {
       unreported += 1
       return
     }
-    const more = unreported ? ` (and ${unreported} more since the last warning)` : ''
+    const more = unreported ? ` (${unreported} more requests since the last warning)` : ''
     lastStoreWarning = now
     unreported = 0
-    logger.warn(`floodwall: the store failed, so the request was allowed without a limit${more}: ${err.message}`)
+    logger.warn(err.message + more)
   }
 
   return async function floodwallRateLimit(req, res, next) {
@@ -125,7 +129,7 @@ function rateLimit(options) {
     } catch (err) {
       if (err && err.code === 'ERR_FLOODWALL_CONFIG') return next(err)
       // Never a 500 by accident: anything else from floodwall lets the request through.
-      storeFailed([{ rule: '*', message: String(err && err.message) }], req)
+      storeFailed(null, req, [{ rule: '*', message: String(err && err.message) }])
       return next()
     }
     req.rateLimit = d
@@ -137,7 +141,9 @@ function rateLimit(options) {
           '(Logged once.)',
       )
     }
-    if (d.storeErrors.length) storeFailed(d.storeErrors, req)
+    if (d.storeErrors.length || d.decisions.some((x) => x.decision.source === 'fallback')) {
+      storeFailed(d, req, d.storeErrors)
+    }
     if (!res.headersSent) {
       const h = d.headers
       for (let i = 0; i < h.length; i += 2) res.setHeader(h[i], h[i + 1])

@@ -17,16 +17,18 @@ use napi_derive::napi;
 
 use crate::args;
 use crate::error::{guard, throw, Failure, Outcome};
-use crate::limiter::{build_limiter, nullable, settle, Decision, JsLimiter, Nullable};
+use crate::limiter::{build_limiter, nullable, settle, Decision, JsLimiter, Nullable, LIMITER_OPTIONS};
 
 /// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
 const HTTP_OPTIONS: &[&str] = &[
-    "name", "limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock", "limiter", "key", "cost",
-    "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
+    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "clock", "limiter",
+    "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
 ];
-const RULE_OPTIONS: &[&str] =
-    &["name", "path", "methods", "limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock", "limiter", "key", "cost"];
-const LIMITER_KEYS: &[&str] = &["limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock"];
+const RULE_OPTIONS: &[&str] = &[
+    "name", "path", "methods", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback",
+    "clock", "limiter", "key", "cost",
+];
+const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS;
 const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
 
 struct Rule {

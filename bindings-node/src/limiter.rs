@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Algorithm, FakeClock, RedisOptions};
+use floodwall::{Algorithm, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{ClassInstance, Either, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown};
 use napi::{Env, JsValue};
 use napi_derive::napi;
@@ -142,7 +142,46 @@ impl JsManualClock {
     }
 }
 
-const LIMITER_OPTIONS: &[&str] = &["limits", "algorithm", "redisUrl", "prefix", "timeoutMs", "clock"];
+pub const LIMITER_OPTIONS: &[&str] =
+    &["limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "clock"];
+const FALLBACK_OPTIONS: &[&str] = &["mode", "retryAfterMs", "expectedInstances"];
+
+/// `'open' | 'closed' | 'local' | 'error'`, or `{ mode, retryAfterMs?, expectedInstances? }`.
+fn fallback_arg(v: &Unknown) -> Outcome<FallbackMode> {
+    if args::type_of(v) == napi::ValueType::String {
+        return Ok(FallbackMode::parse(&args::string("fallback", v)?)?);
+    }
+    let Some(obj) = args::options("fallback option", Some(v), FALLBACK_OPTIONS)? else {
+        return Err(Failure::Arg(format!("invalid fallback {}: expected a mode or {{ mode, ... }}", args::describe(v))));
+    };
+    let Some(mode) = args::field(&obj, "mode")? else {
+        return Err(Failure::Arg("fallback: missing `mode` ('open', 'closed', 'local' or 'error')".into()));
+    };
+    let mut mode = FallbackMode::parse(&args::string("fallback.mode", &mode)?)?;
+    let retry = args::field(&obj, "retryAfterMs")?;
+    let instances = args::field(&obj, "expectedInstances")?;
+    match &mut mode {
+        FallbackMode::Closed { retry_after_ms } => {
+            if let Some(v) = retry {
+                *retry_after_ms = args::whole("fallback.retryAfterMs", &v, 1)?;
+            }
+        }
+        FallbackMode::Local { expected_instances } => {
+            if let Some(v) = instances {
+                let n = args::whole("fallback.expectedInstances", &v, 1)?;
+                *expected_instances = u32::try_from(n)
+                    .map_err(|_| Failure::Arg(format!("invalid fallback.expectedInstances {n}: too large")))?;
+            }
+        }
+        _ => {}
+    }
+    if let FallbackMode::Open | FallbackMode::Error = mode {
+        if retry.is_some() || instances.is_some() {
+            return Err(Failure::Arg(format!("fallback {:?} takes no retryAfterMs or expectedInstances", mode.as_str())));
+        }
+    }
+    Ok(mode)
+}
 
 fn manual_clock(env: &Env, v: &Unknown) -> Outcome<FakeClock> {
     if !JsManualClock::instance_of(env, v)? {
@@ -170,21 +209,36 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     if let Some(v) = args::field(&obj, "prefix")? {
         b = b.prefix(args::string("prefix", &v)?);
     }
-    let timeout_ms = match args::field(&obj, "timeoutMs")? {
-        Some(v) => args::whole("timeoutMs", &v, 1)?,
-        None => 1000,
-    };
+    if let Some(v) = args::field(&obj, "timeoutMs")? {
+        b = b.timeout(Duration::from_millis(args::whole("timeoutMs", &v, 1)?));
+    }
+    if let Some(v) = args::field(&obj, "fallback")? {
+        b = b.fallback(fallback_arg(&v)?);
+    }
     let clock = args::field(&obj, "clock")?.map(|v| manual_clock(env, &v)).transpose()?;
     if let Some(c) = &clock {
         b = b.clock(Arc::new(c.clone()));
     }
-    if let Some(v) = args::field(&obj, "redisUrl")? {
-        let timeout = Duration::from_millis(timeout_ms);
-        b = b.redis(RedisOptions { url: args::string("redisUrl", &v)?, connect_timeout: timeout, response_timeout: Some(timeout) });
-        if clock.is_some() {
-            // Test-only: the scripts take `now` from the manual clock instead of Redis TIME.
-            b = b.redis_time_from_clock();
+    let url = args::field(&obj, "redisUrl")?.map(|v| args::string("redisUrl", &v)).transpose()?;
+    let nodes = args::field(&obj, "clusterNodes")?.map(|v| args::strings("clusterNodes", &v)).transpose()?;
+    let is_redis = match (url, nodes) {
+        (Some(_), Some(_)) => return Err(Failure::Arg("give either redisUrl or clusterNodes, not both".into())),
+        (Some(url), None) => {
+            b = b.redis_url(url);
+            true
         }
+        (None, Some(nodes)) if nodes.is_empty() => {
+            return Err(Failure::Arg("invalid clusterNodes []: give at least one seed node".into()))
+        }
+        (None, Some(nodes)) => {
+            b = b.cluster(nodes);
+            true
+        }
+        (None, None) => false,
+    };
+    if is_redis && clock.is_some() {
+        // Test-only: the scripts take `now` from the manual clock instead of Redis TIME.
+        b = b.redis_time_from_clock();
     }
     Ok(b.build()?)
 }

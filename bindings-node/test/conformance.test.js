@@ -44,7 +44,8 @@ async function run(file, sc, store) {
     limits: sc.limits,
     algorithm: sc.algorithm,
     clock,
-    ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('conf') } : {}),
+    // No fallback on Redis: a slow call must fail the test, not be answered locally.
+    ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('conf'), timeoutMs: 10_000, fallback: 'error' } : {}),
   })
   assert.equal(limiter.store, store)
   for (const [i, step] of sc.steps.entries()) {

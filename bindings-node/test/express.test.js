@@ -289,41 +289,59 @@ for (const [flavour, express] of flavours) {
       }
     })
 
-    test('a Redis outage never becomes a 500: requests pass and the failure is logged', async () => {
+    test('a Redis outage never becomes a 500: the fallback policy answers and it is logged once', async () => {
       const own = await RedisServer.start()
       const logger = recordingLogger()
       const s = await serve(express, (app) => {
-        app.use(rateLimit({ limits: '2/minute', redisUrl: own.url, prefix: uniquePrefix('outage'), timeoutMs: 300, logger }))
-        app.get('/', ok)
+        const opts = { redisUrl: own.url, prefix: uniquePrefix('outage'), timeoutMs: 300, logger }
+        app.get('/local', rateLimit({ name: 'local', limits: '3/minute', ...opts }), ok)
+        app.get('/error', rateLimit({ name: 'error', limits: '1/minute', fallback: 'error', ...opts }), ok)
+        app.get('/closed', rateLimit({ name: 'closed', limits: '9/minute', fallback: { mode: 'closed', retryAfterMs: 5000 }, ...opts }), ok)
       })
       try {
-        assert.equal((await s.call('/')).status, 200)
+        assert.equal((await s.call('/local')).status, 200)
+        assert.equal((await s.call('/error')).status, 200)
+        assert.equal((await s.call('/error')).status, 429)
+        assert.equal(logger.lines.length, 0, logger.lines.join('\n'))
         await own.kill()
-        const statuses = []
-        for (let i = 0; i < 4; i++) statuses.push((await s.call('/')).status)
-        assert.deepEqual(statuses, [200, 200, 200, 200])
-        const warnings = logger.lines.filter((l) => l.includes('store failed'))
-        assert.equal(warnings.length, 1, logger.lines.join('\n'))
-        assert.match(warnings[0], /Redis at redis:\/\/127\.0\.0\.1:\d+/)
+        // Default fallback 'local': this process enforces the limit itself (one count already
+        // spent in Redis is not known here, so 3 more pass).
+        const local = []
+        for (let i = 0; i < 4; i++) local.push((await s.call('/local')).status)
+        assert.deepEqual(local, [200, 200, 200, 429])
+        // fallback 'error': the store error reaches the adapter, which lets requests through.
+        for (let i = 0; i < 3; i++) assert.equal((await s.call('/error')).status, 200)
+        // fallback 'closed' denies by choice, with the configured wait.
+        const closed = await s.call('/closed')
+        assert.equal(closed.status, 429)
+        assert.equal(closed.headers.get('retry-after'), '5')
+        // One warning per middleware, however many requests failed.
+        const warnings = logger.lines.filter((l) => l.includes('Redis is unavailable'))
+        assert.equal(warnings.length, 3, logger.lines.join('\n'))
+        assert.match(warnings.find((w) => w.includes('"local"')), /decided by the fallback policy/)
+        assert.match(warnings.find((w) => w.includes('"error"')), /request allowed/)
       } finally {
         await s.close()
         await own.stop()
       }
     })
 
-    test('onStoreError receives a coded Error', async () => {
+    test('onStoreError receives a coded Error naming the rules', async () => {
       const own = await RedisServer.start()
       await own.stop()
       const errors = []
       const s = await serve(express, (app) => {
-        app.use(rateLimit({ limits: '2/minute', redisUrl: own.url, timeoutMs: 300, onStoreError: (e) => errors.push(e) }))
-        app.get('/', ok)
+        const onStoreError = (e) => errors.push(e)
+        app.get('/e', rateLimit({ name: 'e', limits: '2/minute', redisUrl: own.url, timeoutMs: 300, fallback: 'error', onStoreError }), ok)
+        app.get('/o', rateLimit({ name: 'o', limits: '2/minute', redisUrl: own.url, timeoutMs: 300, fallback: 'open', onStoreError }), ok)
       })
       try {
-        assert.equal((await s.call('/')).status, 200)
-        assert.equal(errors.length, 1)
-        assert.equal(errors[0].code, 'ERR_FLOODWALL_STORE')
-        assert.deepEqual(errors[0].rules, ['default'])
+        assert.equal((await s.call('/e')).status, 200)
+        assert.equal((await s.call('/o')).status, 200)
+        assert.equal(errors.length, 2)
+        assert.ok(errors.every((e) => e.code === 'ERR_FLOODWALL_STORE'))
+        assert.deepEqual(errors.map((e) => e.rules), [['e'], ['o']])
+        assert.match(errors[0].message, new RegExp(own.url.replace(/[/.]/g, '\\$&')))
       } finally {
         await s.close()
       }

@@ -121,7 +121,7 @@ describe('errors are Errors with a code and name the bad value', () => {
     const gone = await RedisServer.start()
     const url = gone.url
     await gone.stop()
-    const limiter = new Limiter({ limits: '5/second', redisUrl: url, timeoutMs: 300 })
+    const limiter = new Limiter({ limits: '5/second', redisUrl: url, timeoutMs: 300, fallback: 'error' })
     assert.equal(limiter.store, 'redis')
     await assert.rejects(limiter.check('k'), (e) => {
       assert.equal(e.code, 'ERR_FLOODWALL_STORE')
@@ -135,7 +135,9 @@ for (const store of ['memory', 'redis']) {
   test(`1000 concurrent checks at limit 100 admit exactly 100 [${store}]`, async () => {
     const limiter = new Limiter({
       limits: '100/hour',
-      ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('race') } : {}),
+      // A generous deadline and no fallback: this is about the script's atomicity, so every
+      // answer must come from Redis.
+      ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('race'), timeoutMs: 10_000, fallback: 'error' } : {}),
     })
     await limiter.connect()
     const ds = await Promise.all(Array.from({ length: 1000 }, () => limiter.check('hot')))
@@ -154,4 +156,22 @@ test('two limiters on one Redis share counts; a different prefix does not', asyn
   assert.equal((await a.check('k')).remaining, 2)
   assert.equal((await b.check('k')).remaining, 1)
   assert.equal((await c.check('k')).remaining, 2)
+})
+
+test('when Redis is down the fallback policy answers, with source "fallback"', async () => {
+  const gone = await RedisServer.start()
+  await gone.stop()
+  const base = { limits: '2/minute', redisUrl: gone.url, timeoutMs: 300 }
+  const local = new Limiter(base)
+  const ds = [await local.check('k'), await local.check('k'), await local.check('k')]
+  assert.deepEqual(ds.map((d) => [d.allowed, d.source]), [[true, 'fallback'], [true, 'fallback'], [false, 'fallback']])
+  const shared = new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 2 } })
+  assert.deepEqual([(await shared.check('k')).allowed, (await shared.check('k')).allowed], [true, false])
+  const open = await new Limiter({ ...base, fallback: 'open' }).check('k')
+  assert.deepEqual([open.allowed, open.source], [true, 'fallback'])
+  const closed = await new Limiter({ ...base, fallback: { mode: 'closed', retryAfterMs: 2500 } }).check('k')
+  assert.deepEqual([closed.allowed, closed.retryAfter, closed.source], [false, 2.5, 'fallback'])
+  assert.throws(() => new Limiter({ ...base, fallback: 'sideways' }), /"sideways"/)
+  assert.throws(() => new Limiter({ ...base, fallback: { mode: 'open', retryAfterMs: 5 } }), /retryAfterMs/)
+  assert.throws(() => new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 0 } }), /expectedInstances 0/)
 })

@@ -1,0 +1,28 @@
+// Types of floodwall/express.
+import type { HttpDecision, HttpLimiterOptions, KeyScope } from './index'
+
+/** Express's request, response and next, kept structural so either Express 4 or 5 types fit. */
+type Req = any
+type Res = any
+type Next = (err?: unknown) => void
+
+export interface RateLimitOptions extends Omit<HttpLimiterOptions, 'key'> {
+  /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, composites, or a function. */
+  key?: KeyScope | ((req: Req, res: Res) => string | Promise<string>)
+  /** The header that holds API keys for `key: 'apiKey'` (default `'x-api-key'`). */
+  apiKeyHeader?: string
+  /** Return true to let a request through uncounted. */
+  skip?: (req: Req, res: Res) => boolean | Promise<boolean>
+  /** Answer a limited request yourself (default: 429 with a JSON body). Headers are already set. */
+  handler?: (req: Req, res: Res, next: Next, decision: HttpDecision) => unknown
+  /** Where warnings go (default `console`). */
+  logger?: { warn(message: string): void }
+  /**
+   * Called when the store fails; the request is let through either way (until a fallback policy
+   * exists). Default: a warning through `logger`, at most every 30 s.
+   */
+  onStoreError?: (err: Error & { code: 'ERR_FLOODWALL_STORE'; rules: string[] }, req: Req) => void
+}
+
+/** Rate limiting middleware, app-wide (`app.use(rateLimit(...))`) or per route. Sets `req.rateLimit`. */
+export declare function rateLimit(options: RateLimitOptions): (req: Req, res: Res, next: Next) => Promise<void>

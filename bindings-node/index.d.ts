@@ -1,0 +1,210 @@
+// Types of the floodwall package (the native addon, re-exported by index.js).
+
+/** `'5/second'`, `'100 per minute'`, `'5/10s'`, `'10/second burst 20'` (token bucket). */
+export type LimitString = string
+
+export type Algorithm = 'sliding_window' | 'sliding_log' | 'token_bucket'
+
+export interface LimiterOptions {
+  /** One limit or several; several are checked together in one atomic call. */
+  limits: LimitString | LimitString[]
+  /** Default `'sliding_window'`. */
+  algorithm?: Algorithm
+  /** `redis://[user:password@]host:port[/db]`, `rediss://` or `unix://`. Absent: the embedded in-process store. */
+  redisUrl?: string
+  /** Key prefix in Redis (default `'floodwall'`). */
+  prefix?: string
+  /** Connect and per-call timeout for Redis, in milliseconds (default 1000). */
+  timeoutMs?: number
+  /**
+   * A ManualClock. The embedded store decides on it. With `redisUrl` too, the Redis scripts take
+   * their time from it instead of Redis `TIME`: for tests only (the conformance scenarios), never
+   * in production.
+   */
+  clock?: ManualClock
+}
+
+/** One limit's state. Times are seconds. */
+export interface WindowState {
+  /** The limit as written back by the parser, e.g. `'5/second'`. */
+  name: string
+  /** Its count. */
+  limit: number
+  /** Its window, in seconds. */
+  window: number
+  remaining: number
+  resetAfter: number
+  /** Until this limit would admit the request; `null` when it admits it now. */
+  retryAfter: number | null
+}
+
+/** The answer to "may this request pass?". Being limited is `allowed: false`, never an error. */
+export interface Decision {
+  allowed: boolean
+  /** The count of the binding limit: the one that denied, else the one with the least remaining. */
+  limit: number
+  remaining: number
+  /** Seconds until the binding limit holds none of this identity's requests. */
+  resetAfter: number
+  /** Seconds to wait before the same request could pass; `null` when allowed. */
+  retryAfter: number | null
+  /** The limit that denied, e.g. `'5/second'`; `null` when allowed. */
+  limitedBy: string | null
+  /** Where the decision was made. */
+  source: 'redis' | 'memory' | 'cache' | 'lease' | 'fallback'
+  /** Every limit, in configuration order. */
+  windows: WindowState[]
+}
+
+/**
+ * Errors thrown by constructors and rejected by calls. `ERR_FLOODWALL_CONFIG`: wrong input
+ * (the message names the value); `ERR_FLOODWALL_STORE`: Redis failed or timed out;
+ * `ERR_FLOODWALL_INTERNAL`: a bug.
+ */
+export interface FloodwallError extends Error {
+  code: 'ERR_FLOODWALL_CONFIG' | 'ERR_FLOODWALL_STORE' | 'ERR_FLOODWALL_INTERNAL'
+}
+
+export declare class Limiter {
+  /** @throws {FloodwallError} `ERR_FLOODWALL_CONFIG` for a bad option. Does not connect. */
+  constructor(options: LimiterOptions)
+  /** Consume `cost` units (default 1) from every limit, or nothing if any limit would be exceeded. */
+  check(key: string, options?: { cost?: number }): Promise<Decision>
+  /** Would one more request pass? Consumes nothing. */
+  peek(key: string): Promise<Decision>
+  /** Forget every count of the identity. */
+  reset(key: string): Promise<void>
+  /** Make sure Redis answers (resolves at once on the embedded store). */
+  connect(): Promise<void>
+  /** The limits as the parser reads them back, e.g. `['5/second', '100/minute']`. */
+  get limits(): string[]
+  get algorithm(): Algorithm
+  /** Which store decides. */
+  get store(): 'redis' | 'memory'
+  /** The largest cost one check may ask for. */
+  get maxCost(): number
+}
+
+/** A clock that moves only when told to (milliseconds since the epoch). For tests. */
+export declare class ManualClock {
+  /** Default start: now. */
+  constructor(startMs?: number)
+  advance(ms: number): void
+  set(ms: number): void
+  now(): number
+}
+
+export interface JwtOptions {
+  /** HS256 shared secret. */
+  secret?: string | Buffer
+  /** RS256 or ES256 public key, PEM ("PUBLIC KEY" or, for RSA, "RSA PUBLIC KEY"). */
+  publicKey?: string
+  /** With `publicKey`: `'RS256'` (default) or `'ES256'`. */
+  algorithm?: 'HS256' | 'RS256' | 'ES256'
+  /** Require this `iss`. */
+  issuer?: string
+  /** Require this `aud`. */
+  audience?: string
+  /** Tolerated clock skew for `exp`/`nbf`, seconds (default 0). */
+  leewaySecs?: number
+}
+
+/** `'ip' | 'user' | 'apiKey' | 'global' | 'endpoint'`, or several joined with `+` (`'user+endpoint+ip'`). */
+export type KeyScope = string
+
+export interface RuleOptions {
+  /** Names the rule in headers ("login-per-minute") and in its Redis keys. */
+  name: string
+  /** `'/login'`, `'/api/*'`, `'/items/:id'` or `'/items/{id}'`, `'*'` (default). */
+  path?: string
+  /** Default: every method. A rule for GET also covers HEAD. */
+  methods?: string[]
+  limits?: LimitString | LimitString[]
+  algorithm?: Algorithm
+  redisUrl?: string
+  prefix?: string
+  timeoutMs?: number
+  clock?: ManualClock
+  /** A shared limiter instead of `limits`. */
+  limiter?: Limiter
+  key?: KeyScope
+  cost?: number
+}
+
+export interface HttpLimiterOptions {
+  /** Names the middleware's own limits in headers and keys (default `'default'`). */
+  name?: string
+  limits?: LimitString | LimitString[]
+  algorithm?: Algorithm
+  redisUrl?: string
+  prefix?: string
+  timeoutMs?: number
+  clock?: ManualClock
+  limiter?: Limiter
+  /** Default `'ip'`. A function key is resolved by the adapter and passed as `HttpRequest.key`. */
+  key?: KeyScope | ((...args: any[]) => unknown)
+  cost?: number
+  /** CIDRs or addresses of your own proxies; X-Forwarded-For is read only when the peer is one. */
+  trustedProxies?: string[]
+  /** IPv6 clients are grouped by this prefix length (default 64). */
+  ipv6Prefix?: number
+  jwt?: JwtOptions
+  /** Default `'draft-10'`. */
+  headers?: 'draft-10' | 'legacy' | 'both' | 'none'
+  rules?: RuleOptions[]
+}
+
+export interface HttpRequest {
+  method: string
+  path: string
+  route?: string
+  peer: string
+  forwardedFor?: string
+  authorization?: string
+  apiKey?: string
+  key?: string
+}
+
+export interface RuleDecision {
+  rule: string
+  key: string
+  decision: Decision
+}
+
+export interface StoreFailure {
+  rule: string
+  code: 'ERR_FLOODWALL_STORE'
+  message: string
+}
+
+export interface HttpDecision {
+  /** Some rule applied to the request. */
+  matched: boolean
+  allowed: boolean
+  status: 200 | 429
+  /** Flat pairs: `[name, value, name, value, ...]`. */
+  headers: string[]
+  /** The JSON body of a 429, else null. */
+  body: string | null
+  /** The key of the first matching rule, e.g. `'ip:203.0.113.7'` or `'user:alice'`. */
+  key: string | null
+  /** X-Forwarded-For arrived from a peer that is not a trusted proxy, and was ignored. */
+  forwardedForIgnored: boolean
+  /** A `user` key part came from a verified JWT. */
+  userVerified: boolean
+  decisions: RuleDecision[]
+  /** Rules whose store failed; they let the request through (until a fallback policy exists). */
+  storeErrors: StoreFailure[]
+}
+
+/**
+ * The engine behind `floodwall/express`, for other frameworks: one call per request resolves the
+ * key, decides every matching rule together and formats the headers and 429 body.
+ */
+export declare class HttpLimiter {
+  constructor(options: HttpLimiterOptions)
+  decide(request: HttpRequest): Promise<HttpDecision>
+  /** Some rule's key comes from a key function (pass `request.key`). */
+  get needsKey(): boolean
+  get ruleNames(): string[]
+}
