@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Script;
 
 use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
@@ -290,10 +291,17 @@ impl RedisStore {
         redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await.map_err(|e| self.store_error(e))
     }
 
-    /// Round trip to Redis; used by health checks and `Limiter::connect`.
+    /// Round trip to Redis; used by health checks and `Limiter::connect`. On a cluster one node
+    /// answers (a plain PING goes to every node and would fail while any node is down; whether
+    /// a given slot is served again is for the half-open probes to find out).
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.connection().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await.map_err(|e| self.store_error(e))
+        match self.connection().await? {
+            Conn::Single(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await.map_err(|e| self.store_error(e)),
+            Conn::Cluster(mut c) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                c.route_command(redis::cmd("PING"), route).await.map(|_| ()).map_err(|e| self.store_error(e))
+            }
+        }
     }
 }
 

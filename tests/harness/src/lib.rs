@@ -1,5 +1,12 @@
-//! Test harness: real `redis-server` processes on free loopback ports, stopped when dropped.
-//! Never touches the shared server on 6379. Later: the TCP fault proxy and a 6-process cluster.
+//! Test harness: real `redis-server` processes on free loopback ports (one, or six as a Cluster),
+//! stopped when dropped, and a TCP fault proxy to put latency, blackholes and resets between a
+//! limiter and its Redis. Never touches the shared server on 6379.
+
+mod cluster;
+mod proxy;
+
+pub use cluster::RedisCluster;
+pub use proxy::{Fault, FaultProxy};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +19,7 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 /// A port the OS just handed out, so nothing else is listening on it.
@@ -28,23 +36,28 @@ impl RedisServer {
 
     /// As `start`, with extra `redis-server` arguments (e.g. `["--maxmemory", "10mb"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_on(free_port, extra)
+    }
+
+    pub(crate) fn start_on(pick_port: impl Fn() -> u16, extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            let port = free_port();
+            let port = pick_port();
             let dir = std::env::temp_dir().join(format!("floodwall-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("create server dir");
-            let mut server = RedisServer { port, child: None, dir };
-            if server.spawn(extra) {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            let mut server = RedisServer { port, child: None, dir, extra };
+            if server.spawn() {
                 return server;
             }
         }
         panic!("could not start redis-server (is it installed?)");
     }
 
-    fn spawn(&mut self, extra: &[&str]) -> bool {
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
-            .args(extra)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,6 +74,14 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn port(&self) -> u16 {
@@ -82,7 +103,7 @@ impl RedisServer {
     /// Start again on the same port: a restart empties the script cache and the data.
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn(&[]), "redis-server did not come back on port {}", self.port);
+        assert!(self.spawn(), "redis-server did not come back on port {}", self.port);
     }
 
     /// Send one command over a fresh connection and return the raw first reply line (and, for

@@ -1,0 +1,277 @@
+//! When Redis is slow, gone or failing over, decisions keep coming under the chosen policy and
+//! return to Redis by themselves. Faults are real: killed redis-servers, a TCP proxy injecting
+//! latency, blackholes and resets, and a six-process Redis Cluster losing a master.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{limits, unique_prefix};
+use floodwall::{Algorithm, BreakerOptions, BreakerState, ErrorKind, FallbackMode, Limiter, Source};
+use floodwall_testkit::{Fault, FaultProxy, RedisCluster, RedisServer};
+
+fn breaker_fast() -> BreakerOptions {
+    BreakerOptions {
+        failure_threshold: 3,
+        slow_call_ms: 10,
+        slow_call_ratio: 0.5,
+        slow_call_window: 10,
+        slow_call_min_calls: 4,
+        open_ms: 60_000, // recovery must come from the health check, not from waiting
+        half_open_probes: 2,
+        health_check_ms: 50,
+    }
+}
+
+fn limiter(url: &str, fallback: FallbackMode, specs: &[&str]) -> Limiter {
+    Limiter::builder(limits(specs))
+        .redis_url(url)
+        .prefix(unique_prefix("res"))
+        .timeout(Duration::from_millis(50))
+        .breaker(breaker_fast())
+        .fallback(fallback)
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` (a real check, not a sleep-and-hope) until it returns true or `within` passes.
+async fn eventually<F, Fut>(within: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if f().await {
+            return t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met within {within:?}");
+}
+
+#[tokio::test]
+async fn redis_killed_fail_open_allows_everything() {
+    let mut server = RedisServer::start();
+    let l = limiter(&server.url(), FallbackMode::Open, &["2/minute"]);
+    assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
+    server.kill();
+    for _ in 0..20 {
+        let d = l.check("k").await.unwrap();
+        assert!(d.allowed && d.source == Source::Fallback, "{d:?}");
+    }
+    assert_eq!(l.breaker_state(), Some(BreakerState::Open));
+}
+
+#[tokio::test]
+async fn redis_killed_fail_closed_denies_with_retry_after() {
+    let mut server = RedisServer::start();
+    let l = limiter(&server.url(), FallbackMode::Closed { retry_after_ms: 1500 }, &["100/minute"]);
+    assert!(l.check("k").await.unwrap().allowed);
+    server.kill();
+    for _ in 0..20 {
+        let d = l.check("k").await.unwrap();
+        assert!(!d.allowed && d.source == Source::Fallback, "{d:?}");
+        assert_eq!(d.retry_after, Some(Duration::from_millis(1500)));
+    }
+}
+
+#[tokio::test]
+async fn redis_killed_local_fallback_enforces_the_share() {
+    let mut server = RedisServer::start();
+    let l = limiter(&server.url(), FallbackMode::Local { expected_instances: 2 }, &["10/minute"]);
+    server.kill();
+    let admitted = {
+        let mut n = 0;
+        for _ in 0..20 {
+            let d = l.check("k").await.unwrap();
+            assert_eq!(d.source, Source::Fallback);
+            n += d.allowed as u32;
+        }
+        n
+    };
+    assert_eq!(admitted, 5, "10/minute over 2 expected instances");
+}
+
+#[tokio::test]
+async fn error_mode_returns_store_errors_when_asked() {
+    let mut server = RedisServer::start();
+    let l = limiter(&server.url(), FallbackMode::Error, &["10/minute"]);
+    server.kill();
+    let e = l.check("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Store);
+}
+
+#[tokio::test]
+async fn decisions_return_to_redis_after_restart() {
+    let mut server = RedisServer::start();
+    let l = limiter(&server.url(), FallbackMode::Open, &["100/minute"]);
+    l.check("k").await.unwrap();
+    server.kill();
+    for _ in 0..5 {
+        l.check("k").await.unwrap();
+    }
+    assert_eq!(l.breaker_state(), Some(BreakerState::Open));
+    server.restart();
+    // The health check (every 50 ms) sees Redis, probes succeed, the breaker closes.
+    let took = eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
+    eprintln!("back on Redis {took:?} after restart");
+    eventually(Duration::from_secs(5), || async {
+        l.check("k").await.unwrap();
+        l.breaker_state() == Some(BreakerState::Closed)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_redis_opens_the_breaker_and_recovery_closes_it() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
+
+    // 15 ms per hop: calls still succeed within the 50 ms deadline, but each one is slow.
+    proxy.set(Fault::Latency(Duration::from_millis(15)));
+    let mut sources = Vec::new();
+    for _ in 0..10 {
+        sources.push(l.check("k").await.unwrap().source);
+    }
+    // The window holds the fast first call and then slow ones: with min 4 calls and ratio 0.5 it
+    // opens on the third slow call (3 of 4 slow).
+    let redis_calls = sources.iter().take_while(|s| **s == Source::Redis).count();
+    assert_eq!(redis_calls, 3, "{sources:?}");
+    assert!(sources[3..].iter().all(|s| *s == Source::Fallback), "{sources:?}");
+    // While open, the fallback answers at once: no waiting on Redis.
+    let t0 = Instant::now();
+    let d = l.check("k").await.unwrap();
+    assert!(d.source == Source::Fallback && t0.elapsed() < Duration::from_millis(25), "answered in {:?}, not within half the deadline", t0.elapsed());
+
+    proxy.set(Fault::None);
+    eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
+    eventually(Duration::from_secs(5), || async {
+        l.check("k").await.unwrap();
+        l.breaker_state() == Some(BreakerState::Closed)
+    })
+    .await;
+    let m = l.metrics().snapshot();
+    assert!(m.breaker_transitions.iter().any(|(s, n)| *s == "open" && *n >= 1), "{m:?}");
+    assert!(m.decisions_from(Source::Fallback) >= 6);
+}
+
+#[tokio::test]
+async fn blackholed_redis_times_out_at_the_deadline_then_opens() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
+    proxy.set(Fault::Blackhole);
+    for i in 0..3 {
+        let t0 = Instant::now();
+        let d = l.check("k").await.unwrap();
+        let took = t0.elapsed();
+        assert_eq!(d.source, Source::Fallback);
+        assert!(took >= Duration::from_millis(45) && took < Duration::from_millis(500), "call {i} took {took:?}");
+    }
+    assert_eq!(l.breaker_state(), Some(BreakerState::Open));
+    let t0 = Instant::now();
+    l.check("k").await.unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(25), "open breaker must not wait for the 50 ms deadline");
+    assert!(l.metrics().snapshot().redis_timeouts >= 3);
+}
+
+#[tokio::test]
+async fn reset_connections_fall_back_and_recover() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
+    proxy.set(Fault::Reset);
+    for _ in 0..5 {
+        assert_eq!(l.check("k").await.unwrap().source, Source::Fallback);
+    }
+    proxy.set(Fault::None);
+    eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
+}
+
+#[tokio::test]
+async fn acl_user_and_password_in_the_url() {
+    let server = RedisServer::start();
+    assert_eq!(server.command(&["ACL", "SETUSER", "app", "on", ">s3cret", "~*", "+@all"]).unwrap(), "+OK");
+    let port = server.port();
+    let good = Limiter::builder(limits(&["3/minute"]))
+        .redis_url(format!("redis://app:s3cret@127.0.0.1:{port}"))
+        .fallback(FallbackMode::Error)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert_eq!(good.check("k").await.unwrap().remaining, 2);
+    let bad = Limiter::builder(limits(&["3/minute"]))
+        .redis_url(format!("redis://app:wrong@127.0.0.1:{port}"))
+        .fallback(FallbackMode::Error)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let e = bad.check("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Store);
+    assert!(e.to_string().contains("app:***@") && !e.to_string().contains("wrong"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_replica() {
+    let mut cluster = RedisCluster::start();
+    let prefix = unique_prefix("cluster");
+    let seeds = cluster.seeds();
+    let build = |fallback| {
+        Limiter::builder(limits(&["5/second", "1000/minute"]))
+            .algorithm(Algorithm::SlidingWindow)
+            .cluster(seeds.clone())
+            .prefix(prefix.clone())
+            .timeout(Duration::from_millis(200))
+            .breaker(BreakerOptions { open_ms: 500, health_check_ms: 100, ..breaker_fast() })
+            .fallback(fallback)
+            .build()
+            .unwrap()
+    };
+    let l = build(FallbackMode::Local { expected_instances: 1 });
+    // multi-window scripts run on the cluster; identities spread over the three masters
+    for i in 0..30 {
+        let d = l.check(&format!("user:{i}")).await.unwrap();
+        assert!(d.allowed && d.source == Source::Redis, "{d:?}");
+    }
+    let exact = common::exact(Limiter::builder(limits(&["3/minute"])).cluster(cluster.seeds()).prefix(prefix.clone())).build().unwrap();
+    for _ in 0..3 {
+        assert!(exact.check("victim").await.unwrap().allowed);
+    }
+    assert!(!exact.check("victim").await.unwrap().allowed, "limit enforced on the cluster");
+
+    let key = l.key_layout().base("victim").unwrap();
+    let master = cluster.master_for_slot(floodwall::keys::cluster_slot(&key));
+    cluster.nodes[master].kill();
+    let killed_at = Instant::now();
+
+    // Steady traffic on the victim's slot: every call gets a decision, never an error or panic.
+    let mut first_fallback = None;
+    let mut back_on_redis = None;
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        let d = l.check("victim").await.expect("fallback policy answers");
+        match d.source {
+            Source::Fallback if first_fallback.is_none() => first_fallback = Some(killed_at.elapsed()),
+            Source::Redis if first_fallback.is_some() => {
+                back_on_redis = Some(killed_at.elapsed());
+                break;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = back_on_redis.expect("decisions return to Redis after the replica is promoted");
+    eprintln!("cluster failover: first fallback after {first_fallback:?}, back on Redis after {back:?}");
+    assert!(first_fallback.is_some(), "the dead master must be noticed");
+
+    // Counting resumes on the promoted replica (the replica had the counts: 3/3 used).
+    cluster.wait_until_ok(Duration::from_secs(20));
+    let d = exact.check("victim").await.unwrap();
+    assert!(!d.allowed, "counts survived on the promoted replica: {d:?}");
+    let d = exact.check("fresh-after-failover").await.unwrap();
+    assert!(d.allowed && d.remaining == 2, "{d:?}");
+}
