@@ -40,6 +40,9 @@ pub struct LimiterConfig {
     /// Seed nodes of a Redis Cluster; takes precedence over `redis_url`.
     #[serde(default)]
     pub cluster_nodes: Vec<String>,
+    /// PEM file of the CA that signed Redis's TLS certificate (`rediss://` with a private CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// Deadline for one Redis call.
@@ -62,6 +65,7 @@ impl LimiterConfig {
             algorithm: Algorithm::default(),
             redis_url: None,
             cluster_nodes: Vec::new(),
+            tls_ca_file: None,
             prefix: default_prefix(),
             timeout_ms: default_timeout_ms(),
             fallback: FallbackMode::default(),
@@ -278,10 +282,17 @@ impl Limiter {
             .timeout(Duration::from_millis(config.timeout_ms))
             .fallback(config.fallback.clone())
             .breaker(config.breaker.clone());
-        if !config.cluster_nodes.is_empty() {
-            b = b.cluster(config.cluster_nodes.iter().cloned());
-        } else if let Some(url) = &config.redis_url {
-            b = b.redis_url(url.clone());
+        let mut options = if !config.cluster_nodes.is_empty() {
+            Some(RedisOptions::cluster(config.cluster_nodes.iter().cloned()))
+        } else {
+            config.redis_url.as_ref().map(RedisOptions::new)
+        };
+        if let (Some(o), Some(path)) = (options.as_mut(), &config.tls_ca_file) {
+            let pem = std::fs::read(path).map_err(|e| Error::config("tls_ca_file", path, e.to_string()))?;
+            o.tls_ca_pem = Some(pem);
+        }
+        if let Some(o) = options {
+            b = b.redis(o);
         }
         if let Some(c) = &config.cache {
             b = b.cache(c.clone());

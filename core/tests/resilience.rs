@@ -275,3 +275,39 @@ async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_repl
     let d = exact.check("fresh-after-failover").await.unwrap();
     assert!(d.allowed && d.remaining == 2, "{d:?}");
 }
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    // A private CA and a server certificate for 127.0.0.1 signed by it, made here with openssl.
+    let dir = std::env::temp_dir().join(format!("floodwall-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key, csr, ext) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"), p("req.csr"), p("ext.cnf"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [Vec<&str>; 3] = [
+        vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=floodwall test CA", "-keyout", &ca_key, "-out", &ca],
+        vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr],
+        vec!["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "1", "-extfile", &ext, "-out", &cert],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let tls_port = floodwall_testkit::free_port().to_string();
+    let server = RedisServer::start_with(&[
+        "--tls-port", &tls_port,
+        "--tls-cert-file", &cert,
+        "--tls-key-file", &key,
+        "--tls-ca-cert-file", &ca,
+        "--tls-auth-clients", "no",
+    ]);
+    let mut options = floodwall::RedisOptions::new(format!("rediss://127.0.0.1:{tls_port}"));
+    options.tls_ca_pem = Some(std::fs::read(&ca).unwrap());
+    let l = common::exact(Limiter::builder(limits(&["2/minute"])).redis(options)).build().unwrap();
+    assert_eq!(l.check("k").await.unwrap().remaining, 1);
+    // Without the CA the server's certificate is not trusted: a store error, never a plaintext retry.
+    let untrusted = common::exact(Limiter::builder(limits(&["2/minute"])).redis_url(format!("rediss://127.0.0.1:{tls_port}"))).build().unwrap();
+    assert_eq!(untrusted.check("k").await.unwrap_err().kind(), ErrorKind::Store);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}

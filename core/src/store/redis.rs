@@ -40,6 +40,9 @@ pub struct RedisOptions {
     pub cluster_nodes: Vec<String>,
     /// Give up on making a connection after this long.
     pub connect_timeout: Duration,
+    /// PEM of the CA that signed the server's certificate, for `rediss://` with a private CA
+    /// (None: the system's trust store).
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Give up on one call after this long (None: wait for the server). The limiter's deadline
     /// (core/src/remote.rs) is usually shorter; this bounds calls made outside it.
     pub response_timeout: Option<Duration>,
@@ -50,6 +53,7 @@ impl RedisOptions {
         RedisOptions {
             url: url.into(),
             cluster_nodes: Vec::new(),
+            tls_ca_pem: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Some(Duration::from_secs(1)),
         }
@@ -59,6 +63,15 @@ impl RedisOptions {
         let cluster_nodes: Vec<String> = seeds.into_iter().map(Into::into).collect();
         RedisOptions { url: cluster_nodes.first().cloned().unwrap_or_default(), cluster_nodes, ..Self::new("") }
     }
+}
+
+/// rustls needs one process-wide crypto provider; ours is ring (pure Rust + asm, no cmake).
+/// If the host application installed another first, that one is used.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Shows a Redis URL without its password.
@@ -158,11 +171,17 @@ impl RedisStore {
     }
 
     fn build(options: RedisOptions, test_clock: Option<Arc<dyn Clock>>) -> Result<Self> {
+        install_crypto_provider();
+        let certs = || redis::TlsCertificates { client_tls: None, root_cert: options.tls_ca_pem.clone() };
         let (shown_url, client) = if options.cluster_nodes.is_empty() {
             let shown = redact_url(&options.url);
             check_scheme(&options.url)?;
-            let c = redis::Client::open(options.url.as_str())
-                .map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
+            let c = if options.tls_ca_pem.is_some() {
+                redis::Client::build_with_tls(options.url.as_str(), certs())
+            } else {
+                redis::Client::open(options.url.as_str())
+            }
+            .map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
             (shown, Client::Single(c))
         } else {
             for u in &options.cluster_nodes {
@@ -177,6 +196,9 @@ impl RedisStore {
                 .max_retry_wait(200);
             if let Some(t) = options.response_timeout {
                 b = b.response_timeout(t);
+            }
+            if options.tls_ca_pem.is_some() {
+                b = b.certs(certs());
             }
             let c = b.build().map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
             (shown, Client::Cluster(c))
