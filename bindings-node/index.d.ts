@@ -12,16 +12,52 @@ export interface LimiterOptions {
   algorithm?: Algorithm
   /** `redis://[user:password@]host:port[/db]`, `rediss://` or `unix://`. Absent: the embedded in-process store. */
   redisUrl?: string
+  /** Seed nodes of a Redis Cluster (instead of `redisUrl`). */
+  clusterNodes?: string[]
   /** Key prefix in Redis (default `'floodwall'`). */
   prefix?: string
-  /** Connect and per-call timeout for Redis, in milliseconds (default 1000). */
+  /** Deadline for one Redis call, in milliseconds (default 20); past it the fallback answers. */
   timeoutMs?: number
+  /** What answers when Redis cannot (default `'local'`: this process enforces the limits itself). */
+  fallback?: Fallback
+  /** The circuit breaker in front of Redis. */
+  breaker?: BreakerOptions
   /**
    * A ManualClock. The embedded store decides on it. With `redisUrl` too, the Redis scripts take
    * their time from it instead of Redis `TIME`: for tests only (the conformance scenarios), never
    * in production.
    */
   clock?: ManualClock
+}
+
+/**
+ * `'open'` allows, `'closed'` denies (`retryAfterMs`, default 1000), `'local'` enforces each limit
+ * divided by `expectedInstances` (default 1) in this process, `'error'` rejects with
+ * `ERR_FLOODWALL_STORE`. Fallback decisions say `source: 'fallback'`.
+ */
+export type Fallback =
+  | 'open' | 'closed' | 'local' | 'error'
+  | { mode: 'open' | 'error' }
+  | { mode: 'closed'; retryAfterMs?: number }
+  | { mode: 'local'; expectedInstances?: number }
+
+/** Absent fields keep the defaults (in parentheses). */
+export interface BreakerOptions {
+  /** Open after this many consecutive failures (5). */
+  failureThreshold?: number
+  /** A call slower than this many ms is slow (10). */
+  slowCallMs?: number
+  /** Open when this share of the last `slowCallWindow` calls was slow (0.5 of 100)... */
+  slowCallRatio?: number
+  slowCallWindow?: number
+  /** ...and the window holds at least this many calls (20). */
+  slowCallMinCalls?: number
+  /** Stay open this long, ms (1000). */
+  openMs?: number
+  /** Probes in half-open; all must succeed to close (3). */
+  halfOpenProbes?: number
+  /** While open, PING Redis this often, ms (250). */
+  healthCheckMs?: number
 }
 
 /** One limit's state. Times are seconds. */
@@ -137,8 +173,11 @@ export interface HttpLimiterOptions {
   limits?: LimitString | LimitString[]
   algorithm?: Algorithm
   redisUrl?: string
+  clusterNodes?: string[]
   prefix?: string
   timeoutMs?: number
+  fallback?: Fallback
+  breaker?: BreakerOptions
   clock?: ManualClock
   limiter?: Limiter
   /** Default `'ip'`. A function key is resolved by the adapter and passed as `HttpRequest.key`. */

@@ -21,12 +21,12 @@ use crate::limiter::{build_limiter, nullable, settle, Decision, JsLimiter, Nulla
 
 /// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
 const HTTP_OPTIONS: &[&str] = &[
-    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "clock", "limiter",
-    "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
+    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock",
+    "limiter", "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
 ];
 const RULE_OPTIONS: &[&str] = &[
     "name", "path", "methods", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback",
-    "clock", "limiter", "key", "cost",
+    "breaker", "clock", "limiter", "key", "cost",
 ];
 const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS;
 const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];

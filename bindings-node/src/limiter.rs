@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Algorithm, FakeClock, FallbackMode};
+use floodwall::{Algorithm, BreakerOptions, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{ClassInstance, Either, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown};
 use napi::{Env, JsValue};
 use napi_derive::napi;
@@ -143,7 +143,45 @@ impl JsManualClock {
 }
 
 pub const LIMITER_OPTIONS: &[&str] =
-    &["limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "clock"];
+    &["limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock"];
+const BREAKER_OPTIONS: &[&str] = &[
+    "failureThreshold", "slowCallMs", "slowCallRatio", "slowCallWindow", "slowCallMinCalls", "openMs",
+    "halfOpenProbes", "healthCheckMs",
+];
+
+/// The circuit breaker in front of Redis; absent fields keep the core's defaults.
+fn breaker_arg(v: &Unknown) -> Outcome<BreakerOptions> {
+    let mut b = BreakerOptions::default();
+    let Some(obj) = args::options("breaker option", Some(v), BREAKER_OPTIONS)? else { return Ok(b) };
+    let small = |name: &str, n: u64| {
+        u32::try_from(n).map_err(|_| Failure::Arg(format!("invalid breaker.{name} {n}: too large")))
+    };
+    if let Some(v) = args::field(&obj, "failureThreshold")? {
+        b.failure_threshold = small("failureThreshold", args::whole("breaker.failureThreshold", &v, 1)?)?;
+    }
+    if let Some(v) = args::field(&obj, "slowCallMs")? {
+        b.slow_call_ms = args::whole("breaker.slowCallMs", &v, 1)?;
+    }
+    if let Some(v) = args::field(&obj, "slowCallRatio")? {
+        b.slow_call_ratio = args::non_negative("breaker.slowCallRatio", &v)?;
+    }
+    if let Some(v) = args::field(&obj, "slowCallWindow")? {
+        b.slow_call_window = args::whole("breaker.slowCallWindow", &v, 1)? as usize;
+    }
+    if let Some(v) = args::field(&obj, "slowCallMinCalls")? {
+        b.slow_call_min_calls = args::whole("breaker.slowCallMinCalls", &v, 1)? as usize;
+    }
+    if let Some(v) = args::field(&obj, "openMs")? {
+        b.open_ms = args::whole("breaker.openMs", &v, 1)?;
+    }
+    if let Some(v) = args::field(&obj, "halfOpenProbes")? {
+        b.half_open_probes = small("halfOpenProbes", args::whole("breaker.halfOpenProbes", &v, 1)?)?;
+    }
+    if let Some(v) = args::field(&obj, "healthCheckMs")? {
+        b.health_check_ms = args::whole("breaker.healthCheckMs", &v, 1)?;
+    }
+    Ok(b)
+}
 const FALLBACK_OPTIONS: &[&str] = &["mode", "retryAfterMs", "expectedInstances"];
 
 /// `'open' | 'closed' | 'local' | 'error'`, or `{ mode, retryAfterMs?, expectedInstances? }`.
@@ -214,6 +252,9 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     }
     if let Some(v) = args::field(&obj, "fallback")? {
         b = b.fallback(fallback_arg(&v)?);
+    }
+    if let Some(v) = args::field(&obj, "breaker")? {
+        b = b.breaker(breaker_arg(&v)?);
     }
     let clock = args::field(&obj, "clock")?.map(|v| manual_clock(env, &v)).transpose()?;
     if let Some(c) = &clock {

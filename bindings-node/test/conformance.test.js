@@ -45,7 +45,7 @@ async function run(file, sc, store) {
     algorithm: sc.algorithm,
     clock,
     // No fallback on Redis: a slow call must fail the test, not be answered locally.
-    ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('conf'), timeoutMs: 10_000, fallback: 'error' } : {}),
+    ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('conf'), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 } } : {}),
   })
   assert.equal(limiter.store, store)
   for (const [i, step] of sc.steps.entries()) {

@@ -15,6 +15,7 @@ async function main(): Promise<void> {
   const clock = new ManualClock(0)
   clock.advance(10)
   new Limiter({ limits: '1/second', clock })
+  new Limiter({ limits: '1/second', redisUrl: 'redis://x', fallback: { mode: 'local', expectedInstances: 3 }, breaker: { slowCallMs: 50 } })
   try {
     new Limiter({ limits: 'x' })
   } catch (e) {
