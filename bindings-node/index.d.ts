@@ -158,8 +158,11 @@ export interface RuleOptions {
   limits?: LimitString | LimitString[]
   algorithm?: Algorithm
   redisUrl?: string
+  clusterNodes?: string[]
   prefix?: string
   timeoutMs?: number
+  fallback?: Fallback
+  breaker?: BreakerOptions
   clock?: ManualClock
   /** A shared limiter instead of `limits`. */
   limiter?: Limiter
