@@ -1,0 +1,170 @@
+// Node side-by-side benchmark, all against ONE private redis-server this script starts:
+//   1. decisions/s and latency p50/p99 of floodwall's Limiter vs rate-limiter-flexible
+//      (RateLimiterRedis over ioredis), closed loop with a fixed number of calls in flight;
+//   2. HTTP requests/s of an Express app with floodwall/express vs express-rate-limit +
+//      rate-limit-redis (and no limiter, for reference), driven by autocannon.
+// Run: (cd bindings-node && npm ci && npx napi build --platform --release) && node benches/node/bench.js
+// Env: BENCH_SECONDS (per measurement, default 5), BENCH_CONCURRENCY (default 64), BENCH_ROUNDS (default 3),
+//      BENCH_HTTP_CONNECTIONS (default 50).
+'use strict'
+
+const path = require('node:path')
+const os = require('node:os')
+const { fork } = require('node:child_process')
+const { createRequire } = require('node:module')
+
+const PKG = path.join(__dirname, '..', '..', 'bindings-node')
+const requireDev = createRequire(path.join(PKG, 'package.json'))
+const { Limiter } = require(PKG)
+const { RedisServer } = require(path.join(PKG, 'test', 'helpers.js'))
+const Redis = requireDev('ioredis')
+const { RateLimiterRedis } = requireDev('rate-limiter-flexible')
+const autocannon = requireDev('autocannon')
+
+const SECONDS = Number(process.env.BENCH_SECONDS || 5)
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY || 64)
+const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
+const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS || 50)
+const KEYS = 10_000
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
+}
+
+/** Closed loop: CONCURRENCY workers each await `op(key)` back to back for SECONDS. */
+async function measure(op) {
+  const lat = []
+  let outcomes = new Map()
+  const end = performance.now() + SECONDS * 1000
+  let n = 0
+  async function worker(w) {
+    let i = w
+    while (performance.now() < end) {
+      const key = `k${(i * 7919) % KEYS}`
+      i += CONCURRENCY
+      const t0 = performance.now()
+      const tag = await op(key)
+      lat.push(performance.now() - t0)
+      outcomes.set(tag, (outcomes.get(tag) || 0) + 1)
+      n += 1
+    }
+  }
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)))
+  const elapsed = (performance.now() - t0) / 1000
+  lat.sort((a, b) => a - b)
+  return { perSec: n / elapsed, p50: percentile(lat, 50), p99: percentile(lat, 99), outcomes }
+}
+
+function fmt(r) {
+  const outcomes = [...r.outcomes].map(([k, v]) => `${k}:${v}`).join(' ')
+  return `${Math.round(r.perSec).toLocaleString('en-US').padStart(9)} decisions/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  (${outcomes})`
+}
+
+async function decisions(redis) {
+  const ioredis = new Redis(redis.port, '127.0.0.1', { enableOfflineQueue: true, lazyConnect: false })
+  await ioredis.ping()
+  // Limits far above the load, so both libraries take the "allowed" path on every call.
+  const fw1 = new Limiter({ limits: '100000000/minute', redisUrl: redis.url, prefix: 'bench-fw1' })
+  const fw2 = new Limiter({ limits: ['10000000/second', '100000000/minute'], redisUrl: redis.url, prefix: 'bench-fw2' })
+  await fw1.connect()
+  await fw2.connect()
+  const rlfMinute = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf1', points: 100_000_000, duration: 60 })
+  const rlfSecond = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf2', points: 10_000_000, duration: 1 })
+  const variants = [
+    ['floodwall, 1 limit (sliding window)', async (k) => {
+      const d = await fw1.check(k)
+      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+    }],
+    ['rate-limiter-flexible, 1 limit (fixed window)', async (k) => {
+      try {
+        await rlfMinute.consume(k)
+        return 'allowed'
+      } catch (e) {
+        if (e instanceof Error) throw e
+        return 'denied'
+      }
+    }],
+    ['floodwall, 2 limits in one call', async (k) => {
+      const d = await fw2.check(k)
+      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+    }],
+    ['rate-limiter-flexible, 2 limiters', async (k) => {
+      try {
+        await Promise.all([rlfSecond.consume(k), rlfMinute.consume(k)])
+        return 'allowed'
+      } catch (e) {
+        if (e instanceof Error) throw e
+        return 'denied'
+      }
+    }],
+  ]
+  // Warm up each (connections, script cache, JIT), then alternate rounds so drift hits all alike.
+  for (const [, op] of variants) {
+    for (let i = 0; i < 2000; i++) await op(`warm${i % 100}`)
+  }
+  const results = new Map(variants.map(([name]) => [name, []]))
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [name, op] of variants) {
+      const r = await measure(op)
+      results.get(name).push(r)
+      console.log(`round ${round}  ${name.padEnd(46)} ${fmt(r)}`)
+    }
+  }
+  await ioredis.quit()
+  // Report the median round of each variant by decisions/s.
+  const median = (rs) => [...rs].sort((a, b) => a.perSec - b.perSec)[Math.floor(rs.length / 2)]
+  return new Map([...results].map(([name, rs]) => [name, median(rs)]))
+}
+
+function startServer(variant, redisUrl) {
+  return new Promise((resolve, reject) => {
+    const child = fork(path.join(__dirname, 'http_server.js'), [variant, redisUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    child.once('message', (m) => resolve({ child, port: m.port }))
+    child.once('exit', (code) => reject(new Error(`${variant} server exited with ${code}`)))
+  })
+}
+
+async function http(redis) {
+  const out = new Map()
+  for (const variant of ['none', 'floodwall', 'express-rate-limit']) {
+    const { child, port } = await startServer(variant, redis.url)
+    const url = `http://127.0.0.1:${port}/`
+    await autocannon({ url, connections: CONNECTIONS, duration: 1 }) // warm-up
+    const r = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS * 2 })
+    const codes = Object.entries(r.statusCodeStats || {}).map(([c, s]) => `${c}:${s.count}`).join(' ')
+    const line = `${Math.round(r.requests.average).toLocaleString('en-US').padStart(8)} req/s  latency p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  (${codes}; errors ${r.errors}, timeouts ${r.timeouts})`
+    console.log(`http  ${variant.padEnd(20)} ${line}`)
+    out.set(variant, line)
+    child.kill()
+    await new Promise((res) => child.once('exit', res))
+  }
+  return out
+}
+
+async function main() {
+  const redis = await RedisServer.start()
+  try {
+    console.log(`# node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0].model}), redis-server on ${redis.url}`)
+    console.log(`# ${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${KEYS} keys, median of ${ROUNDS} rounds`)
+    const d = await decisions(redis)
+    const h = await http(redis)
+    console.log('\n## decisions (median round)')
+    for (const [name, r] of d) console.log(`${name.padEnd(46)} ${fmt(r)}`)
+    const fw = d.get('floodwall, 1 limit (sliding window)')
+    const rlf = d.get('rate-limiter-flexible, 1 limit (fixed window)')
+    console.log(`floodwall / rate-limiter-flexible, 1 limit: ${(fw.perSec / rlf.perSec).toFixed(2)}x decisions/s, p99 ${fw.p99.toFixed(3)} vs ${rlf.p99.toFixed(3)} ms`)
+    const fw2 = d.get('floodwall, 2 limits in one call')
+    const rlf2 = d.get('rate-limiter-flexible, 2 limiters')
+    console.log(`floodwall / rate-limiter-flexible, 2 limits: ${(fw2.perSec / rlf2.perSec).toFixed(2)}x decisions/s, p99 ${fw2.p99.toFixed(3)} vs ${rlf2.p99.toFixed(3)} ms`)
+    console.log(`\n## HTTP (autocannon, ${CONNECTIONS} connections, ${SECONDS * 2} s)`)
+    for (const [name, line] of h) console.log(`${name.padEnd(20)} ${line}`)
+  } finally {
+    await redis.stop()
+  }
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
