@@ -73,7 +73,7 @@ impl PyWindow {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Window(limit={:?}, remaining={}, reset_after={}, retry_after={})",
+            "Window(limit={:?}, remaining={}, reset_after={:?}, retry_after={})",
             self.limit(),
             self.remaining(),
             self.reset_after(),
@@ -83,7 +83,7 @@ impl PyWindow {
 }
 
 fn opt_repr(v: Option<f64>) -> String {
-    v.map(|s| s.to_string()).unwrap_or_else(|| "None".into())
+    v.map(|s| format!("{s:?}")).unwrap_or_else(|| "None".into())
 }
 
 /// The answer to one check: a value, never an exception.
@@ -164,7 +164,7 @@ impl PyDecision {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Decision(allowed={}, limit={}, remaining={}, reset_after={}, retry_after={}, limited_by={}, source={:?})",
+            "Decision(allowed={}, limit={}, remaining={}, reset_after={:?}, retry_after={}, limited_by={}, source={:?})",
             if self.inner.allowed { "True" } else { "False" },
             self.inner.limit,
             self.inner.remaining,
@@ -222,7 +222,7 @@ impl PyManualClock {
         floodwall::Clock::now_us(&self.clock) as f64 / 1000.0
     }
     fn __repr__(&self) -> String {
-        format!("ManualClock(start_ms={})", self.now_ms())
+        format!("ManualClock(start_ms={:?})", self.now_ms())
     }
 }
 
@@ -248,6 +248,11 @@ impl Ready {
             None => Ok(None),
         }
     }
+}
+
+/// `()` converts to an empty tuple; an awaitable that returns nothing should give None.
+fn none(_: ()) -> Option<bool> {
+    None
 }
 
 fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
@@ -346,7 +351,10 @@ impl PyLimiter {
             let shown_url = redis_url.as_deref().map(floodwall::store::redis::redact_url);
             if let Some(url) = redis_url {
                 let timeout = Duration::from_millis(timeout_ms.max(1));
-                b = b.redis(RedisOptions { url, connect_timeout: timeout, response_timeout: Some(timeout) });
+                let mut options = RedisOptions::new(url);
+                options.connect_timeout = timeout;
+                options.response_timeout = Some(timeout);
+                b = b.redis(options);
                 if clock.is_some() {
                     // Test-only: scripts take `now` from the manual clock instead of Redis TIME.
                     b = b.redis_time_from_clock();
@@ -383,7 +391,7 @@ impl PyLimiter {
     /// Forget every count of `key`.
     fn reset<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
         let limiter = self.inner.clone();
-        self.awaitable(py, async move { limiter.reset(&key).await })
+        self.awaitable(py, async move { limiter.reset(&key).await.map(none) })
     }
 
     fn reset_sync(&self, py: Python<'_>, key: &str) -> PyResult<()> {
@@ -393,7 +401,7 @@ impl PyLimiter {
     /// Make sure the store answers (raises StoreError if Redis is unreachable).
     fn connect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let limiter = self.inner.clone();
-        self.awaitable(py, async move { limiter.connect().await })
+        self.awaitable(py, async move { limiter.connect().await.map(none) })
     }
 
     fn connect_sync(&self, py: Python<'_>) -> PyResult<()> {

@@ -1,0 +1,68 @@
+"""Atomicity from Python: 1000 concurrent checks at limit 100 admit exactly 100, whether they
+come from one event loop or from many threads, on Redis and on the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from floodwall import Limiter
+
+from conftest import RedisServer
+
+ALGORITHMS = ["sliding_window", "sliding_log", "token_bucket"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
+    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix)
+    decisions = await asyncio.gather(*(limiter.check("hot") for _ in range(1000)))
+    assert sum(d.allowed for d in decisions) == 100
+    assert {d.remaining for d in decisions if not d.allowed} == {0}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
+    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix)
+    workers = 32
+    start = threading.Barrier(workers)
+
+    def worker(_: int) -> int:
+        start.wait()
+        return sum(limiter.check_sync("hot").allowed for _ in range(1000 // workers + 1))
+
+    with ThreadPoolExecutor(workers) as pool:
+        admitted = sum(pool.map(worker, range(workers)))
+    assert admitted == 100
+
+
+def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str) -> None:
+    """Sync callers in threads while an event loop awaits the same identity."""
+    limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix)
+    counts: list[int] = []
+
+    def sync_side() -> None:
+        counts.append(sum(limiter.check_sync("hot").allowed for _ in range(250)))
+
+    async def async_side() -> int:
+        ds = await asyncio.gather(*(limiter.check("hot") for _ in range(500)))
+        return sum(d.allowed for d in ds)
+
+    threads = [threading.Thread(target=sync_side) for _ in range(2)]
+    for t in threads:
+        t.start()
+    counts.append(asyncio.run(async_side()))
+    for t in threads:
+        t.join()
+    assert sum(counts) == 100
