@@ -19,7 +19,7 @@ local cost = tonumber(ARGV[2])
 local consume = ARGV[3] == 'c'
 local n = #KEYS
 
-local idx, prev, curr, est, ok = {}, {}, {}, {}, {}
+local idx, prev, curr, est, ok, rolled = {}, {}, {}, {}, {}, {}
 local all_ok = true
 for i = 1, n do
   local w = tonumber(ARGV[3 + i])
@@ -40,6 +40,8 @@ for i = 1, n do
   local el = now - cur * w
   if el < 0 then el = 0 end
   idx[i], prev[i], curr[i] = cur, sp, sc
+  -- The expiry, (window + 2) * w, is fixed for a window number: set it only when that changes.
+  rolled[i] = si ~= cur
   est[i] = sp * ((w - el) / w) + sc
   ok[i] = est[i] + cost <= limit
   if not ok[i] then all_ok = false end
@@ -57,8 +59,12 @@ for i = 1, n do
   if el < 0 then el = 0 end
   local c = curr[i] + consumed
   if consumed > 0 then
-    redis.call('HSET', KEYS[i], 'i', string.format('%.0f', idx[i]), 'p', prev[i], 'c', c)
-    redis.call('PEXPIRE', KEYS[i], math.ceil(((idx[i] + 2) * w - now) / 1000))
+    if rolled[i] then
+      redis.call('HSET', KEYS[i], 'i', string.format('%.0f', idx[i]), 'p', prev[i], 'c', c)
+      redis.call('PEXPIRE', KEYS[i], math.ceil(((idx[i] + 2) * w - now) / 1000))
+    else
+      redis.call('HINCRBY', KEYS[i], 'c', consumed)
+    end
   end
   local remaining = math.floor(limit - est[i] - consumed)
   if remaining < 0 then remaining = 0 end

@@ -169,6 +169,10 @@ fn main() {
                     .algorithm(alg)
                     .redis_url(url.clone())
                     .prefix(format!("bench-{}", std::process::id()))
+                    // the exact path: every decision from Redis, none from the fallback
+                    .timeout(Duration::from_secs(5))
+                    .fallback(floodwall::FallbackMode::Error)
+                    .breaker(floodwall::BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() })
                     .build()
                     .unwrap();
                 l.connect().await.expect("redis reachable");
