@@ -1,11 +1,115 @@
-// floodwall for Node: the native addon (Rust, napi-rs) re-exported as is. Limiter.check/peek/reset
-// return Promises; errors are Errors with `code` ERR_FLOODWALL_CONFIG / ERR_FLOODWALL_STORE.
+// floodwall for Node: the native addon (Rust, napi-rs), plus one JS addition: calls to check/peek
+// made in the same tick go to Rust as one batch (one Promise and one wake-up of the JS thread per
+// batch instead of per call; each check is still its own atomic decision). Errors are Errors with
+// `code` ERR_FLOODWALL_CONFIG / ERR_FLOODWALL_STORE, made by the Rust side's one mapping.
 'use strict'
 
 const native = require('./native.js')
 
+const { Limiter } = native
+const SOURCES = ['redis', 'memory', 'cache', 'lease', 'fallback'] // order of SOURCES in src/limiter.rs
+const queued = new WeakMap()
+// A batch goes out when it reaches this size, so that several batches are in flight at once and
+// Redis works on one while the JS thread settles another.
+const MAX_BATCH = 32
+
+const nullable = (x) => (Number.isNaN(x) ? null : x)
+
+function decode({ data, names, errors }, settle) {
+  let p = 0
+  for (let i = 0; i < settle.length; i += 2) {
+    const status = data[p]
+    if (status < 0) {
+      const j = -1 - status
+      const err = new Error(errors[2 * j + 1])
+      err.code = errors[2 * j]
+      settle[i + 1](err)
+      p += 1
+      continue
+    }
+    const n = data[p + 7]
+    const windows = new Array(n)
+    let w = p + 8
+    for (let k = 0; k < n; k++, w += 6) {
+      windows[k] = {
+        name: names[data[w]],
+        limit: data[w + 1],
+        window: data[w + 2],
+        remaining: data[w + 3],
+        resetAfter: data[w + 4],
+        retryAfter: nullable(data[w + 5]),
+      }
+    }
+    settle[i]({
+      allowed: status === 1,
+      limit: data[p + 1],
+      remaining: data[p + 2],
+      resetAfter: data[p + 3],
+      retryAfter: nullable(data[p + 4]),
+      limitedBy: data[p + 5] < 0 ? null : names[data[p + 5]],
+      source: SOURCES[data[p + 6]],
+      windows,
+    })
+    p = w
+  }
+}
+
+function flush(limiter, q) {
+  if (q.sent) return
+  q.sent = true
+  if (queued.get(limiter) === q) queued.delete(limiter)
+  limiter._decideMany(q.keys, Float64Array.from(q.costs)).then(
+    (batch) => decode(batch, q.settle),
+    (err) => {
+      for (let i = 1; i < q.settle.length; i += 2) q.settle[i](err)
+    },
+  )
+}
+
+/** cost 0 means peek. */
+function enqueue(limiter, key, cost) {
+  let q = queued.get(limiter)
+  if (q === undefined) {
+    q = { keys: [], costs: [], settle: [] }
+    queued.set(limiter, q)
+    queueMicrotask(() => flush(limiter, q))
+  }
+  const p = new Promise((resolve, reject) => {
+    q.keys.push(key)
+    q.costs.push(cost)
+    q.settle.push(resolve, reject)
+  })
+  if (q.keys.length >= MAX_BATCH) flush(limiter, q)
+  return p
+}
+
+function plainCost(options) {
+  if (options === undefined) return 1
+  if (options === null || typeof options !== 'object') return 0
+  let cost = 1
+  for (const k in options) {
+    if (k !== 'cost') return 0
+    const c = options.cost
+    if (c === undefined) continue
+    if (!Number.isSafeInteger(c) || c < 1) return 0
+    cost = c
+  }
+  return cost
+}
+
+// Anything unusual (a non-string key, an odd option) takes the direct native call, which
+// validates it and rejects with the precise error.
+Limiter.prototype.check = function check(key, options) {
+  const cost = typeof key === 'string' ? plainCost(options) : 0
+  return cost > 0 ? enqueue(this, key, cost) : this._check(key, options)
+}
+
+Limiter.prototype.peek = function peek(key) {
+  return typeof key === 'string' ? enqueue(this, key, 0) : this._peek(key)
+}
+
 module.exports = {
-  Limiter: native.Limiter,
+  Limiter,
   ManualClock: native.ManualClock,
   HttpLimiter: native.HttpLimiter,
 }

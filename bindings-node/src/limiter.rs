@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall::{Algorithm, BreakerOptions, FakeClock, FallbackMode};
-use napi::bindgen_prelude::{ClassInstance, Either, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    ClassInstance, Either, Float64Array, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown,
+};
 use napi::{Env, JsValue};
 use napi_derive::napi;
 
@@ -297,6 +299,88 @@ fn cost_arg(options: Option<&Unknown>) -> Outcome<u64> {
     }
 }
 
+/// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
+/// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
+///
+/// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
+/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (index
+/// into `names`, -1: null), source (index into SOURCES), W, then per window: name index, limit,
+/// window, remaining, resetAfter, retryAfter. Times are seconds.
+#[napi(object)]
+pub struct DecisionBatch {
+    pub data: Float64Array,
+    pub names: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+const SOURCES: [floodwall::Source; 5] = [
+    floodwall::Source::Redis,
+    floodwall::Source::Memory,
+    floodwall::Source::Cache,
+    floodwall::Source::Lease,
+    floodwall::Source::Fallback,
+];
+
+#[derive(Default)]
+struct Encoder {
+    data: Vec<f64>,
+    names: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Encoder {
+    fn name(&mut self, l: &floodwall::Limit) -> f64 {
+        let s = l.to_string();
+        match self.names.iter().position(|n| *n == s) {
+            Some(i) => i as f64,
+            None => {
+                self.names.push(s);
+                (self.names.len() - 1) as f64
+            }
+        }
+    }
+
+    fn push(&mut self, r: Outcome<floodwall::Decision>) {
+        let d = match r {
+            Ok(d) => d,
+            Err(f) => {
+                let j = self.errors.len() / 2;
+                self.errors.push(f.code().to_string());
+                self.errors.push(f.message());
+                self.data.push(-1.0 - j as f64);
+                return;
+            }
+        };
+        let opt = |v: Option<Duration>| v.map_or(f64::NAN, secs);
+        let limited_by = match &d.limited_by {
+            Some(l) => self.name(l),
+            None => -1.0,
+        };
+        let source = SOURCES.iter().position(|s| *s == d.source).unwrap_or(0) as f64;
+        self.data.extend_from_slice(&[
+            if d.allowed { 1.0 } else { 0.0 },
+            d.limit as f64,
+            d.remaining as f64,
+            secs(d.reset_after),
+            opt(d.retry_after),
+            limited_by,
+            source,
+            d.windows.len() as f64,
+        ]);
+        for w in &d.windows {
+            let name = self.name(&w.limit);
+            self.data.extend_from_slice(&[
+                name,
+                w.limit.max() as f64,
+                secs(w.limit.window()),
+                w.remaining as f64,
+                secs(w.reset_after),
+                opt(w.retry_after),
+            ]);
+        }
+    }
+}
+
 #[napi(js_name = "Limiter")]
 pub struct JsLimiter {
     pub(crate) inner: floodwall::Limiter,
@@ -310,7 +394,8 @@ impl JsLimiter {
     }
 
     /// Consume `cost` units (default 1) from every limit, or nothing if any would be exceeded.
-    #[napi(ts_args_type = "key: string, options?: { cost?: number }", ts_return_type = "Promise<Decision>")]
+    /// index.js exposes it as `check`, batching well-formed calls through `_decideMany`.
+    #[napi(js_name = "_check", ts_args_type = "key: string, options?: { cost?: number }", ts_return_type = "Promise<Decision>")]
     pub fn check<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
         let prepared = guard(|| Ok((key_arg(&key)?, cost_arg(options.as_ref())?)));
         let limiter = self.inner.clone();
@@ -321,8 +406,8 @@ impl JsLimiter {
         })
     }
 
-    /// Would one more request pass? Consumes nothing.
-    #[napi(ts_args_type = "key: string", ts_return_type = "Promise<Decision>")]
+    /// Would one more request pass? Consumes nothing. index.js exposes it as `peek`.
+    #[napi(js_name = "_peek", ts_args_type = "key: string", ts_return_type = "Promise<Decision>")]
     pub fn peek<'env>(&self, env: &'env Env, key: Unknown) -> napi::Result<PromiseRaw<'env, Decision>> {
         let key = guard(|| key_arg(&key));
         let limiter = self.inner.clone();
@@ -335,6 +420,43 @@ impl JsLimiter {
         let key = guard(|| key_arg(&key));
         let limiter = self.inner.clone();
         settle(env, async move { Ok(limiter.reset(&key?).await?) })
+    }
+
+    /// `keys[i]` with `costs[i]` (0: peek). Used by index.js; see `DecisionBatch`.
+    #[napi(js_name = "_decideMany", ts_return_type = "Promise<DecisionBatch>")]
+    pub fn decide_many<'env>(
+        &self,
+        env: &'env Env,
+        keys: Vec<String>,
+        costs: Float64Array,
+    ) -> napi::Result<PromiseRaw<'env, DecisionBatch>> {
+        let costs: Vec<f64> = costs.to_vec();
+        let limiter = self.inner.clone();
+        let fut = async move {
+            let one = |key: String, cost: f64| {
+                let limiter = limiter.clone();
+                async move {
+                    let d = if cost == 0.0 {
+                        limiter.peek(&key).await
+                    } else if cost == 1.0 {
+                        limiter.check(&key).await
+                    } else {
+                        limiter.check_n(&key, cost as u64).await
+                    };
+                    d.map_err(Failure::from)
+                }
+            };
+            let all = futures::future::join_all(keys.into_iter().zip(costs).map(|(k, c)| guard_async(one(k, c)))).await;
+            let mut enc = Encoder::default();
+            for r in all {
+                enc.push(r);
+            }
+            Ok::<_, Failure>(enc)
+        };
+        env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| match r {
+            Ok(enc) => Ok(DecisionBatch { data: Float64Array::new(enc.data), names: enc.names, errors: enc.errors }),
+            Err(f) => Err(f.into_js(env.raw())),
+        })
     }
 
     /// Make sure Redis answers (resolves at once on the embedded store).

@@ -173,3 +173,39 @@ test('when Redis is down the fallback policy answers, with source "fallback"', a
   assert.throws(() => new Limiter({ ...base, fallback: { mode: 'open', retryAfterMs: 5 } }), /retryAfterMs/)
   assert.throws(() => new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 0 } }), /expectedInstances 0/)
 })
+
+test('calls in one tick are batched, and each still gets its own answer or error', async () => {
+  const clock = new ManualClock(T0)
+  const limiter = new Limiter({ limits: ['3/second', '10/minute'], clock })
+  const calls = [
+    limiter.check('a'),
+    limiter.peek('a'),
+    limiter.check('', { cost: 1 }),
+    limiter.check('a', { cost: 2 }),
+    limiter.check('a', { cost: 4 }),
+    limiter.check('b', {}),
+    limiter.check(7),
+    limiter.peek('a'),
+  ]
+  const got = await Promise.allSettled(calls)
+  const show = (r) => (r.status === 'fulfilled' ? [r.value.allowed, r.value.remaining] : [r.reason.code, r.reason.message])
+  assert.deepEqual(got.map(show), [
+    [true, 2],
+    [true, 2],
+    ['ERR_FLOODWALL_CONFIG', 'invalid key "": must not be empty'],
+    [true, 0],
+    ['ERR_FLOODWALL_CONFIG', 'invalid cost "4": exceeds the smallest limit (3); such a request could never pass'],
+    [true, 2],
+    ['ERR_FLOODWALL_CONFIG', 'invalid key 7: must be a string'],
+    [false, 0],
+  ])
+  assert.ok(got[2].reason instanceof Error)
+  // A batched decision and a direct one have the same shape and values.
+  const direct = await limiter._check('c')
+  const batched = await limiter.check('d')
+  assert.deepEqual(batched, direct)
+  const denied = (await Promise.all([1, 2, 3, 4].map(() => limiter.check('e')))).pop()
+  assert.deepEqual(denied, await limiter._check('e'))
+  assert.equal(denied.limitedBy, '3/second')
+  assert.equal(denied.windows[0].retryAfter, denied.retryAfter)
+})
