@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use floodwall::{Algorithm, Decision, FakeClock, Limiter, RedisOptions, Source, WindowState};
+use floodwall::{Algorithm, BreakerOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState};
 use futures::FutureExt;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -268,6 +268,68 @@ fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     })
 }
 
+/// The core's default deadline for one Redis call.
+const DEFAULT_TIMEOUT_MS: u64 = floodwall::limiter::DEFAULT_TIMEOUT.as_millis() as u64;
+
+fn config_error(what: &'static str, value: impl ToString, reason: impl Into<String>) -> PyErr {
+    to_py(floodwall::Error::InvalidConfig { what, value: value.to_string(), reason: reason.into() })
+}
+
+/// `"open" | "closed" | "local" | "error"`, or a dict with `mode` and its parameters
+/// (`retry_after_ms` for closed, `expected_instances` for local).
+fn fallback_arg(v: &Bound<'_, PyAny>) -> PyResult<FallbackMode> {
+    if let Ok(s) = v.cast::<PyString>() {
+        return FallbackMode::parse(s.to_str()?).map_err(to_py);
+    }
+    let Ok(d) = v.cast::<PyDict>() else {
+        return Err(config_error("fallback", v.repr()?, "expected a mode string or a dict with \"mode\""));
+    };
+    let mode: String = match d.get_item("mode")? {
+        Some(m) => m.extract().map_err(|_| config_error("fallback", d.repr().map(|r| r.to_string()).unwrap_or_default(), "\"mode\" must be a string"))?,
+        None => return Err(config_error("fallback", d.repr()?, "missing \"mode\" (\"open\", \"closed\", \"local\" or \"error\")")),
+    };
+    let mut mode = FallbackMode::parse(&mode).map_err(to_py)?;
+    for (k, val) in d.iter() {
+        let key: String = k.extract()?;
+        let whole = |what: &'static str| -> PyResult<u64> {
+            val.extract::<u64>().map_err(|_| config_error(what, val.repr().map(|r| r.to_string()).unwrap_or_default(), "must be a whole number"))
+        };
+        match (key.as_str(), &mut mode) {
+            ("mode", _) => {}
+            ("retry_after_ms", FallbackMode::Closed { retry_after_ms }) => *retry_after_ms = whole("retry_after_ms")?,
+            ("expected_instances", FallbackMode::Local { expected_instances }) => {
+                *expected_instances = u32::try_from(whole("expected_instances")?)
+                    .map_err(|_| config_error("expected_instances", &val, "too large"))?
+            }
+            _ => return Err(config_error("fallback", &key, format!("not an option of the {:?} fallback", mode.as_str()))),
+        }
+    }
+    Ok(mode)
+}
+
+/// The circuit breaker's options by name; absent ones keep the core's defaults.
+fn breaker_arg(d: &Bound<'_, PyDict>) -> PyResult<BreakerOptions> {
+    let mut b = BreakerOptions::default();
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        let bad = |reason: &str| config_error("breaker option", format!("{key}={v}"), reason);
+        let whole = || v.extract::<u64>().map_err(|_| bad("must be a whole number"));
+        let small = || u32::try_from(whole()?).map_err(|_| bad("too large"));
+        match key.as_str() {
+            "failure_threshold" => b.failure_threshold = small()?,
+            "slow_call_ms" => b.slow_call_ms = whole()?,
+            "slow_call_ratio" => b.slow_call_ratio = v.extract::<f64>().map_err(|_| bad("must be a number"))?,
+            "slow_call_window" => b.slow_call_window = whole()? as usize,
+            "slow_call_min_calls" => b.slow_call_min_calls = whole()? as usize,
+            "open_ms" => b.open_ms = whole()?,
+            "half_open_probes" => b.half_open_probes = small()?,
+            "health_check_ms" => b.health_check_ms = whole()?,
+            _ => return Err(config_error("breaker option", &key, "unknown; expected failure_threshold, slow_call_ms, slow_call_ratio, slow_call_window, slow_call_min_calls, open_ms, half_open_probes or health_check_ms")),
+        }
+    }
+    Ok(b)
+}
+
 fn cost_arg(cost: i64) -> PyResult<u64> {
     if cost < 1 {
         return Err(to_py(floodwall::Error::InvalidConfig {
@@ -285,6 +347,7 @@ pub struct PyLimiter {
     pub(crate) inner: Limiter,
     shown_url: Option<String>,
     prefix: String,
+    fallback: &'static str,
 }
 
 impl PyLimiter {
@@ -332,35 +395,68 @@ impl PyLimiter {
 #[pymethods]
 impl PyLimiter {
     #[new]
-    #[pyo3(signature = (limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall", timeout_ms = 1000, clock = None))]
+    #[pyo3(signature = (
+        limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall",
+        timeout_ms = DEFAULT_TIMEOUT_MS, fallback = None, breaker = None, cluster_nodes = None,
+        tls_ca_file = None, clock = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         limits: &Bound<'_, PyAny>,
         algorithm: &str,
         redis_url: Option<String>,
         prefix: &str,
         timeout_ms: u64,
+        fallback: Option<&Bound<'_, PyAny>>,
+        breaker: Option<&Bound<'_, PyDict>>,
+        cluster_nodes: Option<Vec<String>>,
+        tls_ca_file: Option<String>,
         clock: Option<&Bound<'_, PyManualClock>>,
     ) -> PyResult<Self> {
         guard(|| {
             let limits = floodwall::parse_limits(&limits_arg(limits)?).map_err(to_py)?;
             let algorithm = Algorithm::parse(algorithm).map_err(to_py)?;
-            let mut b = Limiter::builder(limits).algorithm(algorithm).prefix(prefix);
+            let fallback = match fallback {
+                Some(f) => fallback_arg(f)?,
+                None => FallbackMode::default(),
+            };
+            let mut b = Limiter::builder(limits)
+                .algorithm(algorithm)
+                .prefix(prefix)
+                .timeout(Duration::from_millis(timeout_ms))
+                .fallback(fallback.clone());
+            if let Some(d) = breaker {
+                b = b.breaker(breaker_arg(d)?);
+            }
             if let Some(c) = clock {
                 b = b.clock(Arc::new(c.get().clock.clone()));
             }
-            let shown_url = redis_url.as_deref().map(floodwall::store::redis::redact_url);
-            if let Some(url) = redis_url {
-                let timeout = Duration::from_millis(timeout_ms.max(1));
-                let mut options = RedisOptions::new(url);
-                options.connect_timeout = timeout;
-                options.response_timeout = Some(timeout);
-                b = b.redis(options);
+            let cluster_nodes = cluster_nodes.unwrap_or_default();
+            let mut options = match (&redis_url, cluster_nodes.is_empty()) {
+                (_, false) => Some(RedisOptions::cluster(cluster_nodes.iter().cloned())),
+                (Some(url), true) => Some(RedisOptions::new(url.clone())),
+                (None, true) => None,
+            };
+            let shown_url = if cluster_nodes.is_empty() {
+                redis_url.as_deref().map(floodwall::store::redis::redact_url)
+            } else {
+                Some(cluster_nodes.iter().map(|n| floodwall::store::redis::redact_url(n)).collect::<Vec<_>>().join(","))
+            };
+            if let (Some(o), Some(path)) = (options.as_mut(), &tls_ca_file) {
+                let pem = std::fs::read(path).map_err(|e| {
+                    to_py(floodwall::Error::InvalidConfig { what: "tls_ca_file", value: path.clone(), reason: e.to_string() })
+                })?;
+                o.tls_ca_pem = Some(pem);
+            }
+            if let Some(o) = options {
+                b = b.redis(o);
                 if clock.is_some() {
                     // Test-only: scripts take `now` from the manual clock instead of Redis TIME.
                     b = b.redis_time_from_clock();
                 }
             }
-            Ok(PyLimiter { inner: b.build().map_err(to_py)?, shown_url, prefix: prefix.to_owned() })
+            let inner = b.build().map_err(to_py)?;
+            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str() })
         })
     }
 
@@ -431,10 +527,37 @@ impl PyLimiter {
     fn max_cost(&self) -> u64 {
         self.inner.max_cost()
     }
+    /// The fallback mode: what answers while Redis cannot ("open", "closed", "local" or "error").
+    #[getter]
+    fn fallback(&self) -> &'static str {
+        self.fallback
+    }
+    /// The circuit breaker in front of Redis: "closed", "open" or "half_open"; None in memory.
+    #[getter]
+    fn breaker_state(&self) -> Option<&'static str> {
+        self.inner.breaker_state().map(|s| s.as_str())
+    }
     /// Redis time minus local time in seconds, as last measured (None before any Redis call).
     #[getter]
     fn clock_offset(&self) -> Option<f64> {
         self.inner.clock_offset_us().map(|us| us as f64 / 1e6)
+    }
+    /// Counters since the limiter was made: decisions per source, Redis calls, errors, timeouts.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.inner.metrics().snapshot();
+        let d = PyDict::new(py);
+        let decisions = PyDict::new(py);
+        for (source, allowed, n) in &m.decisions {
+            let key = format!("{}_{}", source.as_str(), if *allowed { "allowed" } else { "denied" });
+            decisions.set_item(key, n)?;
+        }
+        d.set_item("decisions", decisions)?;
+        d.set_item("redis_calls", m.redis_calls)?;
+        d.set_item("redis_errors", m.redis_errors)?;
+        d.set_item("redis_timeouts", m.redis_timeouts)?;
+        d.set_item("redis_rejected_open", m.redis_rejected_open)?;
+        d.set_item("breaker_state", m.breaker_state)?;
+        Ok(d)
     }
     fn __repr__(&self) -> String {
         let store = match &self.shown_url {

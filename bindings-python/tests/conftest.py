@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 CONFORMANCE = REPO / "tests" / "conformance"
 
 
+# Tests that count exact decisions must hear about every Redis failure instead of a fallback
+# answering, and must not trip the breaker because a loaded 2-core machine was slow.
+STRICT: dict[str, object] = {
+    "fallback": "error",
+    "timeout_ms": 10_000,
+    "breaker": {"slow_call_ms": 10_000, "failure_threshold": 1_000},
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

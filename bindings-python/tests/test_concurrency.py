@@ -11,7 +11,7 @@ import pytest
 
 from floodwall import Limiter
 
-from conftest import RedisServer
+from conftest import STRICT, RedisServer
 
 ALGORITHMS = ["sliding_window", "sliding_log", "token_bucket"]
 
@@ -26,15 +26,16 @@ def url(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
-    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix)
+    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     decisions = await asyncio.gather(*(limiter.check("hot") for _ in range(1000)))
     assert sum(d.allowed for d in decisions) == 100
     assert {d.remaining for d in decisions if not d.allowed} == {0}
+    assert {d.source for d in decisions} == {limiter.store}
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
-    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix)
+    limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     workers = 32
     start = threading.Barrier(workers)
 
@@ -49,7 +50,7 @@ def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str)
 
 def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str) -> None:
     """Sync callers in threads while an event loop awaits the same identity."""
-    limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix)
+    limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     counts: list[int] = []
 
     def sync_side() -> None:

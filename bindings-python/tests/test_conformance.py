@@ -12,7 +12,7 @@ import pytest
 
 from floodwall import Decision, Limiter, ManualClock
 
-from conftest import CONFORMANCE, RedisServer
+from conftest import CONFORMANCE, STRICT, RedisServer
 
 T0_MS = 1_728_000_000_000
 SCENARIOS = sorted(CONFORMANCE.glob("*.json"))
@@ -43,7 +43,7 @@ async def run_scenario(path: Path, redis_url: str | None) -> None:
     clock = ManualClock(T0_MS)
     limiter = Limiter(
         sc["limits"], algorithm=sc["algorithm"], redis_url=redis_url, clock=clock,
-        prefix="conf" + uuid.uuid4().hex[:12],
+        prefix="conf" + uuid.uuid4().hex[:12], **STRICT,
     )
     assert limiter.store == ("redis" if redis_url else "memory")
     for i, step in enumerate(sc["steps"]):

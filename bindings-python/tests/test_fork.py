@@ -14,7 +14,7 @@ import pytest
 
 from floodwall import Limiter
 
-from conftest import RedisServer
+from conftest import STRICT, RedisServer
 
 CHILD_TIMEOUT_S = 20
 
@@ -61,7 +61,7 @@ def child_checks(limiter: Limiter) -> list[int]:
 
 
 def test_child_after_parent_used_redis_sync_and_async(redis_server: RedisServer, prefix: str) -> None:
-    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix)
+    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     assert limiter.check_sync("shared").remaining == 9
     assert asyncio.run(_check(limiter)) == 8
     # The child shares the Redis counts, through a connection and runtime of its own.
@@ -76,7 +76,7 @@ async def _check(limiter: Limiter) -> int:
 
 
 def test_child_of_a_child(redis_server: RedisServer, prefix: str) -> None:
-    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix)
+    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     limiter.check_sync("shared")
 
     def grandchild() -> Any:
@@ -87,7 +87,7 @@ def test_child_of_a_child(redis_server: RedisServer, prefix: str) -> None:
 
 
 def test_child_of_a_parent_that_never_used_it(redis_server: RedisServer, prefix: str) -> None:
-    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix)
+    limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     assert in_child(lambda: child_checks(limiter)) == [9, 8, 8]
 
 

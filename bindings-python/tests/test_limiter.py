@@ -10,7 +10,7 @@ import pytest
 import floodwall
 from floodwall import ConfigError, Decision, FloodwallError, Limiter, ManualClock, StoreError, Window
 
-from conftest import RedisServer, closed_port_url
+from conftest import STRICT, RedisServer, closed_port_url
 
 T0_MS = 1_728_000_000_000
 
@@ -22,7 +22,7 @@ def make(request: pytest.FixtureRequest, prefix: str):  # type: ignore[no-untype
 
     def build(limits: str | list[str], **kw: object) -> tuple[Limiter, ManualClock]:
         clock = ManualClock(T0_MS)
-        return Limiter(limits, redis_url=url, prefix=prefix, clock=clock, **kw), clock  # type: ignore[arg-type]
+        return Limiter(limits, redis_url=url, prefix=prefix, clock=clock, **{**STRICT, **kw}), clock  # type: ignore[arg-type]
 
     return build
 
@@ -104,7 +104,8 @@ def test_limiter_properties_and_repr(redis_server: RedisServer) -> None:
     assert repr(m) == 'Limiter(["5/second", "100/minute"], algorithm="sliding_window", store=\'memory\')'
     r = Limiter(["10/s"], redis_url="redis://user:secret@127.0.0.1:1/0")
     assert "secret" not in repr(r) and r.store == "redis"
-    live = Limiter("10/s", redis_url=redis_server.url)
+    assert r.fallback == "local" and r.breaker_state == "closed" and m.breaker_state is None
+    live = Limiter("10/s", redis_url=redis_server.url, **STRICT)  # type: ignore[arg-type]
     live.check_sync("x")
     offset = live.clock_offset
     assert offset is not None and abs(offset) < 1.0
@@ -149,8 +150,9 @@ async def test_bad_cost_and_key(make) -> None:  # type: ignore[no-untyped-def]
         limiter.check_sync(42)  # type: ignore[arg-type]
 
 
-async def test_unreachable_redis_raises_store_error() -> None:
-    limiter = Limiter("5/second", redis_url=closed_port_url(), timeout_ms=300)
+async def test_unreachable_redis_raises_store_error_when_asked() -> None:
+    limiter = Limiter("5/second", redis_url=closed_port_url(), timeout_ms=300, fallback="error")
+    assert limiter.fallback == "error"
     with pytest.raises(StoreError, match="127.0.0.1"):
         limiter.check_sync("k")
     with pytest.raises(StoreError):
@@ -163,12 +165,53 @@ async def test_unreachable_redis_raises_store_error() -> None:
         await limiter.connect()
     with pytest.raises(FloodwallError):
         limiter.connect_sync()
+    assert limiter.metrics()["redis_errors"] + limiter.metrics()["redis_rejected_open"] >= 4
 
 
-async def test_redis_outage_then_recovery(own_redis: RedisServer) -> None:
-    limiter = Limiter("100/second", redis_url=own_redis.url, timeout_ms=300)
+async def test_unreachable_redis_default_fallback_enforces_locally() -> None:
+    limiter = Limiter("3/minute", redis_url=closed_port_url(), timeout_ms=300)
+    got = [await limiter.check("k") for _ in range(4)]
+    assert [d.allowed for d in got] == [True, True, True, False]
+    assert {d.source for d in got} == {"fallback"}
+    assert limiter.metrics()["decisions"]["fallback_allowed"] == 3
+
+
+async def test_fallback_modes() -> None:
+    url = closed_port_url()
+    d = await Limiter("1/minute", redis_url=url, fallback="open").check("k")
+    d2 = await Limiter("1/minute", redis_url=url, fallback="open").check("k")
+    assert d.allowed and d2.allowed and d.source == "fallback"
+    closed = Limiter("1/minute", redis_url=url, fallback={"mode": "closed", "retry_after_ms": 500})
+    d = closed.check_sync("k")
+    assert not d.allowed and d.retry_after == pytest.approx(0.5) and d.source == "fallback"
+    shared = Limiter("10/minute", redis_url=url, fallback={"mode": "local", "expected_instances": 5})
+    assert [shared.check_sync("k").allowed for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"fallback": "sometimes"}, "sometimes"),
+        ({"fallback": {"retry_after_ms": 5}}, "mode"),
+        ({"fallback": {"mode": "open", "retry_after_ms": 5}}, "retry_after_ms"),
+        ({"fallback": {"mode": "closed", "retry_after_ms": 0}}, "retry_after_ms"),
+        ({"fallback": 3}, "fallback"),
+        ({"breaker": {"slow_call_ratio": 2.0}}, "slow_call_ratio"),
+        ({"breaker": {"bogus": 1}}, "bogus"),
+        ({"breaker": {"open_ms": "soon"}}, "open_ms"),
+        ({"timeout_ms": 0}, "timeout"),
+        ({"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file"),
+    ],
+)
+def test_bad_redis_options_raise_config_error(kwargs: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Limiter("5/second", redis_url="redis://127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_redis_outage_raises_when_asked(own_redis: RedisServer) -> None:
+    limiter = Limiter("100/second", redis_url=own_redis.url, **STRICT)  # type: ignore[arg-type]
     await limiter.connect()
-    assert (await limiter.check("k")).allowed
+    assert (await limiter.check("k")).source == "redis"
     own_redis.kill()
     with pytest.raises(StoreError):
         await limiter.check("k")
