@@ -23,6 +23,7 @@ pub mod limiter;
 pub mod metrics;
 pub(crate) mod remote;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
@@ -33,7 +34,7 @@ pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
 pub use cache::CacheOptions;
 pub use fallback::FallbackMode;
-pub use limiter::{Limiter, LimiterBuilder, LimiterConfig};
+pub use limiter::{CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use remote::BreakerOptions;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

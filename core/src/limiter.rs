@@ -19,6 +19,7 @@ use crate::limit::Limit;
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
+use crate::telemetry::{self, CheckSpan};
 
 /// Warn when local time and Redis time differ by more than this (windows never depend on it;
 /// a large offset still means something is wrong with a host's clock).
@@ -56,6 +57,9 @@ pub struct LimiterConfig {
     /// Local cache layer in front of Redis; None: every decision goes to Redis.
     #[serde(default)]
     pub cache: Option<CacheOptions>,
+    /// The `limiter` label on metrics (default: the prefix).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl LimiterConfig {
@@ -71,6 +75,7 @@ impl LimiterConfig {
             fallback: FallbackMode::default(),
             breaker: BreakerOptions::default(),
             cache: None,
+            name: None,
         }
     }
 }
@@ -107,6 +112,24 @@ struct Inner {
     offset_us: AtomicI64,
     offset_known: AtomicBool,
     skew_warned: AtomicBool,
+    /// "5/second,100/minute", for spans.
+    limits_label: String,
+    /// Redis failed on the last call: log the first failure loudly, the rest quietly.
+    store_failing: AtomicBool,
+}
+
+/// Per-call options beyond the key.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckOptions<'a> {
+    pub cost: u64,
+    /// W3C `traceparent` of the caller's span: floodwall's span becomes its child.
+    pub traceparent: Option<&'a str>,
+}
+
+impl Default for CheckOptions<'_> {
+    fn default() -> Self {
+        CheckOptions { cost: 1, traceparent: None }
+    }
 }
 
 pub struct LimiterBuilder {
@@ -122,9 +145,15 @@ pub struct LimiterBuilder {
     fallback: FallbackMode,
     breaker: BreakerOptions,
     cache: Option<CacheOptions>,
+    name: Option<String>,
 }
 
 impl LimiterBuilder {
+    /// The `limiter` label on this limiter's metrics (default: the key prefix).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = algorithm;
         self
@@ -228,6 +257,8 @@ impl LimiterBuilder {
                 fallback: Fallback::new(self.fallback, &self.limits, self.algorithm, clock.clone())?,
             },
         };
+        telemetry::register(self.name.as_deref().unwrap_or(&self.prefix), &metrics);
+        let limits_label = self.limits.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
         let max_cost = self
             .limits
             .iter()
@@ -247,6 +278,8 @@ impl LimiterBuilder {
                 offset_us: AtomicI64::new(0),
                 offset_known: AtomicBool::new(false),
                 skew_warned: AtomicBool::new(false),
+                limits_label,
+                store_failing: AtomicBool::new(false),
             }),
         })
     }
@@ -267,6 +300,7 @@ impl Limiter {
             fallback: FallbackMode::default(),
             breaker: BreakerOptions::default(),
             cache: None,
+            name: None,
         }
     }
 
@@ -296,6 +330,9 @@ impl Limiter {
         }
         if let Some(c) = &config.cache {
             b = b.cache(c.clone());
+        }
+        if let Some(n) = &config.name {
+            b = b.name(n.clone());
         }
         b.build()
     }
@@ -340,11 +377,17 @@ impl Limiter {
     }
 
     pub async fn check(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, true).await
+        self.run(key, 1, true, None).await
     }
 
     /// Consume `cost` units from every limit, or nothing if any limit would be exceeded.
     pub async fn check_n(&self, key: &str, cost: u64) -> Result<Decision> {
+        self.check_with(key, CheckOptions { cost, traceparent: None }).await
+    }
+
+    /// `check_n` with a trace parent (what the HTTP adapters call).
+    pub async fn check_with(&self, key: &str, opts: CheckOptions<'_>) -> Result<Decision> {
+        let cost = opts.cost;
         if cost == 0 {
             return Err(Error::config("cost", cost, "must be at least 1 (use peek to look without consuming)"));
         }
@@ -355,12 +398,17 @@ impl Limiter {
                 format!("exceeds the smallest limit ({}); such a request could never pass", self.inner.max_cost),
             ));
         }
-        self.run(key, cost, true).await
+        self.run(key, cost, true, opts.traceparent).await
     }
 
     /// Would one more request pass? Consumes nothing.
     pub async fn peek(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, false).await
+        self.run(key, 1, false, None).await
+    }
+
+    /// `peek` with a trace parent.
+    pub async fn peek_with(&self, key: &str, traceparent: Option<&str>) -> Result<Decision> {
+        self.run(key, 1, false, traceparent).await
     }
 
     /// Forget every count of the identity (in Redis and in the local fallback).
@@ -396,36 +444,55 @@ impl Limiter {
         self.clock_offset_us().is_some_and(|o| o.abs() > self.inner.skew_threshold_us)
     }
 
-    async fn run(&self, key: &str, cost: u64, consume: bool) -> Result<Decision> {
+    async fn run(&self, key: &str, cost: u64, consume: bool, traceparent: Option<&str>) -> Result<Decision> {
+        let inner = &*self.inner;
+        let op = if consume { "check" } else { "peek" };
+        let mut span = CheckSpan::start(traceparent, key, op, cost, inner.algorithm.as_str(), &inner.limits_label);
+        let result = self.decide(key, cost, consume, span.as_ref().and_then(|s| s.trace_id())).await;
+        match (&result, span.as_mut()) {
+            (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
+            (Err(e), Some(s)) => s.failed(e),
+            _ => {}
+        }
+        let (decision, _) = result?;
+        inner.metrics.decision(decision.source, decision.allowed);
+        Ok(decision)
+    }
+
+    /// The decision and, when Redis answered, how long it took (µs).
+    async fn decide(&self, key: &str, cost: u64, consume: bool, trace_id: Option<&str>) -> Result<(Decision, Option<u64>)> {
         let inner = &*self.inner;
         let keys = inner.layout.keys(key, inner.algorithm, &inner.limits)?;
         let req = Request { keys: &keys, limits: &inner.limits, algorithm: inner.algorithm, cost, consume };
-        let decision = match &inner.backend {
-            Backend::Memory(m) => Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory),
-            Backend::Redis { remote, cache, fallback } => {
-                let t0 = inner.clock.now_us();
-                let result = match cache {
-                    Some(c) => c.check(remote, &req).await,
-                    None => remote.evaluate(&req).await.map(|o| (o, Source::Redis)),
-                };
-                match result {
-                    Ok((out, source)) => {
-                        if source == Source::Redis {
-                            self.observe_offset(&out, t0, inner.clock.now_us());
-                        }
-                        Decision::from_outcome(&out, &inner.limits, source)
-                    }
-                    Err(e) => {
-                        if fallback.mode() != &FallbackMode::Error {
-                            tracing::debug!(error = %e, fallback = fallback.mode().as_str(), "Redis unavailable; deciding by fallback");
-                        }
-                        fallback.decide(e, &req, inner.clock.now_us())?
-                    }
-                }
-            }
+        let Backend::Redis { remote, cache, fallback } = &inner.backend else {
+            let Backend::Memory(m) = &inner.backend else { unreachable!("two backends") };
+            return Ok((Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory), None));
         };
-        inner.metrics.decision(decision.source, decision.allowed);
-        Ok(decision)
+        let t0 = inner.clock.now_us();
+        let result = match cache {
+            Some(c) => c.check(remote, &req).await,
+            None => remote.evaluate(&req).await.map(|o| (o, Source::Redis)),
+        };
+        let t1 = inner.clock.now_us();
+        match result {
+            Ok((out, source)) => {
+                inner.store_failing.store(false, Ordering::Relaxed);
+                let latency = (source == Source::Redis).then(|| {
+                    self.observe_offset(&out, t0, t1);
+                    t1.saturating_sub(t0)
+                });
+                Ok((Decision::from_outcome(&out, &inner.limits, source), latency))
+            }
+            Err(e) => {
+                let mode = fallback.mode().as_str();
+                if !inner.store_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, fallback = mode, trace_id = trace_id.unwrap_or(""), "Redis unavailable; deciding by the fallback policy");
+                } else {
+                    tracing::debug!(error = %e, fallback = mode, trace_id = trace_id.unwrap_or(""), "Redis unavailable");
+                }
+                Ok((fallback.decide(e, &req, t1)?, None))
+            }
+        }
     }
 
     /// Redis time sits between our send and receive: compare it with the midpoint.

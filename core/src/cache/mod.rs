@@ -1,31 +1,517 @@
-//! Local cache layer between the limiter and Redis (issue 5): denial cache, coalescing,
-//! pipelining and hot-key leases. Until it lands, every call passes straight to Redis.
+//! Local cache layer between the limiter and Redis: a denial cache, per-identity coalescing
+//! (one script call in flight per identity, later arrivals batched into the next), and leases of
+//! permits for hot identities. State lives in a bounded moka cache. How each mechanism bounds its
+//! error is in docs/ARCHITECTURE.md, "Local cache layer".
 
+mod twin;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Script;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
-use crate::algorithm::Outcome;
+use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
 use crate::decision::Source;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::limit::Limit;
 use crate::remote::Remote;
 use crate::store::Request;
 
-/// Cache settings (filled in by the cache layer).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheOptions {}
+static SW_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/sliding_window_batch.lua")));
+static TB_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/token_bucket_batch.lua")));
+static LEASE_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/lease_return.lua")));
 
-#[derive(Debug)]
+/// Cache settings. Every field has a default; `{}` turns the layer on with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheOptions {
+    /// Answer a denied identity locally until the retry time Redis gave.
+    pub denial_cache: bool,
+    /// One script call in flight per identity; concurrent checks join the next one.
+    pub coalesce: bool,
+    /// Most requests in one coalesced call.
+    pub max_batch: usize,
+    /// Wait this long (0–500 µs) before sending a coalesced call, to gather more arrivals.
+    pub batch_window_us: u64,
+    /// Reserve permits for hot identities (sliding window and token bucket; needs `coalesce`).
+    pub leases: bool,
+    /// Lifetime of a lease (100–500 ms).
+    pub lease_ms: u64,
+    /// Most permits outstanding in leases of one identity, over all instances, as a share of its
+    /// smallest limit (default 1%). Below 2 permits, no leases.
+    pub drift_ratio: f64,
+    /// Largest single lease.
+    pub max_lease: u64,
+    /// Size cap of the cache in bytes (approximate, by a per-entry weight).
+    pub max_bytes: u64,
+    /// Entries unused this long are dropped (their lease, if any, is returned).
+    pub idle_ms: u64,
+    /// Cached denials and leases end up to this share early, at random, so entries made together
+    /// do not all go back to Redis together.
+    pub jitter_ratio: f64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            denial_cache: true,
+            coalesce: true,
+            max_batch: 256,
+            batch_window_us: 0,
+            leases: true,
+            lease_ms: 250,
+            drift_ratio: 0.01,
+            max_lease: 1000,
+            max_bytes: 64 << 20,
+            idle_ms: 10_000,
+            jitter_ratio: 0.1,
+        }
+    }
+}
+
+impl CacheOptions {
+    fn validate(&self) -> Result<()> {
+        if !(100..=500).contains(&self.lease_ms) {
+            return Err(Error::config("cache.lease_ms", self.lease_ms, "must be 100–500"));
+        }
+        if self.batch_window_us > 500 {
+            return Err(Error::config("cache.batch_window_us", self.batch_window_us, "must be 0–500"));
+        }
+        if !(0.0..=0.1).contains(&self.drift_ratio) {
+            return Err(Error::config("cache.drift_ratio", self.drift_ratio, "must be in [0, 0.1]"));
+        }
+        if !(0.0..0.5).contains(&self.jitter_ratio) {
+            return Err(Error::config("cache.jitter_ratio", self.jitter_ratio, "must be in [0, 0.5)"));
+        }
+        if self.max_batch == 0 || self.max_bytes < 4096 {
+            return Err(Error::config("cache", format!("max_batch={}, max_bytes={}", self.max_batch, self.max_bytes), "max_batch ≥ 1, max_bytes ≥ 4096"));
+        }
+        Ok(())
+    }
+}
+
+/// What the cache holds right now (for tests, benches and dashboards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+    /// Sum of entry weights, what the cap bounds.
+    pub weighted_bytes: u64,
+    pub max_bytes: u64,
+    /// Leases granted and permits given back so far.
+    pub leases_granted: u64,
+    pub permits_leased: u64,
+    pub permits_returned: u64,
+}
+
+/// Per-entry weight: the key, the slot and its outcome vectors, and moka's own bookkeeping.
+fn weight(key: &str, windows: usize) -> u32 {
+    (key.len() + 320 + 2 * 24 * windows).min(u32::MAX as usize) as u32
+}
+
+type Reply = Result<(Outcome, Source)>;
+
+struct Waiter {
+    cost: u64,
+    tx: oneshot::Sender<Reply>,
+}
+
+/// "Requests costing at least `min_cost` are denied until `until`."
+struct Denial {
+    min_cost: u64,
+    outcome: Outcome,
+    at: Instant,
+    until: Instant,
+}
+
+struct Lease {
+    left: u64,
+    granted: u64,
+    /// The outcome of the grant (remaining already net of the lease).
+    outcome: Outcome,
+    at: Instant,
+    expires: Instant,
+    member: String,
+    /// sw: window number per limit at the grant; tb: TAT per limit right after it.
+    marks: Vec<u64>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    denial: Option<Denial>,
+    lease: Option<Lease>,
+    in_flight: bool,
+    queue: Vec<Waiter>,
+    /// Lease size to ask for next (adapted to how fast leases are spent).
+    next_want: u64,
+    last_remote: Option<Instant>,
+}
+
+struct Slot {
+    keys: Vec<String>,
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A lease taken out of a slot, to give back.
+struct Unused {
+    keys: Vec<String>,
+    unused: u64,
+    member: String,
+    marks: Vec<u64>,
+}
+
+struct Shared {
+    opts: CacheOptions,
+    limits: Vec<Limit>,
+    algorithm: Algorithm,
+    /// Leases of evicted entries, returned on the next check.
+    evicted: Mutex<Vec<Unused>>,
+    rng: AtomicU64,
+    instance: u64,
+    lease_seq: AtomicU64,
+    leases_granted: AtomicU64,
+    permits_leased: AtomicU64,
+    permits_returned: Arc<AtomicU64>,
+}
+
 pub(crate) struct LocalCache {
-    _opts: CacheOptions,
+    entries: moka::sync::Cache<String, Arc<Slot>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache").field("opts", &self.shared.opts).finish()
+    }
 }
 
 impl LocalCache {
     pub(crate) fn new(opts: CacheOptions) -> Result<Self> {
-        Ok(LocalCache { _opts: opts })
+        Self::for_limits(opts, &[], Algorithm::SlidingWindow)
+    }
+
+    pub(crate) fn for_limits(opts: CacheOptions, limits: &[Limit], algorithm: Algorithm) -> Result<Self> {
+        opts.validate()?;
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let instance = seed ^ (std::process::id() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            limits: limits.to_vec(),
+            algorithm,
+            evicted: Mutex::new(Vec::new()),
+            rng: AtomicU64::new(seed | 1),
+            instance,
+            lease_seq: AtomicU64::new(0),
+            leases_granted: AtomicU64::new(0),
+            permits_leased: AtomicU64::new(0),
+            permits_returned: Arc::new(AtomicU64::new(0)),
+        });
+        let weak = Arc::downgrade(&shared);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(opts.max_bytes)
+            .weigher(|k: &String, s: &Arc<Slot>| weight(k, s.keys.len()))
+            .time_to_idle(Duration::from_millis(opts.idle_ms.max(1)))
+            .eviction_listener(move |_k, slot: Arc<Slot>, _cause| {
+                let Some(shared) = weak.upgrade() else { return };
+                let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused {
+                    keys: slot.keys.clone(),
+                    unused: l.left,
+                    member: l.member,
+                    marks: l.marks,
+                });
+                if let Some(u) = unused {
+                    shared.evicted.lock().unwrap_or_else(|p| p.into_inner()).push(u);
+                }
+            })
+            .build();
+        Ok(LocalCache { entries, shared })
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.entries.run_pending_tasks();
+        CacheStats {
+            entries: self.entries.entry_count(),
+            weighted_bytes: self.entries.weighted_size(),
+            max_bytes: self.shared.opts.max_bytes,
+            leases_granted: self.shared.leases_granted.load(Ordering::Relaxed),
+            permits_leased: self.shared.permits_leased.load(Ordering::Relaxed),
+            permits_returned: self.shared.permits_returned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drop what the cache knows of an identity (after a reset). Its lease is simply forgotten:
+    /// the reset deleted the counts it was taken from.
+    pub(crate) fn forget(&self, first_key: &str) {
+        self.entries.invalidate(first_key);
     }
 
     /// Decide `req`, locally when the cache can, otherwise through `remote`.
     pub(crate) async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
-        remote.evaluate(req).await.map(|o| (o, Source::Redis))
+        let sh = &self.shared;
+        self.return_evicted(remote);
+        let key = &req.keys[0];
+        let slot = match self.entries.get(key) {
+            Some(s) => s,
+            None if !sh.opts.denial_cache && !(sh.opts.coalesce && batchable(req.algorithm)) => {
+                return remote.evaluate(req).await.map(|o| (o, Source::Redis));
+            }
+            None => self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() })),
+        };
+        let now = Instant::now();
+        let rx = {
+            let mut st = slot.lock();
+            if let Some(d) = &st.denial {
+                if now >= d.until {
+                    st.denial = None;
+                } else if req.cost >= d.min_cost {
+                    return Ok((aged(&d.outcome, d.at, now, false, 0), Source::Cache));
+                }
+            }
+            if req.consume {
+                if let Some(l) = st.lease.as_mut() {
+                    if now < l.expires && l.left >= req.cost {
+                        l.left -= req.cost;
+                        return Ok((aged(&l.outcome, l.at, now, true, l.left), Source::Lease));
+                    }
+                }
+            }
+            if !req.consume || !sh.opts.coalesce || !batchable(req.algorithm) {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                st.queue.push(Waiter { cost: req.cost, tx });
+                let start = !st.in_flight;
+                st.in_flight = true;
+                Some((rx, start))
+            }
+        };
+        match rx {
+            None => {
+                let t0 = Instant::now();
+                let out = remote.evaluate(req).await?;
+                if !out.allowed && sh.opts.denial_cache {
+                    self.shared.remember_denial(&mut slot.lock(), &out, req.cost, t0);
+                }
+                Ok((out, Source::Redis))
+            }
+            Some((rx, start)) => {
+                if start {
+                    tokio::spawn(drive(self.shared.clone(), remote.clone(), slot.clone()));
+                }
+                match rx.await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
+                }
+            }
+        }
+    }
+
+    fn return_evicted(&self, remote: &Remote) {
+        let mut ev = self.shared.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        if ev.is_empty() {
+            return;
+        }
+        for u in ev.drain(..) {
+            spawn_return(&self.shared, remote, u);
+        }
+    }
+}
+
+fn batchable(a: Algorithm) -> bool {
+    matches!(a, Algorithm::SlidingWindow | Algorithm::TokenBucket)
+}
+
+/// A stored outcome seen `now`: times shortened by the age, `now_us` moved on. A lease shows what
+/// Redis had left at the grant plus what the lease still holds.
+fn aged(o: &Outcome, at: Instant, now: Instant, allowed: bool, lease_left: u64) -> Outcome {
+    let age = now.saturating_duration_since(at).as_micros() as u64;
+    let mut o = o.clone();
+    o.now_us += age;
+    o.allowed = allowed;
+    if allowed {
+        o.limited_by = None;
+    }
+    for w in &mut o.windows {
+        w.reset_after_us = w.reset_after_us.saturating_sub(age);
+        if allowed {
+            w.retry_after_us = 0;
+            w.remaining += lease_left;
+        } else if w.retry_after_us > 0 {
+            w.retry_after_us = w.retry_after_us.saturating_sub(age).max(1);
+        }
+    }
+    o
+}
+
+impl Shared {
+    fn jitter(&self, d: Duration) -> Duration {
+        // xorshift: cheap, good enough to spread expiries
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        let frac = (x % 10_000) as f64 / 10_000.0 * self.opts.jitter_ratio;
+        d.mul_f64(1.0 - frac)
+    }
+
+    /// Remember "cost ≥ c is denied until t0 + retry". `t0` is when the call was sent, before Redis
+    /// read its clock, so the local end is never later than the script's retry time.
+    fn remember_denial(&self, st: &mut SlotState, out: &Outcome, cost: u64, t0: Instant) {
+        let retry = out.limited_by.map(|i| out.windows[i].retry_after_us).unwrap_or(0);
+        if retry == 0 {
+            return;
+        }
+        let until = t0 + self.jitter(Duration::from_micros(retry));
+        let replace = match &st.denial {
+            None => true,
+            Some(d) => cost < d.min_cost || (cost == d.min_cost && until > d.until),
+        };
+        if replace {
+            st.denial = Some(Denial { min_cost: cost, outcome: out.clone(), at: t0, until });
+        }
+    }
+
+    /// Permits a lease of this identity may hold over all instances: drift_ratio of the smallest
+    /// limit (burst for token buckets).
+    fn budget(&self) -> u64 {
+        let smallest = self
+            .limits
+            .iter()
+            .map(|l| if self.algorithm == Algorithm::TokenBucket { l.burst().min(l.max()) } else { l.max() })
+            .min()
+            .unwrap_or(0);
+        let b = (smallest as f64 * self.opts.drift_ratio).floor() as u64;
+        if b < 2 {
+            0
+        } else {
+            b
+        }
+    }
+}
+
+fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
+    let (remote, algorithm, limits, returned) = (remote.clone(), sh.algorithm, sh.limits.clone(), sh.permits_returned.clone());
+    tokio::spawn(async move {
+        let mut inv = LEASE_RETURN.prepare_invoke();
+        for k in &u.keys {
+            inv.key(k);
+        }
+        inv.key(lease_key(&u.keys[0]));
+        let now = remote.store().now_arg();
+        match algorithm {
+            Algorithm::TokenBucket => {
+                inv.arg("tb").arg(u.unused).arg(&u.member).arg(now);
+                for l in &limits {
+                    inv.arg(emission_interval_us(l));
+                }
+                for m in &u.marks {
+                    inv.arg(*m);
+                }
+            }
+            _ => {
+                inv.arg("sw").arg(u.unused).arg(&u.member).arg(now);
+                for m in &u.marks {
+                    inv.arg(*m);
+                }
+            }
+        }
+        match remote.call(remote.store().invoke(&inv)).await {
+            Ok(v) => {
+                returned.fetch_add(v.first().copied().unwrap_or(0).max(0) as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "lease not returned; its permits age out of the window"),
+        }
+    });
+}
+
+fn lease_key(first_key: &str) -> String {
+    format!("{first_key}:lease")
+}
+
+fn dup(e: &Error) -> Error {
+    match e {
+        Error::Store { url, message } => Error::Store { url: url.clone(), message: message.clone() },
+        Error::Timeout { url, timeout_ms } => Error::Timeout { url: url.clone(), timeout_ms: *timeout_ms },
+        Error::Unavailable { url } => Error::Unavailable { url: url.clone() },
+        other => Error::Store { url: String::new(), message: other.to_string() },
+    }
+}
+
+/// One identity's driver: while callers wait, send their costs as one script call (with a lease
+/// request when the identity is hot), answer each in arrival order, repeat. At most one driver
+/// per identity runs, so at most one refresh is in flight.
+async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
+    if sh.opts.batch_window_us > 0 {
+        tokio::time::sleep(Duration::from_micros(sh.opts.batch_window_us)).await;
+    }
+    let n = slot.keys.len();
+    loop {
+        let (batch, want, spent) = {
+            let mut st = slot.lock();
+            let now = Instant::now();
+            // callers the current lease can serve, in order, before anything goes to Redis
+            serve_from_lease(&mut st, now);
+            if st.queue.is_empty() {
+                st.in_flight = false;
+                return;
+            }
+            // the lease cannot serve the head of the queue: give back what is left
+            let spent = st.lease.take().map(|l| {
+                let used = l.granted - l.left;
+                // spent before expiry: ask for twice as much; expired half-used: ask for what was used
+                st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
+                (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
+            });
+            let take = st.queue.len().min(sh.opts.max_batch);
+            let batch: Vec<Waiter> = st.queue.drain(..take).collect();
+            let lease_ms = Duration::from_millis(sh.opts.lease_ms);
+            // hot: this instance went to Redis for it within one lease lifetime
+            let hot = st.last_remote.is_some_and(|t| now.duration_since(t) < lease_ms) || batch.len() > 1;
+            st.last_remote = Some(now);
+            let budget = sh.budget();
+            let want = if sh.opts.leases && hot && budget > 0 { st.next_want.clamp(2, sh.opts.max_lease.max(2)) } else { 0 };
+            (batch, want, spent.flatten())
+        };
+        if let Some(u) = spent {
+            spawn_return(&sh, &remote, u);
+        }
+        let member = format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed));
+        let t0 = Instant::now();
+        let result = call_batch(&sh, &remote, &slot.keys, &batch, want, &member).await;
+        let mut st = slot.lock();
+        match result {
+            Err(e) => {
+                for w in batch {
+                    let _ = w.tx.send(Err(dup(&e)));
+                }
+            }
+            Ok((outs, granted, marks)) => {
+                for (w, o) in batch.into_iter().zip(outs) {
+                    if !o.allowed && sh.opts.denial_cache {
+                        sh.remember_denial(&mut st, &o, w.cost, t0);
+                    }
+                    let _ = w.tx.send(Ok((o, Source::Redis)));
+                }
+                if granted > 0 {
+                    sh.leases_granted.fetch_add(1, Ordering::Relaxed);
+                    sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
+                    let outcome = call_last_outcome(&st, &slot, n);
+                    let _ = outcome;
+                }
+                if granted > 0 {
+                    let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
+                    st.lease = Some(Lease { left: granted, granted, outcome: LAST.with(|l| l.take()).unwrap_or_else(|| empty(n)), at: t0, expires, member: format!("{member}:{granted}"), marks });
+                }
+            }
+        }
     }
 }

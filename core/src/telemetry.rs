@@ -1,0 +1,367 @@
+//! Observability: one OpenTelemetry span per decision (`floodwall.check`, a child of the caller's
+//! W3C trace context when the adapter passes one), Prometheus text for every live limiter's
+//! metrics, and structured JSON logs that carry the trace id. Off by default; cheap when off.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::decision::{Decision, Source};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, LATENCY_BUCKETS_US};
+
+/// How floodwall traces. Applies process-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceOptions {
+    /// OTLP/HTTP endpoint, e.g. "http://localhost:4318/v1/traces". None: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled (a sampled parent is always followed).
+    pub sampling_ratio: f64,
+    /// Put the raw key (user ids, IPs) on spans. Default: a hash of it.
+    pub record_raw_keys: bool,
+    pub service_name: String,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions { otlp_endpoint: None, sampling_ratio: 1.0, record_raw_keys: false, service_name: "floodwall".into() }
+    }
+}
+
+struct TraceState {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+    record_raw_keys: bool,
+    test_exporter: Option<InMemorySpanExporter>,
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static STATE: Mutex<Option<Arc<TraceState>>> = Mutex::new(None);
+
+fn state() -> Option<Arc<TraceState>> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    STATE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
+    if !(0.0..=1.0).contains(&opts.sampling_ratio) {
+        return Err(Error::config("sampling_ratio", opts.sampling_ratio, "must be between 0 and 1"));
+    }
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(opts.sampling_ratio)));
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(opts.service_name.clone()).build();
+    let mut builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(resource);
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| Error::config("otlp_endpoint", endpoint, e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    if let Some(t) = &test_exporter {
+        builder = builder.with_simple_exporter(t.clone());
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("floodwall");
+    let old = STATE.lock().unwrap_or_else(|p| p.into_inner()).replace(Arc::new(TraceState {
+        tracer,
+        provider,
+        record_raw_keys: opts.record_raw_keys,
+        test_exporter,
+    }));
+    if let Some(old) = old {
+        let _ = old.provider.shutdown();
+    }
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Turn tracing on (or reconfigure it).
+pub fn configure_tracing(opts: &TraceOptions) -> Result<()> {
+    install(opts, None)
+}
+
+/// Turn tracing off; spans already ended are flushed.
+pub fn disable_tracing() {
+    ENABLED.store(false, Ordering::Relaxed);
+    if let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = s.provider.shutdown();
+    }
+}
+
+/// Tests: trace everything into memory (readable with `finished_spans`).
+pub fn enable_test_tracing(record_raw_keys: bool) -> Result<()> {
+    install(&TraceOptions { record_raw_keys, ..TraceOptions::default() }, Some(InMemorySpanExporter::default()))
+}
+
+/// A finished span as plain data (for tests and the bindings' test helpers).
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanRecord {
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub attributes: HashMap<String, String>,
+    pub error: bool,
+}
+
+/// Spans the test exporter holds, oldest first.
+pub fn finished_spans() -> Vec<SpanRecord> {
+    let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Vec::new() };
+    let Some(exp) = &s.test_exporter else { return Vec::new() };
+    exp.get_finished_spans()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| SpanRecord {
+            name: d.name.to_string(),
+            trace_id: d.span_context.trace_id().to_string(),
+            span_id: d.span_context.span_id().to_string(),
+            parent_span_id: d.parent_span_id.to_string(),
+            attributes: d.attributes.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect(),
+            error: matches!(d.status, Status::Error { .. }),
+        })
+        .collect()
+}
+
+/// Forget what the test exporter holds.
+pub fn clear_finished_spans() {
+    if let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(e) = &s.test_exporter {
+            e.reset();
+        }
+    }
+}
+
+/// A decision's span while it runs. Ends when dropped.
+pub(crate) struct CheckSpan {
+    span: opentelemetry_sdk::trace::Span,
+    trace_id: Option<String>,
+}
+
+impl CheckSpan {
+    /// Starts `floodwall.check` under the W3C `traceparent` if given; None when tracing is off.
+    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &str, limits: &str) -> Option<CheckSpan> {
+        let st = state()?;
+        let parent = match traceparent {
+            Some(tp) => {
+                let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
+                TraceContextPropagator::new().extract(&carrier)
+            }
+            None => Context::new(),
+        };
+        let key_attr = if st.record_raw_keys {
+            KeyValue::new("floodwall.key", key.to_string())
+        } else {
+            KeyValue::new("floodwall.key_hash", key_hash(key))
+        };
+        let span = st
+            .tracer
+            .span_builder("floodwall.check")
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                key_attr,
+                KeyValue::new("floodwall.op", op),
+                KeyValue::new("floodwall.cost", cost as i64),
+                KeyValue::new("floodwall.algorithm", algorithm.to_string()),
+                KeyValue::new("floodwall.limits", limits.to_string()),
+            ])
+            .start_with_context(&st.tracer, &parent);
+        let sc = span.span_context().clone();
+        let trace_id = sc.is_valid().then(|| sc.trace_id().to_string());
+        Some(CheckSpan { span, trace_id })
+    }
+
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
+    }
+
+    pub(crate) fn decided(&mut self, d: &Decision, redis_latency_us: Option<u64>) {
+        self.span.set_attribute(KeyValue::new("floodwall.allowed", d.allowed));
+        self.span.set_attribute(KeyValue::new("floodwall.remaining", d.remaining as i64));
+        self.span.set_attribute(KeyValue::new("floodwall.source", d.source.as_str()));
+        if let Some(l) = d.limited_by {
+            self.span.set_attribute(KeyValue::new("floodwall.limited_by", l.to_string()));
+        }
+        if let Some(us) = redis_latency_us {
+            self.span.set_attribute(KeyValue::new("floodwall.redis_latency_ms", us as f64 / 1000.0));
+        }
+    }
+
+    pub(crate) fn failed(&mut self, e: &Error) {
+        self.span.set_status(Status::error(e.to_string()));
+    }
+}
+
+impl Drop for CheckSpan {
+    fn drop(&mut self) {
+        self.span.end();
+    }
+}
+
+/// What spans record instead of the key: identities are user ids and IPs.
+pub fn key_hash(key: &str) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// logs
+
+/// Route floodwall's warnings and errors to stderr as one JSON object per line (with `trace_id`
+/// when the event happened inside a traced decision). Does nothing if the host already installed
+/// a `tracing` subscriber. `filter` is an env-filter directive, e.g. "floodwall=warn".
+pub fn install_json_logs(filter: &str) -> Result<()> {
+    install_json_logs_to(filter, std::io::stderr)
+}
+
+/// As `install_json_logs`, writing wherever `writer` says (tests capture the lines).
+pub fn install_json_logs_to<W>(filter: &str, writer: W) -> Result<()>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| Error::config("log filter", filter, e.to_string()))?;
+    let subscriber = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_writer(writer).finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// metrics
+
+struct Registered {
+    name: String,
+    metrics: Weak<Metrics>,
+}
+
+fn registry() -> &'static Mutex<Vec<Registered>> {
+    static R: OnceLock<Mutex<Vec<Registered>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Called by every limiter at build: its metrics appear in `prometheus_text` while it lives.
+pub(crate) fn register(name: &str, metrics: &Arc<Metrics>) {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|e| e.metrics.strong_count() > 0);
+    r.push(Registered { name: name.to_string(), metrics: Arc::downgrade(metrics) });
+}
+
+/// One metric family, as the Python and Node registries want it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// "counter" | "gauge" | "histogram"
+    pub kind: &'static str,
+    /// (label pairs, value); histogram samples use the suffixes `_bucket` (with `le`), `_sum`, `_count`.
+    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+}
+
+/// Every live limiter's metrics, labelled by limiter name (the same name summed).
+pub fn families() -> Vec<Family> {
+    let live: Vec<(String, Arc<Metrics>)> = {
+        let r = registry().lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().filter_map(|e| e.metrics.upgrade().map(|m| (e.name.clone(), m))).collect()
+    };
+    let mut snaps: Vec<(String, crate::metrics::MetricsSnapshot)> = Vec::new();
+    for (name, m) in live {
+        let s = m.snapshot();
+        match snaps.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, acc)) => merge(acc, &s),
+            None => snaps.push((name, s)),
+        }
+    }
+    let lab = |name: &str, extra: &[(&str, String)]| {
+        let mut v = vec![("limiter".to_string(), name.to_string())];
+        v.extend(extra.iter().map(|(k, val)| (k.to_string(), val.clone())));
+        v
+    };
+    let mut decisions = Family { name: "floodwall_decisions_total", help: "Decisions by source and result.", kind: "counter", samples: vec![] };
+    let mut calls = Family { name: "floodwall_redis_calls_total", help: "Redis calls made (each one script call or command).", kind: "counter", samples: vec![] };
+    let mut errors = Family { name: "floodwall_redis_errors_total", help: "Redis calls that failed, by kind.", kind: "counter", samples: vec![] };
+    let mut latency = Family { name: "floodwall_redis_latency_seconds", help: "Redis call latency.", kind: "histogram", samples: vec![] };
+    let mut state = Family { name: "floodwall_breaker_state", help: "Circuit breaker state: 0 closed, 1 open, 2 half-open.", kind: "gauge", samples: vec![] };
+    let mut trans = Family { name: "floodwall_breaker_transitions_total", help: "Circuit breaker transitions, by state entered.", kind: "counter", samples: vec![] };
+    let mut offset = Family { name: "floodwall_clock_offset_seconds", help: "Redis time minus local time, last measured.", kind: "gauge", samples: vec![] };
+    for (name, s) in &snaps {
+        for (src, allowed, n) in &s.decisions {
+            let result = if *allowed { "allowed" } else { "denied" };
+            decisions.samples.push((String::new(), lab(name, &[("source", src.as_str().into()), ("result", result.into())]), *n as f64));
+        }
+        calls.samples.push((String::new(), lab(name, &[]), s.redis_calls as f64));
+        errors.samples.push((String::new(), lab(name, &[("kind", "error".into())]), (s.redis_errors - s.redis_timeouts) as f64));
+        errors.samples.push((String::new(), lab(name, &[("kind", "timeout".into())]), s.redis_timeouts as f64));
+        errors.samples.push((String::new(), lab(name, &[("kind", "breaker_open".into())]), s.redis_rejected_open as f64));
+        for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
+            let le = format!("{}", *le as f64 / 1e6);
+            latency.samples.push(("_bucket".into(), lab(name, &[("le", le)]), s.latency_cumulative[i] as f64));
+        }
+        let count = *s.latency_cumulative.last().unwrap_or(&0) as f64;
+        latency.samples.push(("_bucket".into(), lab(name, &[("le", "+Inf".into())]), count));
+        latency.samples.push(("_sum".into(), lab(name, &[]), s.latency_sum_us as f64 / 1e6));
+        latency.samples.push(("_count".into(), lab(name, &[]), count));
+        let st = match s.breaker_state {
+            Some("open") => 1.0,
+            Some("half_open") => 2.0,
+            _ => 0.0,
+        };
+        state.samples.push((String::new(), lab(name, &[]), st));
+        for (to, n) in &s.breaker_transitions {
+            trans.samples.push((String::new(), lab(name, &[("to", to.to_string())]), *n as f64));
+        }
+        offset.samples.push((String::new(), lab(name, &[]), s.clock_offset_us as f64 / 1e6));
+    }
+    vec![decisions, calls, errors, latency, state, trans, offset]
+}
+
+fn merge(acc: &mut crate::metrics::MetricsSnapshot, s: &crate::metrics::MetricsSnapshot) {
+    for (a, b) in acc.decisions.iter_mut().zip(&s.decisions) {
+        a.2 += b.2;
+    }
+    acc.redis_calls += s.redis_calls;
+    acc.redis_errors += s.redis_errors;
+    acc.redis_timeouts += s.redis_timeouts;
+    acc.redis_rejected_open += s.redis_rejected_open;
+    for (a, b) in acc.latency_cumulative.iter_mut().zip(&s.latency_cumulative) {
+        *a += b;
+    }
+    acc.latency_sum_us += s.latency_sum_us;
+    for (a, b) in acc.breaker_transitions.iter_mut().zip(&s.breaker_transitions) {
+        a.1 += b.1;
+    }
+    if s.breaker_state != Some("closed") {
+        acc.breaker_state = s.breaker_state;
+    }
+    acc.clock_offset_us = s.clock_offset_us;
+}
+
+/// Prometheus text exposition (version 0.0.4) of `families()`.
+pub fn prometheus_text() -> String {
+    let mut out = String::new();
+    for f in families() {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (suffix, labels, v) in &f.samples {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+            let _ = writeln!(out, "{}{}{{{}}} {}", f.name, suffix, labels.join(","), v);
+        }
+    }
+    out
+}
+
+/// Label value of a source, for callers building their own metrics.
+pub fn source_label(s: Source) -> &'static str {
+    s.as_str()
+}
