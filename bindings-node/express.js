@@ -86,7 +86,7 @@ function rateLimit(options) {
   // already decided those rules (their decisions say source 'fallback'); with fallback 'error' the
   // failures arrive here instead and the request is let through: never a 500 by accident.
   function storeFailed(d, req, failures) {
-    const viaFallback = d ? d.decisions.filter((x) => x.decision.source === 'fallback').map((x) => x.rule) : []
+    const viaFallback = d ? d.fallbackRules : []
     const parts = failures.map((f) => `rule "${f.rule}": ${f.message} (request allowed)`)
     if (viaFallback.length) parts.unshift(`rules ${viaFallback.map((r) => `"${r}"`).join(', ')} decided by the fallback policy`)
     const err = new Error(`floodwall: Redis is unavailable; ${parts.join('; ')}`)
@@ -110,22 +110,22 @@ function rateLimit(options) {
       if (skip && (await skip(req, res))) return next()
       const headers = req.headers
       const route = req.route && typeof req.route.path === 'string' ? (req.baseUrl || '') + req.route.path : undefined
-      request = {
-        method: req.method,
-        path: req.originalUrl || req.url,
+      request = [
+        req.method,
+        req.originalUrl || req.url,
         route,
-        peer: (req.socket && req.socket.remoteAddress) || '',
-        forwardedFor: header(headers['x-forwarded-for']),
-        authorization: header(headers.authorization),
-        apiKey: header(headers[apiKeyHeader]),
-        key: keyFn ? String(await keyFn(req, res)) : undefined,
-      }
+        (req.socket && req.socket.remoteAddress) || '',
+        header(headers['x-forwarded-for']),
+        header(headers.authorization),
+        header(headers[apiKeyHeader]),
+        keyFn ? String(await keyFn(req, res)) : undefined,
+      ]
     } catch (err) {
       return next(err) // the app's own skip or key function failed
     }
     let d
     try {
-      d = await engine.decide(request)
+      d = await engine.decide(...request)
     } catch (err) {
       if (err && err.code === 'ERR_FLOODWALL_CONFIG') return next(err)
       // Never a 500 by accident: anything else from floodwall lets the request through.
@@ -136,12 +136,12 @@ function rateLimit(options) {
     if (d.forwardedForIgnored && !warnedForwarded) {
       warnedForwarded = true
       logger.warn(
-        `floodwall: X-Forwarded-For arrived from ${request.peer}, which is not a trusted proxy, and was ignored: ` +
+        `floodwall: X-Forwarded-For arrived from ${request[3]}, which is not a trusted proxy, and was ignored: ` +
           'clients are keyed by the socket address. If this app runs behind a proxy, list it in `trustedProxies`. ' +
           '(Logged once.)',
       )
     }
-    if (d.storeErrors.length || d.decisions.some((x) => x.decision.source === 'fallback')) {
+    if (d.storeErrors.length || d.fallbackRules.length) {
       storeFailed(d, req, d.storeErrors)
     }
     if (!res.headersSent) {

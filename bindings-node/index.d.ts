@@ -196,23 +196,6 @@ export interface HttpLimiterOptions {
   rules?: RuleOptions[]
 }
 
-export interface HttpRequest {
-  method: string
-  path: string
-  route?: string
-  peer: string
-  forwardedFor?: string
-  authorization?: string
-  apiKey?: string
-  key?: string
-}
-
-export interface RuleDecision {
-  rule: string
-  key: string
-  decision: Decision
-}
-
 export interface StoreFailure {
   rule: string
   code: 'ERR_FLOODWALL_STORE'
@@ -234,8 +217,17 @@ export interface HttpDecision {
   forwardedForIgnored: boolean
   /** A `user` key part came from a verified JWT. */
   userVerified: boolean
-  decisions: RuleDecision[]
-  /** Rules whose store failed; they let the request through (until a fallback policy exists). */
+  /** The binding decision (the denial with the longest wait, else the fewest remaining). Seconds. */
+  limit: number
+  remaining: number
+  resetAfter: number
+  retryAfter: number | null
+  limitedBy: string | null
+  /** The rules that matched, in order. */
+  rules: string[]
+  /** Rules Redis could not decide, answered by their fallback policy. */
+  fallbackRules: string[]
+  /** Rules whose store failed with fallback `'error'`; they let the request through. */
   storeErrors: StoreFailure[]
 }
 
@@ -245,7 +237,16 @@ export interface HttpDecision {
  */
 export declare class HttpLimiter {
   constructor(options: HttpLimiterOptions)
-  decide(request: HttpRequest): Promise<HttpDecision>
+  decide(
+    method: string,
+    path: string,
+    route: string | undefined | null,
+    peer: string,
+    forwardedFor?: string | null,
+    authorization?: string | null,
+    apiKey?: string | null,
+    key?: string | null,
+  ): Promise<HttpDecision>
   /** Some rule's key comes from a key function (pass `request.key`). */
   get needsKey(): boolean
   get ruleNames(): string[]

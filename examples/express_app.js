@@ -38,7 +38,7 @@ app.use(
   }),
 )
 
-app.get('/', (req, res) => res.json({ hello: 'world', key: req.rateLimit.key, source: req.rateLimit.decisions[0]?.decision.source }))
+app.get('/', (req, res) => res.json({ hello: 'world', key: req.rateLimit.key, remaining: req.rateLimit.remaining }))
 app.post('/login', (req, res) => res.json({ ok: true }))
 app.get(
   '/items/:id',

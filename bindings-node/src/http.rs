@@ -17,7 +17,7 @@ use napi_derive::napi;
 
 use crate::args;
 use crate::error::{guard, throw, Failure, Outcome};
-use crate::limiter::{build_limiter, nullable, settle, Decision, JsLimiter, Nullable, LIMITER_OPTIONS};
+use crate::limiter::{build_limiter, nullable, settle, JsLimiter, Nullable, LIMITER_OPTIONS};
 
 /// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
 const HTTP_OPTIONS: &[&str] = &[
@@ -55,19 +55,13 @@ pub struct StoreFailure {
     pub message: String,
 }
 
-#[napi(object)]
-pub struct RuleDecision {
-    pub rule: String,
-    pub key: String,
-    pub decision: Decision,
-}
-
 /// The outcome for one request.
 #[napi(object)]
 pub struct HttpDecision {
     /// Some rule applied to this request.
     pub matched: bool,
-    /// Every rule that could decide allowed it (a rule whose store failed counts as allowing).
+    /// Every rule that could decide allowed it (a rule whose store failed with fallback 'error'
+    /// counts as allowing).
     pub allowed: bool,
     /// 200 or 429.
     pub status: u32,
@@ -81,8 +75,18 @@ pub struct HttpDecision {
     pub forwarded_for_ignored: bool,
     /// A `user` key part came from a verified JWT.
     pub user_verified: bool,
-    pub decisions: Vec<RuleDecision>,
-    /// Rules whose store failed; the request was allowed by them (until a fallback policy exists).
+    /// The binding decision (the denial with the longest wait, else the fewest remaining); times
+    /// in seconds. 0 / null when no rule decided.
+    pub limit: f64,
+    pub remaining: f64,
+    pub reset_after: f64,
+    pub retry_after: Nullable<f64>,
+    pub limited_by: Nullable<String>,
+    /// The rules that matched, in order.
+    pub rules: Vec<String>,
+    /// Rules that Redis could not decide, answered by their fallback policy.
+    pub fallback_rules: Vec<String>,
+    /// Rules whose store failed with fallback 'error'; the request was allowed by them.
     pub store_errors: Vec<StoreFailure>,
 }
 
@@ -268,20 +272,19 @@ fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
 }
 
 /// What one request presents; every field but `peer` is client-controlled.
-#[napi(object)]
-pub struct HttpRequest {
-    pub method: String,
+struct HttpRequest {
+    method: String,
     /// The URL path (query allowed; it is ignored) that rules match against.
-    pub path: String,
+    path: String,
     /// The route template when the framework knows it ("/items/:id"), for `endpoint` keys.
-    pub route: Option<String>,
-    pub peer: String,
+    route: Option<String>,
+    peer: String,
     /// Every X-Forwarded-For value, joined with ",".
-    pub forwarded_for: Option<String>,
-    pub authorization: Option<String>,
-    pub api_key: Option<String>,
+    forwarded_for: Option<String>,
+    authorization: Option<String>,
+    api_key: Option<String>,
     /// The key from the app's key function, for rules whose key is a function.
-    pub key: Option<String>,
+    key: Option<String>,
 }
 
 #[napi(js_name = "HttpLimiter")]
@@ -307,9 +310,27 @@ impl JsHttpLimiter {
         self.inner.rules.iter().map(|r| r.name.clone()).collect()
     }
 
-    #[napi(ts_return_type = "Promise<HttpDecision>")]
-    pub fn decide<'env>(&self, env: &'env Env, req: HttpRequest) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
+    /// Positional rather than an object: this runs once per HTTP request, and reading eight
+    /// properties through napi costs more than eight arguments.
+    #[napi(
+        ts_args_type = "method: string, path: string, route: string | undefined | null, peer: string, forwardedFor?: string | null, authorization?: string | null, apiKey?: string | null, key?: string | null",
+        ts_return_type = "Promise<HttpDecision>"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide<'env>(
+        &self,
+        env: &'env Env,
+        method: String,
+        path: String,
+        route: Option<String>,
+        peer: String,
+        forwarded_for: Option<String>,
+        authorization: Option<String>,
+        api_key: Option<String>,
+        key: Option<String>,
+    ) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
         let inner = self.inner.clone();
+        let req = HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key };
         settle(env, async move { decide(&inner, &req).await })
     }
 }
@@ -334,7 +355,13 @@ async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
         key: nullable(None),
         forwarded_for_ignored: false,
         user_verified: false,
-        decisions: Vec::new(),
+        limit: 0.0,
+        remaining: 0.0,
+        reset_after: 0.0,
+        retry_after: nullable(None),
+        limited_by: nullable(None),
+        rules: matching.iter().map(|r| r.name.clone()).collect(),
+        fallback_rules: Vec::new(),
         store_errors: Vec::new(),
     };
     if matching.is_empty() {
@@ -377,7 +404,9 @@ async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
     for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
         match result {
             Ok(d) => {
-                out.decisions.push(RuleDecision { rule: rule.name.clone(), key: key.clone(), decision: Decision::from(&d) });
+                if d.source == floodwall::Source::Fallback {
+                    out.fallback_rules.push(rule.name.clone());
+                }
                 decided.push((rule.name.as_str(), d));
             }
             // Until the fallback policy lands, a store that cannot answer lets the request through
@@ -391,6 +420,21 @@ async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
         }
     }
     out.key = nullable(keys.first().cloned());
+    // The same choice the headers make for the legacy trio.
+    let mut binding: Option<&floodwall::Decision> = None;
+    for (_, d) in decided.iter().filter(|(_, d)| !d.allowed) {
+        if binding.is_none_or(|b| d.retry_after > b.retry_after) {
+            binding = Some(d);
+        }
+    }
+    let binding = binding.or_else(|| decided.iter().map(|(_, d)| d).min_by_key(|d| d.remaining));
+    if let Some(d) = binding {
+        out.limit = d.limit as f64;
+        out.remaining = d.remaining as f64;
+        out.reset_after = d.reset_after.as_secs_f64();
+        out.retry_after = nullable(d.retry_after.map(|r| r.as_secs_f64()));
+        out.limited_by = nullable(d.limited_by.map(|l| l.to_string()));
+    }
     let pairs: Vec<(&str, &floodwall::Decision)> = decided.iter().map(|(n, d)| (*n, d)).collect();
     for (name, value) in merged_headers(&pairs, inner.style) {
         out.headers.push(name.to_string());

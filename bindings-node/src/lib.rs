@@ -6,6 +6,7 @@ mod args;
 mod error;
 mod http;
 mod limiter;
+mod runtime;
 
 pub use http::JsHttpLimiter;
 pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};

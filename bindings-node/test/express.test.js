@@ -271,7 +271,7 @@ for (const [flavour, express] of flavours) {
     test('a shared limiter counts across middlewares; skip and a custom handler', async () => {
       const shared = new Limiter({ limits: '2/minute' })
       const s = await serve(express, (app) => {
-        const handler = (req, res) => res.status(503).json({ custom: true, retry: req.rateLimit.decisions[0].decision.retryAfter > 0 })
+        const handler = (req, res) => res.status(503).json({ custom: true, retry: req.rateLimit.retryAfter > 0, limitedBy: req.rateLimit.limitedBy })
         app.get('/a', rateLimit({ limiter: shared, handler }), ok)
         app.get('/b', rateLimit({ limiter: shared, handler }), ok)
         app.get('/skip', rateLimit({ limiter: shared, skip: (req) => req.query.vip === '1' }), ok)
@@ -281,7 +281,7 @@ for (const [flavour, express] of flavours) {
         assert.equal((await s.call('/b')).status, 200)
         const c = await s.call('/a')
         assert.equal(c.status, 503)
-        assert.deepEqual(await c.json(), { custom: true, retry: true })
+        assert.deepEqual(await c.json(), { custom: true, retry: true, limitedBy: '2/minute' })
         assert.equal((await s.call('/skip?vip=1')).status, 200)
         assert.equal((await s.call('/skip')).status, 429)
       } finally {

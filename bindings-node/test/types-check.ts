@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (req, res) => res.end())
   app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute' }] }))
   const h = new HttpLimiter({ limits: '1/second' })
-  const hd = await h.decide({ method: 'GET', path: '/', peer: '127.0.0.1' })
+  const hd = await h.decide('GET', '/', undefined, '127.0.0.1')
   const status: 200 | 429 = hd.status
   void [fields, w, status]
 }
