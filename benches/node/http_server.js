@@ -16,7 +16,18 @@ app.disable('etag')
 // Limits far above the load: every request is counted and allowed.
 if (variant === 'floodwall') {
   const { rateLimit } = require(path.join(PKG, 'express.js'))
-  app.use(rateLimit({ limits: '100000000/minute', redisUrl, prefix: 'bench-http-fw', headers: 'draft-10' }))
+  // As in bench.js: a deadline and breaker threshold that keep every decision on Redis.
+  app.use(
+    rateLimit({
+      limits: '100000000/minute',
+      redisUrl,
+      prefix: 'bench-http-fw',
+      headers: 'draft-10',
+      timeoutMs: 1000,
+      breaker: { slowCallMs: 1000 },
+      onStoreError: () => process.stdout.write('WARNING: floodwall fell back\n'),
+    }),
+  )
 } else if (variant === 'express-rate-limit') {
   const { rateLimit } = requireDev('express-rate-limit')
   const { RedisStore } = requireDev('rate-limit-redis')
