@@ -32,7 +32,7 @@ pub use decision::{Decision, Source, WindowState};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
-pub use cache::CacheOptions;
+pub use cache::{CacheOptions, CacheStats};
 pub use fallback::FallbackMode;
 pub use limiter::{CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};

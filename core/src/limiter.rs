@@ -368,6 +368,13 @@ impl Limiter {
             Backend::Redis { remote, .. } => Some(remote.breaker_state()),
         }
     }
+    /// What the local cache layer holds; None without one.
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        match &self.inner.backend {
+            Backend::Redis { cache: Some(c), .. } => Some(c.stats()),
+            _ => None,
+        }
+    }
     /// The embedded store, when this limiter decides in process.
     pub fn memory_store(&self) -> Option<&MemoryStore> {
         match &self.inner.backend {
@@ -419,8 +426,11 @@ impl Limiter {
                 m.reset(&keys);
                 Ok(())
             }
-            Backend::Redis { remote, fallback, .. } => {
+            Backend::Redis { remote, fallback, cache } => {
                 fallback.reset(&keys);
+                if let Some(c) = cache {
+                    c.forget(&keys[0]);
+                }
                 remote.call(remote.store().reset(&keys)).await
             }
         }

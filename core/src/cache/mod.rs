@@ -4,9 +4,11 @@
 //! error is in docs/ARCHITECTURE.md, "Local cache layer".
 
 mod twin;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -170,8 +172,8 @@ struct Unused {
 
 struct Shared {
     opts: CacheOptions,
-    limits: Vec<Limit>,
-    algorithm: Algorithm,
+    /// The limiter's limits and algorithm, learnt from the first request (they never change).
+    shape: OnceLock<(Vec<Limit>, Algorithm)>,
     /// Leases of evicted entries, returned on the next check.
     evicted: Mutex<Vec<Unused>>,
     rng: AtomicU64,
@@ -195,17 +197,12 @@ impl std::fmt::Debug for LocalCache {
 
 impl LocalCache {
     pub(crate) fn new(opts: CacheOptions) -> Result<Self> {
-        Self::for_limits(opts, &[], Algorithm::SlidingWindow)
-    }
-
-    pub(crate) fn for_limits(opts: CacheOptions, limits: &[Limit], algorithm: Algorithm) -> Result<Self> {
         opts.validate()?;
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let instance = seed ^ (std::process::id() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
-            limits: limits.to_vec(),
-            algorithm,
+            shape: OnceLock::new(),
             evicted: Mutex::new(Vec::new()),
             rng: AtomicU64::new(seed | 1),
             instance,
@@ -256,6 +253,7 @@ impl LocalCache {
     /// Decide `req`, locally when the cache can, otherwise through `remote`.
     pub(crate) async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
         let sh = &self.shared;
+        sh.shape.get_or_init(|| (req.limits.to_vec(), req.algorithm));
         self.return_evicted(remote);
         let key = &req.keys[0];
         let slot = match self.entries.get(key) {
@@ -272,14 +270,14 @@ impl LocalCache {
                 if now >= d.until {
                     st.denial = None;
                 } else if req.cost >= d.min_cost {
-                    return Ok((aged(&d.outcome, d.at, now, false, 0), Source::Cache));
+                    return Ok((aged(&d.outcome, d.at, now, false, None), Source::Cache));
                 }
             }
             if req.consume {
                 if let Some(l) = st.lease.as_mut() {
                     if now < l.expires && l.left >= req.cost {
                         l.left -= req.cost;
-                        return Ok((aged(&l.outcome, l.at, now, true, l.left), Source::Lease));
+                        return Ok((aged(&l.outcome, l.at, now, true, Some(l.granted - l.left)), Source::Lease));
                     }
                 }
             }
@@ -330,8 +328,8 @@ fn batchable(a: Algorithm) -> bool {
 }
 
 /// A stored outcome seen `now`: times shortened by the age, `now_us` moved on. A lease shows what
-/// Redis had left at the grant plus what the lease still holds.
-fn aged(o: &Outcome, at: Instant, now: Instant, allowed: bool, lease_left: u64) -> Outcome {
+/// Redis had left before the grant less what the lease has spent since.
+fn aged(o: &Outcome, at: Instant, now: Instant, allowed: bool, lease_used: Option<u64>) -> Outcome {
     let age = now.saturating_duration_since(at).as_micros() as u64;
     let mut o = o.clone();
     o.now_us += age;
@@ -343,7 +341,7 @@ fn aged(o: &Outcome, at: Instant, now: Instant, allowed: bool, lease_left: u64) 
         w.reset_after_us = w.reset_after_us.saturating_sub(age);
         if allowed {
             w.retry_after_us = 0;
-            w.remaining += lease_left;
+            w.remaining = w.remaining.saturating_sub(lease_used.unwrap_or(0));
         } else if w.retry_after_us > 0 {
             w.retry_after_us = w.retry_after_us.saturating_sub(age).max(1);
         }
@@ -352,6 +350,13 @@ fn aged(o: &Outcome, at: Instant, now: Instant, allowed: bool, lease_left: u64) 
 }
 
 impl Shared {
+    fn limits(&self) -> &[Limit] {
+        self.shape.get().map(|s| s.0.as_slice()).unwrap_or(&[])
+    }
+    fn algorithm(&self) -> Algorithm {
+        self.shape.get().map(|s| s.1).unwrap_or_default()
+    }
+
     fn jitter(&self, d: Duration) -> Duration {
         // xorshift: cheap, good enough to spread expiries
         let mut x = self.rng.load(Ordering::Relaxed);
@@ -384,9 +389,9 @@ impl Shared {
     /// limit (burst for token buckets).
     fn budget(&self) -> u64 {
         let smallest = self
-            .limits
+            .limits()
             .iter()
-            .map(|l| if self.algorithm == Algorithm::TokenBucket { l.burst().min(l.max()) } else { l.max() })
+            .map(|l| if self.algorithm() == Algorithm::TokenBucket { l.burst().min(l.max()) } else { l.max() })
             .min()
             .unwrap_or(0);
         let b = (smallest as f64 * self.opts.drift_ratio).floor() as u64;
@@ -399,7 +404,7 @@ impl Shared {
 }
 
 fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
-    let (remote, algorithm, limits, returned) = (remote.clone(), sh.algorithm, sh.limits.clone(), sh.permits_returned.clone());
+    let (remote, algorithm, limits, returned) = (remote.clone(), sh.algorithm(), sh.limits().to_vec(), sh.permits_returned.clone());
     tokio::spawn(async move {
         let mut inv = LEASE_RETURN.prepare_invoke();
         for k in &u.keys {
@@ -453,12 +458,12 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
     if sh.opts.batch_window_us > 0 {
         tokio::time::sleep(Duration::from_micros(sh.opts.batch_window_us)).await;
     }
-    let n = slot.keys.len();
     loop {
         let (batch, want, spent) = {
             let mut st = slot.lock();
             let now = Instant::now();
-            // callers the current lease can serve, in order, before anything goes to Redis
+            // callers a fresh denial or the current lease can answer, before anything goes to Redis
+            serve_from_denial(&mut st, now);
             serve_from_lease(&mut st, now);
             if st.queue.is_empty() {
                 st.in_flight = false;
@@ -495,23 +500,99 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
                 }
             }
             Ok((outs, granted, marks)) => {
+                let last = outs.last().cloned();
                 for (w, o) in batch.into_iter().zip(outs) {
                     if !o.allowed && sh.opts.denial_cache {
                         sh.remember_denial(&mut st, &o, w.cost, t0);
                     }
                     let _ = w.tx.send(Ok((o, Source::Redis)));
                 }
-                if granted > 0 {
+                if let (true, Some(outcome)) = (granted > 0, last) {
                     sh.leases_granted.fetch_add(1, Ordering::Relaxed);
                     sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
-                    let outcome = call_last_outcome(&st, &slot, n);
-                    let _ = outcome;
-                }
-                if granted > 0 {
+                    // the local lease ends no later than its record in Redis (sent before Redis read TIME)
                     let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
-                    st.lease = Some(Lease { left: granted, granted, outcome: LAST.with(|l| l.take()).unwrap_or_else(|| empty(n)), at: t0, expires, member: format!("{member}:{granted}"), marks });
+                    st.lease = Some(Lease { left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks });
                 }
             }
         }
     }
+}
+
+/// Answer queued callers the cached denial covers (a denial of cost c covers every cost ≥ c).
+fn serve_from_denial(st: &mut SlotState, now: Instant) {
+    let Some(d) = &st.denial else { return };
+    if now >= d.until {
+        st.denial = None;
+        return;
+    }
+    let (min_cost, outcome, at) = (d.min_cost, d.outcome.clone(), d.at);
+    let (deny, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut st.queue).into_iter().partition(|w| w.cost >= min_cost);
+    st.queue = keep;
+    for w in deny {
+        let _ = w.tx.send(Ok((aged(&outcome, at, now, false, None), Source::Cache)));
+    }
+}
+
+/// Answer queued callers from the lease, in arrival order, until one needs more than it holds.
+fn serve_from_lease(st: &mut SlotState, now: Instant) {
+    let Some(l) = st.lease.as_mut() else { return };
+    if now >= l.expires {
+        return;
+    }
+    let mut served = 0;
+    for w in &st.queue {
+        if w.cost > l.left {
+            break;
+        }
+        l.left -= w.cost;
+        served += 1;
+    }
+    for w in st.queue.drain(..served) {
+        // answers in order; `left` shown is what remains after all of them (a close approximation)
+        let _ = w.tx.send(Ok((aged(&l.outcome, l.at, now, true, Some(l.granted - l.left)), Source::Lease)));
+    }
+}
+
+/// Run the batch script: per-caller outcomes, permits leased, and the marks to return them by.
+async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
+    let script = if sh.algorithm() == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(k);
+    }
+    inv.key(lease_key(&keys[0]));
+    inv.arg(remote.store().now_arg()).arg(batch.len());
+    for w in batch {
+        inv.arg(w.cost);
+    }
+    inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member);
+    match sh.algorithm() {
+        Algorithm::TokenBucket => {
+            for l in sh.limits() {
+                inv.arg(emission_interval_us(l));
+            }
+            for l in sh.limits() {
+                inv.arg(l.burst());
+            }
+        }
+        _ => {
+            for l in sh.limits() {
+                inv.arg(l.window_us());
+            }
+            for l in sh.limits() {
+                inv.arg(l.max());
+            }
+        }
+    }
+    let reply = remote.call(remote.store().invoke(&inv)).await?;
+    let n = sh.limits().len();
+    let per = 3 + 3 * n;
+    let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
+    if reply.len() != per * batch.len() + 1 + n {
+        return Err(bad());
+    }
+    let outs = reply[..per * batch.len()].chunks(per).map(|c| Outcome::from_reply(c, n)).collect::<Option<Vec<_>>>().ok_or_else(bad)?;
+    let tail = &reply[per * batch.len()..];
+    Ok((outs, tail[0].max(0) as u64, tail[1..].iter().map(|&v| v.max(0) as u64).collect()))
 }

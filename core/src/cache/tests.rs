@@ -1,0 +1,149 @@
+//! Parity of the batch scripts with their twins, on a harness redis-server with a scripted clock:
+//! random batches of costs, random lease requests, time moving on; every per-caller outcome and
+//! every lease size must agree.
+
+use std::sync::Arc;
+
+use floodwall_testkit::RedisServer;
+
+use super::twin;
+use super::{LEASE_RETURN, SW_BATCH, TB_BATCH};
+use crate::algorithm::{emission_interval_us, Algorithm, Outcome, SwState};
+use crate::clock::FakeClock;
+use crate::limit::Limit;
+use crate::store::{RedisOptions, RedisStore};
+
+const T0: u64 = 1_728_000_000_000_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+async fn run_batch(store: &RedisStore, alg: Algorithm, keys: &[String], limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>) {
+    let script = if alg == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(k);
+    }
+    inv.key(format!("{}:lease", keys[0]));
+    inv.arg(store.now_arg()).arg(costs.len());
+    for c in costs {
+        inv.arg(*c);
+    }
+    inv.arg(want).arg(300_000u64).arg(budget).arg(member);
+    if alg == Algorithm::TokenBucket {
+        for l in limits {
+            inv.arg(emission_interval_us(l));
+        }
+        for l in limits {
+            inv.arg(l.burst());
+        }
+    } else {
+        for l in limits {
+            inv.arg(l.window_us());
+        }
+        for l in limits {
+            inv.arg(l.max());
+        }
+    }
+    let reply = store.invoke(&inv).await.expect("script");
+    let n = limits.len();
+    let per = 3 + 3 * n;
+    let outs = reply[..per * costs.len()].chunks(per).map(|c| Outcome::from_reply(c, n).unwrap()).collect();
+    let tail = &reply[per * costs.len()..];
+    (outs, tail[0] as u64, tail[1..].iter().map(|&v| v as u64).collect())
+}
+
+#[tokio::test]
+async fn batch_scripts_match_their_twins() {
+    let server = RedisServer::start();
+    let clock = Arc::new(FakeClock::new(T0));
+    let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
+    for (alg, specs) in [
+        (Algorithm::SlidingWindow, vec!["50/second", "400/minute"]),
+        (Algorithm::SlidingWindow, vec!["1000/second"]),
+        (Algorithm::TokenBucket, vec!["50/second", "400/minute"]),
+        (Algorithm::TokenBucket, vec!["1000/second"]),
+    ] {
+        let limits = crate::parse_limits(&specs).unwrap();
+        let keys: Vec<String> = limits.iter().enumerate().map(|(i, _)| format!("parity:{{{alg}{}}}:{i}", specs.len())).collect();
+        let mut sw: Vec<Option<SwState>> = vec![None; limits.len()];
+        let mut tb: Vec<Option<u64>> = vec![None; limits.len()];
+        // leases outstanding in the twin: (expiry, size)
+        let mut leases: Vec<(u64, u64)> = Vec::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut now = T0;
+        for step in 0..400 {
+            now += rng.next(40_000);
+            clock.set_us(now);
+            let m = 1 + rng.next(6) as usize;
+            let costs: Vec<u64> = (0..m).map(|_| 1 + rng.next(4)).collect();
+            let want = if rng.next(3) == 0 { 0 } else { 1 + rng.next(40) };
+            let budget = [0, 4, 10, 25][rng.next(4) as usize];
+            leases.retain(|(exp, _)| *exp > now);
+            let outstanding: u64 = leases.iter().map(|(_, k)| k).sum();
+            let (want_outs, want_granted) = match alg {
+                Algorithm::TokenBucket => twin::token_bucket_batch(&mut tb, &limits, now, &costs, want, budget, outstanding),
+                _ => twin::sliding_window_batch(&mut sw, &limits, now, &costs, want, budget, outstanding),
+            };
+            if want_granted > 0 {
+                leases.push((now + 300_000, want_granted));
+            }
+            let (outs, granted, _) = run_batch(&store, alg, &keys, &limits, &costs, want, budget, &format!("m{step}")).await;
+            assert_eq!(outs, want_outs, "{alg} {specs:?} step {step} costs {costs:?}");
+            assert_eq!(granted, want_granted, "{alg} {specs:?} step {step}: lease");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_ones_is_the_single_script_called_in_order() {
+    // the batch of m unit costs answers as m single calls would: remaining counts down
+    let server = RedisServer::start();
+    let clock = Arc::new(FakeClock::new(T0));
+    let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
+    let limits = crate::parse_limits(&["5/second"]).unwrap();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let keys = vec![format!("ones:{{{alg}}}")];
+        let (outs, granted, _) = run_batch(&store, alg, &keys, &limits, &[1, 1, 1, 1, 1, 1, 1], 0, 0, "x").await;
+        let allowed: Vec<bool> = outs.iter().map(|o| o.allowed).collect();
+        let remaining: Vec<u64> = outs.iter().map(|o| o.windows[0].remaining).collect();
+        assert_eq!(allowed, [true, true, true, true, true, false, false], "{alg}");
+        assert_eq!(remaining, [4, 3, 2, 1, 0, 0, 0], "{alg}");
+        assert!(outs[5].windows[0].retry_after_us > 0, "{alg}");
+        assert_eq!(granted, 0);
+    }
+}
+
+#[tokio::test]
+async fn returned_permits_count_again() {
+    let server = RedisServer::start();
+    let clock = Arc::new(FakeClock::new(T0 + 10_000));
+    let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
+    let limits = crate::parse_limits(&["1000/minute"]).unwrap();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let keys = vec![format!("ret:{{{alg}}}")];
+        let (_, granted, marks) = run_batch(&store, alg, &keys, &limits, &[1], 8, 10, "L").await;
+        assert_eq!(granted, 8, "{alg}");
+        let (outs, _, _) = run_batch(&store, alg, &keys, &[limits[0]], &[1], 0, 10, "-").await;
+        assert_eq!(outs[0].windows[0].remaining, 1000 - 10, "{alg}: the lease counts as consumed");
+        // give back 5 of the 8
+        let mut inv = LEASE_RETURN.prepare_invoke();
+        inv.key(&keys[0]).key(format!("{}:lease", keys[0]));
+        inv.arg(if alg == Algorithm::TokenBucket { "tb" } else { "sw" }).arg(5).arg("L:8").arg(store.now_arg());
+        if alg == Algorithm::TokenBucket {
+            inv.arg(emission_interval_us(&limits[0]));
+        }
+        inv.arg(marks[0]);
+        let back = store.invoke(&inv).await.unwrap();
+        assert_eq!(back, vec![5], "{alg}");
+        let (outs, _, _) = run_batch(&store, alg, &keys, &limits, &[1], 0, 10, "-").await;
+        assert_eq!(outs[0].windows[0].remaining, 1000 - 6, "{alg}: five permits back");
+    }
+}
