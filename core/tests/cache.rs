@@ -1,0 +1,200 @@
+//! The local cache layer against real redis-servers: the denial cache never admits, coalesced
+//! callers get their own answers, leases across 10 instances stay within limit + drift budget
+//! and are given back, and the cache stays within its memory cap under a stream of identities.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{exact, limits, unique_prefix};
+use floodwall::{Algorithm, BreakerOptions, CacheOptions, Decision, Limiter, Source};
+use floodwall_testkit::RedisServer;
+use futures::future::join_all;
+
+fn cached(url: &str, alg: Algorithm, specs: &[&str], prefix: &str, opts: CacheOptions) -> Limiter {
+    // a loaded 2-core test machine makes calls slow; the breaker must not turn them into errors
+    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    exact(Limiter::builder(limits(specs)).algorithm(alg).redis_url(url).prefix(prefix)).breaker(breaker).cache(opts).build().expect("limiter")
+}
+
+fn no_leases() -> CacheOptions {
+    CacheOptions { leases: false, ..Default::default() }
+}
+
+fn admitted(ds: &[Decision]) -> u64 {
+    ds.iter().filter(|d| d.allowed).count() as u64
+}
+
+#[tokio::test]
+async fn denial_cache_never_admits_and_answers_locally() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket] {
+        let prefix = unique_prefix("deny");
+        let l = cached(&server.url(), alg, &["5/minute"], &prefix, no_leases());
+        let mut ds = Vec::new();
+        for _ in 0..60 {
+            ds.push(l.check("k").await.unwrap());
+        }
+        assert_eq!(admitted(&ds), 5, "{alg}");
+        assert!(ds[5..].iter().all(|d| !d.allowed && d.retry_after.is_some()), "{alg}");
+        let from_cache = ds.iter().filter(|d| d.source == Source::Cache).count();
+        assert!(from_cache >= 54, "{alg}: only {from_cache} answered by the cache");
+        // Redis agrees nothing more was admitted
+        let truth = exact(Limiter::builder(limits(&["5/minute"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        assert_eq!(truth.peek("k").await.unwrap().remaining, 0, "{alg}");
+        // a reset forgets the cached denial
+        l.reset("k").await.unwrap();
+        let d = l.check("k").await.unwrap();
+        assert!(d.allowed && d.source == Source::Redis, "{alg}: {d:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_denied_cost_does_not_deny_smaller_costs() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket] {
+        let l = cached(&server.url(), alg, &["10/minute"], &unique_prefix("cost"), no_leases());
+        assert!(l.check_n("k", 8).await.unwrap().allowed, "{alg}");
+        let d = l.check_n("k", 5).await.unwrap();
+        assert!(!d.allowed && d.source == Source::Redis, "{alg}: {d:?}");
+        let d = l.check_n("k", 5).await.unwrap();
+        assert!(!d.allowed && d.source == Source::Cache, "{alg}: {d:?}");
+        let d = l.check_n("k", 7).await.unwrap();
+        assert!(!d.allowed && d.source == Source::Cache, "{alg}: a larger cost is covered: {d:?}");
+        let d = l.check_n("k", 2).await.unwrap();
+        assert!(d.allowed && d.source == Source::Redis, "{alg}: cost 2 still fits: {d:?}");
+        let d = l.check("k").await.unwrap();
+        assert!(!d.allowed && d.source == Source::Redis, "{alg}: {d:?}");
+        let d = l.check("k").await.unwrap();
+        assert!(!d.allowed && d.source == Source::Cache, "{alg}: {d:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_callers_get_their_own_answers() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let l = cached(&server.url(), alg, &["100/hour"], &unique_prefix("coalesce"), no_leases());
+        let ds: Vec<Decision> = join_all((0..300).map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.check("hot").await.unwrap() })
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+        assert_eq!(admitted(&ds), 100, "{alg}");
+        // each admitted caller saw its own place in line: remaining 99, 98, ... 0, each once
+        let mut rem: Vec<u64> = ds.iter().filter(|d| d.allowed).map(|d| d.remaining).collect();
+        rem.sort_unstable();
+        assert_eq!(rem, (0..100).collect::<Vec<_>>(), "{alg}");
+        assert!(ds.iter().filter(|d| !d.allowed).all(|d| d.retry_after.is_some_and(|r| r > Duration::ZERO)), "{alg}");
+        let calls = l.metrics().snapshot().redis_calls;
+        assert!(calls < 150, "{alg}: {calls} Redis calls for 300 concurrent checks");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_costs_admit_in_order() {
+    let server = RedisServer::start();
+    let l = cached(&server.url(), Algorithm::SlidingWindow, &["10/hour"], &unique_prefix("costs"), no_leases());
+    let ds: Vec<Decision> = join_all((0..40u64).map(|i| {
+        let l = l.clone();
+        tokio::spawn(async move { (i, l.check_n("k", 1 + i % 3).await.unwrap()) })
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().1)
+    .collect();
+    let consumed: u64 = ds.iter().zip(0..).filter(|(d, _)| d.allowed).map(|(_, i): (&Decision, u64)| 1 + i % 3).sum();
+    assert!(consumed <= 10, "consumed {consumed} of 10");
+    assert!(consumed >= 8, "consumed only {consumed} of 10: a cost ≤ 2 would still fit");
+}
+
+/// 1000 concurrent callers over 10 instances, each with its own connection and cache, on one
+/// hot identity: admitted never passes limit + drift budget (plus what refills during the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_over_ten_instances_stay_within_limit_plus_drift() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let prefix = unique_prefix("lease10");
+        let limit = 10_000u64;
+        let budget = limit / 100;
+        let instances: Vec<Limiter> = (0..10).map(|_| cached(&server.url(), alg, &["10000/hour"], &prefix, CacheOptions::default())).collect();
+        let started = Instant::now();
+        let results = join_all((0..1000).map(|c| {
+            let l = instances[c % 10].clone();
+            tokio::spawn(async move {
+                let mut ds = Vec::new();
+                for _ in 0..15 {
+                    ds.push(l.check("hot").await.unwrap());
+                }
+                ds
+            })
+        }))
+        .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let ds: Vec<Decision> = results.into_iter().flat_map(|r| r.unwrap()).collect();
+        let got = admitted(&ds);
+        let from_lease = ds.iter().filter(|d| d.source == Source::Lease).count();
+        let first = ds.iter().map(|d| d.at_us).min().unwrap();
+        let last = ds.iter().map(|d| d.at_us).max().unwrap();
+        // what the limit itself lets through beyond `limit` during the run: a token bucket
+        // refills; a sliding window that crosses into the next hour counts the previous one less
+        let refill = match alg {
+            Algorithm::TokenBucket => (elapsed * limit as f64 / 3600.0).ceil() as u64 + 1,
+            _ if first / 3_600_000_000 != last / 3_600_000_000 => (limit as f64 * elapsed / 3600.0).ceil() as u64 + 1,
+            _ => 0,
+        };
+        assert!(got <= limit + budget + refill, "{alg}: admitted {got} > {limit} + {budget} + {refill}");
+        assert!(got + budget >= limit, "{alg}: admitted only {got}");
+        assert!(from_lease > 0, "{alg}: no lease decisions");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_lease_permits_are_returned() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let prefix = unique_prefix("return");
+        let l = cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 200, ..Default::default() });
+        let started = Instant::now();
+        for _ in 0..50 {
+            assert!(l.check("k").await.unwrap().allowed);
+        }
+        let s = l.cache_stats().unwrap();
+        assert!(s.leases_granted > 0, "{alg}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // the next check finds the lease expired and gives its rest back
+        assert!(l.check("k").await.unwrap().allowed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = l.cache_stats().unwrap();
+        assert!(s.permits_returned > 0, "{alg}: {s:?}");
+        let truth = exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        let held = truth.peek("k").await.unwrap();
+        let counted = 100_000 - held.remaining;
+        // Redis counts what was admitted plus any lease still out, nothing else
+        let outstanding = s.permits_leased - s.permits_returned;
+        // a token bucket refills 100000/hour meanwhile
+        let refill = if alg == Algorithm::TokenBucket { (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1 } else { 0 };
+        assert!(counted + refill >= 51, "{alg}: {counted} + refill {refill}");
+        assert!(counted <= 51 + outstanding + 1, "{alg}: Redis holds {counted}, admitted 51, outstanding {outstanding}: {s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_cap_holds_under_new_identities() {
+    let server = RedisServer::start();
+    let cap = 256 * 1024;
+    let l = cached(&server.url(), Algorithm::SlidingWindow, &["100/minute"], &unique_prefix("cap"), CacheOptions { max_bytes: cap, ..Default::default() });
+    for chunk in 0..40 {
+        join_all((0..500).map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move { l.check(&format!("user:{chunk}:{i}")).await.unwrap() })
+        }))
+        .await;
+    }
+    let s = l.cache_stats().unwrap();
+    assert!(s.weighted_bytes <= cap, "{s:?}");
+    assert!(s.entries > 100 && s.entries < 20_000, "{s:?}");
+}
