@@ -2,6 +2,7 @@
 //! core crate (limiter, limit parser, HTTP rules) and owns the process's one tokio runtime.
 
 mod errors;
+mod http;
 mod limiter;
 mod runtime;
 
@@ -18,5 +19,11 @@ fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<limiter::PyDecision>()?;
     m.add_class::<limiter::PyWindow>()?;
     m.add_class::<limiter::PyManualClock>()?;
+    m.add_class::<http::PyHttpRule>()?;
+    m.add_class::<http::PyHttpLimiter>()?;
+    m.add_class::<http::PyHttpDecision>()?;
+    m.add_class::<http::PyRuleDecision>()?;
+    m.add_function(wrap_pyfunction!(http::py_rate_limit_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(http::py_limited_body, m)?)?;
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use floodwall::{Algorithm, BreakerOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState};
+use floodwall::{
+    Algorithm, BreakerOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
+};
 use futures::FutureExt;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -268,10 +270,11 @@ fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     })
 }
 
-/// The core's default deadline for one Redis call.
-const DEFAULT_TIMEOUT_MS: u64 = floodwall::limiter::DEFAULT_TIMEOUT.as_millis() as u64;
+// `timeout_ms = 20` in Limiter's signature is a literal so that its text signature (and the
+// stub test) show it; it must stay the core's default deadline.
+const _: () = assert!(floodwall::limiter::DEFAULT_TIMEOUT.as_millis() == 20);
 
-fn config_error(what: &'static str, value: impl ToString, reason: impl Into<String>) -> PyErr {
+pub(crate) fn config_error(what: &'static str, value: impl ToString, reason: impl Into<String>) -> PyErr {
     to_py(floodwall::Error::InvalidConfig { what, value: value.to_string(), reason: reason.into() })
 }
 
@@ -285,14 +288,24 @@ fn fallback_arg(v: &Bound<'_, PyAny>) -> PyResult<FallbackMode> {
         return Err(config_error("fallback", v.repr()?, "expected a mode string or a dict with \"mode\""));
     };
     let mode: String = match d.get_item("mode")? {
-        Some(m) => m.extract().map_err(|_| config_error("fallback", d.repr().map(|r| r.to_string()).unwrap_or_default(), "\"mode\" must be a string"))?,
-        None => return Err(config_error("fallback", d.repr()?, "missing \"mode\" (\"open\", \"closed\", \"local\" or \"error\")")),
+        Some(m) => m.extract().map_err(|_| {
+            config_error("fallback", d.repr().map(|r| r.to_string()).unwrap_or_default(), "\"mode\" must be a string")
+        })?,
+        None => {
+            return Err(config_error(
+                "fallback",
+                d.repr()?,
+                "missing \"mode\" (\"open\", \"closed\", \"local\" or \"error\")",
+            ))
+        }
     };
     let mut mode = FallbackMode::parse(&mode).map_err(to_py)?;
     for (k, val) in d.iter() {
         let key: String = k.extract()?;
         let whole = |what: &'static str| -> PyResult<u64> {
-            val.extract::<u64>().map_err(|_| config_error(what, val.repr().map(|r| r.to_string()).unwrap_or_default(), "must be a whole number"))
+            val.extract::<u64>().map_err(|_| {
+                config_error(what, val.repr().map(|r| r.to_string()).unwrap_or_default(), "must be a whole number")
+            })
         };
         match (key.as_str(), &mut mode) {
             ("mode", _) => {}
@@ -301,7 +314,13 @@ fn fallback_arg(v: &Bound<'_, PyAny>) -> PyResult<FallbackMode> {
                 *expected_instances = u32::try_from(whole("expected_instances")?)
                     .map_err(|_| config_error("expected_instances", &val, "too large"))?
             }
-            _ => return Err(config_error("fallback", &key, format!("not an option of the {:?} fallback", mode.as_str()))),
+            _ => {
+                return Err(config_error(
+                    "fallback",
+                    &key,
+                    format!("not an option of the {:?} fallback", mode.as_str()),
+                ))
+            }
         }
     }
     Ok(mode)
@@ -350,45 +369,60 @@ pub struct PyLimiter {
     fallback: &'static str,
 }
 
+/// A Python awaitable for `fut`. In-process stores (`in_process`) finish on the first poll and
+/// never touch the runtime; Redis calls run on the runtime and resolve an asyncio future on the
+/// caller's loop. Only pass `in_process` for futures that cannot need the runtime.
+pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, in_process: bool, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = floodwall::Result<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let mut fut = Box::pin(fut);
+    if in_process {
+        let polled = guard(|| Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))))?;
+        if let Poll::Ready(r) = polled {
+            let result = r.map_err(to_py).and_then(|v| v.into_py_any(py));
+            return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
+        }
+    }
+    pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, async move {
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r.map_err(to_py),
+            Err(panic) => Err(from_panic(panic)),
+        }
+    })
+}
+
+/// Wait for `fut` without holding the interpreter (in place when `in_process`).
+pub(crate) fn blocking<T: Send>(
+    py: Python<'_>,
+    in_process: bool,
+    fut: impl Future<Output = floodwall::Result<T>> + Send,
+) -> PyResult<T> {
+    guard(|| {
+        let mut fut = pin!(fut);
+        if in_process {
+            if let Poll::Ready(r) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                return r.map_err(to_py);
+            }
+        }
+        py.detach(|| runtime::get().block_on(fut)).map_err(to_py)
+    })
+}
+
 impl PyLimiter {
     fn in_process(&self) -> bool {
         self.inner.store_kind() == Source::Memory
     }
-
-    /// A Python awaitable for `fut`. In-process stores finish on the first poll; Redis calls run
-    /// on the runtime and resolve an asyncio future on the caller's loop.
     fn awaitable<'py, T, F>(&self, py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
     where
         F: Future<Output = floodwall::Result<T>> + Send + 'static,
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
-        let mut fut = Box::pin(fut);
-        if self.in_process() {
-            let polled = guard(|| Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))))?;
-            if let Poll::Ready(r) = polled {
-                let result = r.map_err(to_py).and_then(|v| v.into_py_any(py));
-                return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
-            }
-        }
-        pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, async move {
-            match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(r) => r.map_err(to_py),
-                Err(panic) => Err(from_panic(panic)),
-            }
-        })
+        awaitable(py, self.in_process(), fut)
     }
-
-    /// Wait for `fut` without holding the interpreter (in place for the embedded store).
     fn blocking<T: Send>(&self, py: Python<'_>, fut: impl Future<Output = floodwall::Result<T>> + Send) -> PyResult<T> {
-        guard(|| {
-            let mut fut = pin!(fut);
-            if self.in_process() {
-                if let Poll::Ready(r) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    return r.map_err(to_py);
-                }
-            }
-            py.detach(|| runtime::get().block_on(fut)).map_err(to_py)
-        })
+        blocking(py, self.in_process(), fut)
     }
 }
 
@@ -397,7 +431,7 @@ impl PyLimiter {
     #[new]
     #[pyo3(signature = (
         limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall",
-        timeout_ms = DEFAULT_TIMEOUT_MS, fallback = None, breaker = None, cluster_nodes = None,
+        timeout_ms = 20, fallback = None, breaker = None, cluster_nodes = None,
         tls_ca_file = None, clock = None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -444,7 +478,11 @@ impl PyLimiter {
             };
             if let (Some(o), Some(path)) = (options.as_mut(), &tls_ca_file) {
                 let pem = std::fs::read(path).map_err(|e| {
-                    to_py(floodwall::Error::InvalidConfig { what: "tls_ca_file", value: path.clone(), reason: e.to_string() })
+                    to_py(floodwall::Error::InvalidConfig {
+                        what: "tls_ca_file",
+                        value: path.clone(),
+                        reason: e.to_string(),
+                    })
                 })?;
                 o.tls_ca_pem = Some(pem);
             }

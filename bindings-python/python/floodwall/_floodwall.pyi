@@ -1,0 +1,241 @@
+# Types of the native module floodwall._floodwall (bindings-python/src). A test runs
+# mypy.stubtest against the built module, so this file cannot drift from it.
+
+from typing import Any, Awaitable, Mapping, Sequence, final
+
+__all__ = [
+    "ConfigError",
+    "Decision",
+    "FloodwallError",
+    "HttpDecision",
+    "HttpLimiter",
+    "HttpRule",
+    "Limiter",
+    "ManualClock",
+    "RuleDecision",
+    "StoreError",
+    "Window",
+    "__version__",
+    "limited_body",
+    "rate_limit_headers",
+]
+
+__version__: str
+
+class FloodwallError(Exception):
+    """Base class of every floodwall error."""
+
+class ConfigError(FloodwallError):
+    """Invalid input: a limit string, algorithm, key, cost or Redis URL."""
+
+class StoreError(FloodwallError):
+    """The store (Redis) failed, timed out or was unreachable (raised only with fallback="error")."""
+
+@final
+class Window:
+    """One limit's view of a request."""
+
+    @property
+    def limit(self) -> str: ...
+    @property
+    def max(self) -> int: ...
+    @property
+    def window(self) -> float: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Decision:
+    """The answer to one check: a value, never an exception."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def limited_by(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def windows(self) -> list[Window]: ...
+    @property
+    def at(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __bool__(self) -> bool: ...
+
+@final
+class ManualClock:
+    """A clock that moves only when told to (tests). With a redis_url, Redis scripts take their
+    time from it too: test-only, never in production."""
+
+    def __new__(cls, start_ms: float | None = None) -> ManualClock: ...
+    def advance(self, ms: float) -> None: ...
+    def set(self, ms: float) -> None: ...
+    @property
+    def now_ms(self) -> float: ...
+
+@final
+class Limiter:
+    """Rate limits for many identities, on Redis (redis_url / cluster_nodes) or in process."""
+
+    def __new__(
+        cls,
+        limits: str | Sequence[str],
+        algorithm: str = "sliding_window",
+        redis_url: str | None = None,
+        prefix: str = "floodwall",
+        timeout_ms: int = 20,
+        fallback: str | Mapping[str, Any] | None = None,
+        breaker: Mapping[str, Any] | None = None,
+        cluster_nodes: Sequence[str] | None = None,
+        tls_ca_file: str | None = None,
+        clock: ManualClock | None = None,
+    ) -> Limiter: ...
+    def check(self, key: str, cost: int = 1) -> Awaitable[Decision]: ...
+    def check_sync(self, key: str, cost: int = 1) -> Decision: ...
+    def peek(self, key: str) -> Awaitable[Decision]: ...
+    def peek_sync(self, key: str) -> Decision: ...
+    def reset(self, key: str) -> Awaitable[None]: ...
+    def reset_sync(self, key: str) -> None: ...
+    def connect(self) -> Awaitable[None]: ...
+    def connect_sync(self) -> None: ...
+    @property
+    def limits(self) -> list[str]: ...
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def store(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def max_cost(self) -> int: ...
+    @property
+    def fallback(self) -> str: ...
+    @property
+    def breaker_state(self) -> str | None: ...
+    @property
+    def clock_offset(self) -> float | None: ...
+    def metrics(self) -> dict[str, Any]: ...
+
+@final
+class HttpRule:
+    """A limiter, the requests it applies to (path None: all) and its key scope (None: the
+    caller passes the key to HttpLimiter.decide)."""
+
+    def __new__(
+        cls,
+        name: str,
+        limiter: Limiter,
+        *,
+        path: str | None = None,
+        methods: Sequence[str] | None = None,
+        key: str | None = "ip",
+        cost: int = 1,
+    ) -> HttpRule: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def methods(self) -> list[str]: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def limiter(self) -> Limiter: ...
+    @property
+    def cost(self) -> int: ...
+
+@final
+class RuleDecision:
+    @property
+    def rule(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def decision(self) -> Decision: ...
+
+@final
+class HttpDecision:
+    @property
+    def matched(self) -> bool: ...
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def forwarded_for_ignored(self) -> bool: ...
+    @property
+    def user_verified(self) -> bool: ...
+    @property
+    def fallback(self) -> bool: ...
+    @property
+    def decisions(self) -> list[RuleDecision]: ...
+    @property
+    def store_errors(self) -> list[tuple[str, str]]: ...
+
+@final
+class HttpLimiter:
+    """Rules decided together for each request, with the client-IP, JWT and header settings."""
+
+    def __new__(
+        cls,
+        rules: Sequence[HttpRule],
+        *,
+        trusted_proxies: Sequence[str] | None = None,
+        ipv6_prefix: int = 64,
+        jwt: Mapping[str, Any] | None = None,
+        headers: str = "draft-10",
+    ) -> HttpLimiter: ...
+    @property
+    def rules(self) -> list[HttpRule]: ...
+    @property
+    def custom_key_rules(self) -> list[str]: ...
+    def matches(self, method: str, path: str) -> bool: ...
+    def decide(
+        self,
+        method: str,
+        path: str,
+        peer: str,
+        *,
+        route: str | None = None,
+        forwarded_for: str | None = None,
+        authorization: str | None = None,
+        api_key: str | None = None,
+        keys: Mapping[str, str] | None = None,
+    ) -> Awaitable[HttpDecision]: ...
+    def decide_sync(
+        self,
+        method: str,
+        path: str,
+        peer: str,
+        *,
+        route: str | None = None,
+        forwarded_for: str | None = None,
+        authorization: str | None = None,
+        api_key: str | None = None,
+        keys: Mapping[str, str] | None = None,
+    ) -> HttpDecision: ...
+    def client_ip(self, peer: str, forwarded_for: str | None = None) -> tuple[str, bool]: ...
+    def verified_user(self, authorization: str | None) -> str | None: ...
+
+def rate_limit_headers(decision: Decision, style: str = "draft-10") -> list[tuple[str, str]]: ...
+def limited_body(decision: Decision) -> str: ...

@@ -1,0 +1,477 @@
+"""FastAPI / Starlette adapters: the ``@limit`` decorator, the ``RateLimit`` dependency and the
+``RateLimitMiddleware``. Everything about a request's key, the client IP, JWT verification, rule
+matching, headers and the 429 body is decided in the Rust core (``HttpLimiter``); this module only
+reads the ASGI request and writes the response.
+
+    from fastapi import Depends, FastAPI
+    from floodwall.fastapi import RateLimit, RateLimitMiddleware, Rule, limit
+
+    app = FastAPI()
+    app.add_middleware(RateLimitMiddleware, limits="100/minute",
+                       rules=[Rule("/login", "5/minute", methods=["POST"])])
+
+    @app.get("/items")
+    @limit("10/minute", key="user+ip", jwt={"secret": SECRET})
+    async def items(): ...
+
+    @app.get("/search", dependencies=[Depends(RateLimit("5/second"))])
+    async def search(): ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import re
+import threading
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, Union
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._floodwall import HttpDecision, HttpLimiter, HttpRule, Limiter
+
+__all__ = [
+    "KeyFunc",
+    "RateLimit",
+    "RateLimitExceeded",
+    "RateLimitMiddleware",
+    "Rule",
+    "limit",
+    "rate_limit_exceeded_handler",
+]
+
+logger = logging.getLogger("floodwall")
+
+KeyFunc = Callable[[Request], Union[str, Awaitable[str]]]
+"""A key made by the app from the request: ``lambda request: request.headers["x-tenant"]``."""
+
+StoreErrorHook = Callable[[Request, HttpDecision], Union[Response, None, Awaitable[Union[Response, None]]]]
+"""Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
+Response to send it instead (e.g. a 503), or None to let the request through (the default)."""
+
+# Keyword arguments that build a Limiter (the rest configure the HTTP side).
+LIMITER_OPTIONS = frozenset(
+    {"algorithm", "redis_url", "prefix", "timeout_ms", "fallback", "breaker", "cluster_nodes", "tls_ca_file", "clock"}
+)
+
+
+class Rule:
+    """Limits for requests whose path matches ``path`` ("/login", "/api/*", "/items/{id}", "*")
+    and whose method is in ``methods`` (None: all). ``key``: "ip", "user", "api_key", "global",
+    "endpoint", a combination such as "user+endpoint+ip", or a callable taking the Request.
+    Limiter options (``redis_url``, ``algorithm``, ``fallback``, ...) default to the middleware's;
+    or pass a ready ``limiter``."""
+
+    def __init__(
+        self,
+        path: str,
+        limits: str | Sequence[str] | None = None,
+        *,
+        methods: Sequence[str] | None = None,
+        key: str | KeyFunc = "ip",
+        cost: int = 1,
+        name: str | None = None,
+        limiter: Limiter | None = None,
+        **options: Any,
+    ) -> None:
+        _check_options(options)
+        self.path, self.limits, self.methods, self.key = path, limits, methods, key
+        self.cost, self.name, self.limiter, self.options = cost, name, limiter, options
+
+    def __repr__(self) -> str:
+        return f"Rule({self.path!r}, {self.limits!r}, methods={self.methods!r}, key={self.key!r}, name={self.name!r})"
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - LIMITER_OPTIONS
+    if unknown:
+        raise TypeError(f"unexpected option(s) {sorted(unknown)}; limiter options are {sorted(LIMITER_OPTIONS)}")
+
+
+_names_lock = threading.Lock()
+_names_taken: set[str] = set()
+
+
+def _rule_name(hint: str) -> str:
+    """A valid, process-unique rule name from `hint`. Names are part of each bucket's identity,
+    so two decorated endpoints never share a bucket by accident; they are made in import order,
+    so every worker of an app derives the same names."""
+    base = re.sub(r"[^A-Za-z0-9_.:-]+", "-", hint).strip("-.")[:56] or "rule"
+    with _names_lock:
+        name, n = base, 2
+        while name in _names_taken:
+            name, n = f"{base}-{n}", n + 1
+        _names_taken.add(name)
+    return name
+
+
+def _make_limiter(limits: str | Sequence[str] | None, limiter: Limiter | None, options: Mapping[str, Any]) -> Limiter:
+    if limiter is not None:
+        if limits is not None or options:
+            raise TypeError("give either `limiter` or `limits` (with limiter options), not both")
+        return limiter
+    if limits is None:
+        raise TypeError("give `limits` (e.g. \"10/minute\") or a `limiter`")
+    return Limiter(limits if isinstance(limits, str) else list(limits), **options)
+
+
+class _Engine:
+    """One native HttpLimiter plus what only Python can do: call the app's key functions, log,
+    and build Starlette responses."""
+
+    def __init__(
+        self,
+        rules: list[tuple[HttpRule, KeyFunc | None]],
+        *,
+        trusted_proxies: Iterable[str] | None,
+        ipv6_prefix: int,
+        jwt: Mapping[str, Any] | None,
+        headers: str,
+        api_key_header: str,
+        on_store_error: StoreErrorHook | None,
+    ) -> None:
+        self.native = HttpLimiter(
+            [r for r, _ in rules],
+            trusted_proxies=list(trusted_proxies or ()),
+            ipv6_prefix=ipv6_prefix,
+            jwt=dict(jwt) if jwt is not None else None,
+            headers=headers,
+        )
+        self.key_funcs = {r.name: f for r, f in rules if f is not None}
+        self.api_key_header = api_key_header.lower().encode("latin-1")
+        self.on_store_error = on_store_error
+        self._warned_xff = False
+        self._in_fallback = False
+
+    async def decide(self, scope: Scope, route: str | None = None) -> HttpDecision:
+        forwarded: list[bytes] = []
+        authorization = api_key = None
+        for name, value in scope.get("headers") or ():
+            if name == b"x-forwarded-for":
+                forwarded.append(value)
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == self.api_key_header:
+                api_key = value.decode("latin-1")
+        client = scope.get("client")
+        keys = None
+        if self.key_funcs:
+            request = Request(scope)
+            keys = {}
+            for rule, func in self.key_funcs.items():
+                key = func(request)
+                if inspect.isawaitable(key):
+                    key = await key
+                keys[rule] = str(key)
+        d: HttpDecision = await self.native.decide(
+            scope.get("method", "GET"),
+            scope.get("path", "/"),
+            client[0] if client else "",
+            route=route,
+            forwarded_for=b",".join(forwarded).decode("latin-1") if forwarded else None,
+            authorization=authorization,
+            api_key=api_key,
+            keys=keys,
+        )
+        self._observe(d)
+        return d
+
+    def _observe(self, d: HttpDecision) -> None:
+        if d.forwarded_for_ignored and not self._warned_xff:
+            self._warned_xff = True
+            logger.warning(
+                "floodwall: X-Forwarded-For from a peer that is not a trusted proxy was ignored; "
+                "if this app runs behind a proxy, list it in trusted_proxies"
+            )
+        if d.fallback != self._in_fallback:
+            self._in_fallback = d.fallback
+            if d.fallback:
+                logger.warning("floodwall: Redis is unavailable; the fallback policy is deciding")
+            else:
+                logger.warning("floodwall: Redis answers again")
+        for rule, message in d.store_errors:
+            logger.warning("floodwall: rule %r let a request through because its store failed: %s", rule, message)
+
+    async def store_error_response(self, scope: Scope, d: HttpDecision) -> Response | None:
+        """The seam for a policy on failed stores (limiters with fallback="error")."""
+        if not d.store_errors or self.on_store_error is None:
+            return None
+        out = self.on_store_error(Request(scope), d)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+
+def _limited_response(d: HttpDecision) -> Response:
+    return Response(d.body, status_code=429, headers=dict(d.headers), media_type="application/json")
+
+
+def _add_headers(response: Response, d: HttpDecision) -> None:
+    for name, value in d.headers:
+        response.headers.append(name, value)
+
+
+def _route_template(scope: Scope) -> str | None:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+class _RespondWith(HTTPException):
+    """An HTTPException that carries the exact response to send (see `_install_handler`)."""
+
+    def __init__(self, response: Response, detail: Any) -> None:
+        super().__init__(response.status_code, detail, dict(response.headers))
+        self.response = response
+
+
+class RateLimitExceeded(_RespondWith):
+    """Raised by the ``RateLimit`` dependency on a denial: a 429 with the rate-limit headers and
+    the core's JSON body ({"error": "rate_limited", "limit": ..., "retry_after": ...})."""
+
+    def __init__(self, decision: HttpDecision) -> None:
+        super().__init__(_limited_response(decision), json.loads(decision.body or "{}"))
+        self.decision = decision
+
+
+def rate_limit_exceeded_handler(request: Request, exc: Exception) -> Response:
+    """Exception handler that sends the response a floodwall exception carries. Installed on first
+    use; register it yourself with ``app.add_exception_handler(RateLimitExceeded, ...)``."""
+    if isinstance(exc, _RespondWith):
+        return exc.response
+    raise exc
+
+
+def _install_handler(scope: Scope) -> None:
+    # Starlette's ExceptionMiddleware puts its handler table in the scope; adding ours there (once,
+    # never replacing one the app registered for these classes) sends the carried response without
+    # setup code. Without the table, FastAPI's HTTPException handler still sends the status and
+    # headers, with {"detail": <body>}.
+    handlers = scope.get("starlette.exception_handlers")
+    if handlers and isinstance(handlers[0], dict):
+        handlers[0].setdefault(_RespondWith, rate_limit_exceeded_handler)
+
+
+class _Single:
+    """Shared by the decorator and the dependency: one rule for the requests of an endpoint."""
+
+    def __init__(
+        self,
+        limits: str | Sequence[str] | None,
+        *,
+        name: str,
+        key: str | KeyFunc,
+        cost: int,
+        limiter: Limiter | None,
+        trusted_proxies: Iterable[str] | None,
+        ipv6_prefix: int,
+        jwt: Mapping[str, Any] | None,
+        headers: str,
+        api_key_header: str,
+        on_store_error: StoreErrorHook | None,
+        options: Mapping[str, Any],
+    ) -> None:
+        _check_options(options)
+        self.limiter = _make_limiter(limits, limiter, options)
+        func = key if callable(key) else None
+        rule = HttpRule(name, self.limiter, key=None if func else key, cost=cost)  # type: ignore[arg-type]
+        self.engine = _Engine(
+            [(rule, func)],
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            jwt=jwt,
+            headers=headers,
+            api_key_header=api_key_header,
+            on_store_error=on_store_error,
+        )
+
+
+def limit(
+    limits: str | Sequence[str] | None = None,
+    *,
+    key: str | KeyFunc = "ip",
+    cost: int = 1,
+    name: str | None = None,
+    limiter: Limiter | None = None,
+    trusted_proxies: Iterable[str] | None = None,
+    ipv6_prefix: int = 64,
+    jwt: Mapping[str, Any] | None = None,
+    headers: str = "draft-10",
+    api_key_header: str = "x-api-key",
+    on_store_error: StoreErrorHook | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Limit one endpoint. Put it below the route decorator; the endpoint needs no ``request``
+    parameter. A denied request gets a 429 JSON response with Retry-After; allowed ones get the
+    RateLimit headers (set on the response the endpoint returns, or on FastAPI's own)."""
+
+    def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        single = _Single(
+            limits, name=name or _rule_name(endpoint.__qualname__), key=key, cost=cost, limiter=limiter,
+            trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
+            api_key_header=api_key_header, on_store_error=on_store_error, options=options,
+        )
+        engine = single.engine
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request: Request = kwargs.pop("_floodwall_request")
+            response: Response = kwargs.pop("_floodwall_response")
+            d = await engine.decide(request.scope, _route_template(request.scope))
+            if not d.allowed:
+                return _limited_response(d)
+            failed = await engine.store_error_response(request.scope, d)
+            if failed is not None:
+                return failed
+            result = await endpoint(*args, **kwargs) if is_async else await run_in_threadpool(endpoint, *args, **kwargs)
+            _add_headers(result if isinstance(result, Response) else response, d)
+            return result
+
+        try:
+            sig = inspect.signature(endpoint, eval_str=True)
+        except NameError:
+            sig = inspect.signature(endpoint)
+        extra = [
+            inspect.Parameter("_floodwall_request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+            inspect.Parameter("_floodwall_response", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
+        ]
+        params = list(sig.parameters.values())
+        var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+        params = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD] + extra + var_kw
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.floodwall_limiter = single.limiter  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+class RateLimit:
+    """A dependency: ``Depends(RateLimit("5/second", key="user+ip", jwt={"secret": ...}))`` in a
+    route's ``dependencies`` or as a parameter (its value is the ``HttpDecision``). A denial raises
+    ``RateLimitExceeded`` (429). One instance is one bucket per key, wherever it is used; add
+    "endpoint" to the key to count each route apart."""
+
+    def __init__(
+        self,
+        limits: str | Sequence[str] | None = None,
+        *,
+        key: str | KeyFunc = "ip",
+        cost: int = 1,
+        name: str | None = None,
+        limiter: Limiter | None = None,
+        trusted_proxies: Iterable[str] | None = None,
+        ipv6_prefix: int = 64,
+        jwt: Mapping[str, Any] | None = None,
+        headers: str = "draft-10",
+        api_key_header: str = "x-api-key",
+        on_store_error: StoreErrorHook | None = None,
+        **options: Any,
+    ) -> None:
+        hint = name or "dep-" + (limits if isinstance(limits, str) else "+".join(limits or ["limiter"]))
+        single = _Single(
+            limits, name=name or _rule_name(hint), key=key, cost=cost, limiter=limiter,
+            trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
+            api_key_header=api_key_header, on_store_error=on_store_error, options=options,
+        )
+        self.limiter = single.limiter
+        self._engine = single.engine
+
+    async def __call__(self, request: Request, response: Response) -> HttpDecision:
+        d = await self._engine.decide(request.scope, _route_template(request.scope))
+        if not d.allowed:
+            _install_handler(request.scope)
+            raise RateLimitExceeded(d)
+        failed = await self._engine.store_error_response(request.scope, d)
+        if failed is not None:
+            _install_handler(request.scope)
+            raise _RespondWith(failed, bytes(failed.body).decode("utf-8", "replace"))
+        _add_headers(response, d)
+        return d
+
+
+class RateLimitMiddleware:
+    """Limits for the whole app: ``limits`` (with ``key``) apply to every request, and each
+    ``Rule`` to the requests it matches. All rules that match one request are decided together:
+    one denial denies, and the headers describe every limit. Limiter options (``redis_url``,
+    ``algorithm``, ``fallback``, ...) apply to every rule that does not bring its own."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: str | Sequence[str] | None = None,
+        *,
+        rules: Sequence[Rule] = (),
+        key: str | KeyFunc = "ip",
+        cost: int = 1,
+        name: str = "default",
+        limiter: Limiter | None = None,
+        trusted_proxies: Iterable[str] | None = None,
+        ipv6_prefix: int = 64,
+        jwt: Mapping[str, Any] | None = None,
+        headers: str = "draft-10",
+        api_key_header: str = "x-api-key",
+        on_store_error: StoreErrorHook | None = None,
+        **options: Any,
+    ) -> None:
+        _check_options(options)
+        self.app = app
+        built: list[tuple[HttpRule, KeyFunc | None]] = []
+        if limits is not None or limiter is not None:
+            lim = _make_limiter(limits, limiter, options)
+            func = key if callable(key) else None
+            built.append((HttpRule(name, lim, key=None if func else key, cost=cost), func))  # type: ignore[arg-type]
+        taken = {name} if built else set()
+        for r in rules:
+            rname = r.name or _unique(re.sub(r"[^A-Za-z0-9_.:-]+", "-", r.path.strip("/*")).strip("-.")[:56] or "root", taken)
+            taken.add(rname)
+            lim = r.limiter if r.limiter is not None else _make_limiter(r.limits, None, {**options, **r.options})
+            if r.limiter is not None and (r.limits is not None or r.options):
+                raise TypeError(f"rule {rname!r}: give either `limiter` or `limits` (with limiter options), not both")
+            func = r.key if callable(r.key) else None
+            rule = HttpRule(rname, lim, path=r.path, methods=list(r.methods) if r.methods else None,
+                            key=None if func else r.key, cost=r.cost)  # type: ignore[arg-type]
+            built.append((rule, func))
+        if not built:
+            raise TypeError("RateLimitMiddleware: give `limits` (or a `limiter`) for the whole app, or `rules`")
+        self.engine = _Engine(
+            built, trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
+            api_key_header=api_key_header, on_store_error=on_store_error,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.engine.native.matches(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        d = await self.engine.decide(scope)
+        if not d.allowed:
+            await _limited_response(d)(scope, receive, send)
+            return
+        failed = await self.engine.store_error_response(scope, d)
+        if failed is not None:
+            await failed(scope, receive, send)
+            return
+        if not d.headers:
+            await self.app(scope, receive, send)
+            return
+        extra = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in d.headers]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name

@@ -1,0 +1,566 @@
+//! `HttpLimiter`: the engine behind `floodwall.fastapi`. One native call per request resolves the
+//! key (client IP behind trusted proxies, verified JWT subject, API key, route), decides every
+//! matching rule together and formats the headers and 429 body, all with `floodwall::web`, the
+//! same code the Node adapter runs. The Python layer only reads the request and writes the response.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use floodwall::web::{
+    limited_body, merged_headers, merged_limited_body, rate_limit_headers, ClientIpRule, HeaderStyle, JwtVerifier,
+    KeyResolver, KeyScope, RequestInfo, RouteRule, DEFAULT_IPV6_PREFIX,
+};
+use floodwall::{ErrorKind, Source};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::errors::{guard, to_py};
+use crate::limiter::{config_error, PyDecision, PyLimiter};
+
+// `ipv6_prefix = 64` in HttpLimiter's signature is a literal for its text signature.
+const _: () = assert!(DEFAULT_IPV6_PREFIX == 64);
+
+/// One rule: a limiter, the requests it applies to and how their key is made.
+#[pyclass(name = "HttpRule", module = "floodwall._floodwall", frozen)]
+pub struct PyHttpRule {
+    name: String,
+    /// None: every request.
+    route: Option<RouteRule>,
+    limiter: Py<PyLimiter>,
+    /// None: the caller passes the key (the app's key function).
+    scope: Option<KeyScope>,
+    cost: u64,
+}
+
+#[pymethods]
+impl PyHttpRule {
+    /// `path`: "/login", "/api/*", "/items/{id}", or None for every request. `methods`: None or
+    /// ["*"] for all. `key`: a scope ("ip", "user", "api_key", "global", "endpoint", or joined with
+    /// "+"), or None when the caller passes the key to `decide(keys=...)`.
+    #[new]
+    #[pyo3(
+        signature = (name, limiter, *, path = None, methods = None, key = Some("ip".to_owned()), cost = 1),
+        text_signature = "(name, limiter, *, path=None, methods=None, key='ip', cost=1)"
+    )]
+    fn new(
+        name: String,
+        limiter: Py<PyLimiter>,
+        path: Option<String>,
+        methods: Option<Vec<String>>,
+        key: Option<String>,
+        cost: u64,
+    ) -> PyResult<Self> {
+        guard(|| {
+            let methods: Vec<&str> = methods.iter().flatten().map(String::as_str).collect();
+            // The name goes into header policy names and keys: validated like a route's name.
+            let checked = RouteRule::new(&name, path.as_deref().unwrap_or("*"), &methods).map_err(to_py)?;
+            let route = path.is_some().then_some(checked);
+            let scope = key.as_deref().map(KeyScope::parse).transpose().map_err(to_py)?;
+            if cost == 0 {
+                return Err(config_error("cost", 0, "must be at least 1"));
+            }
+            Ok(PyHttpRule { name, route, limiter, scope, cost })
+        })
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+    #[getter]
+    fn path(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.path.as_str())
+    }
+    #[getter]
+    fn methods(&self) -> Vec<String> {
+        self.route.as_ref().map(|r| r.methods.clone()).unwrap_or_default()
+    }
+    /// The key scope, or None when the caller supplies the key.
+    #[getter]
+    fn key(&self) -> Option<String> {
+        self.scope.as_ref().map(|s| s.to_string())
+    }
+    #[getter]
+    fn limiter(&self, py: Python<'_>) -> Py<PyLimiter> {
+        self.limiter.clone_ref(py)
+    }
+    #[getter]
+    fn cost(&self) -> u64 {
+        self.cost
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "HttpRule({:?}, path={:?}, methods={:?}, key={:?}, cost={})",
+            self.name,
+            self.path(),
+            self.methods(),
+            self.key(),
+            self.cost
+        )
+    }
+}
+
+struct Rule {
+    name: String,
+    route: Option<RouteRule>,
+    limiter: floodwall::Limiter,
+    scope: Option<KeyScope>,
+    cost: u64,
+}
+
+struct Inner {
+    resolver: KeyResolver,
+    rules: Vec<Rule>,
+    style: HeaderStyle,
+    /// Every rule decides in process: requests finish on their first poll.
+    in_process: bool,
+}
+
+/// One rule's decision about one request.
+#[pyclass(name = "RuleDecision", module = "floodwall._floodwall", frozen)]
+pub struct PyRuleDecision {
+    #[pyo3(get)]
+    rule: String,
+    #[pyo3(get)]
+    key: String,
+    #[pyo3(get)]
+    decision: Py<PyDecision>,
+}
+
+#[pymethods]
+impl PyRuleDecision {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "RuleDecision(rule={:?}, key={:?}, decision={})",
+            self.rule,
+            self.key,
+            self.decision.bind(py).repr()?
+        ))
+    }
+}
+
+/// What to do with one request: the status, headers and body, and why.
+#[pyclass(name = "HttpDecision", module = "floodwall._floodwall", frozen)]
+pub struct PyHttpDecision {
+    /// Some rule applied to this request.
+    #[pyo3(get)]
+    matched: bool,
+    /// Every rule that could decide allowed it.
+    #[pyo3(get)]
+    allowed: bool,
+    /// 200, or 429 when denied.
+    #[pyo3(get)]
+    status: u16,
+    /// Response headers: RateLimit-Policy / RateLimit and/or X-RateLimit-*, Retry-After when denied.
+    #[pyo3(get)]
+    headers: Vec<(String, String)>,
+    /// The JSON body of a 429, else None.
+    #[pyo3(get)]
+    body: Option<String>,
+    /// The key of the first matching rule, e.g. "ip:203.0.113.7".
+    #[pyo3(get)]
+    key: Option<String>,
+    /// X-Forwarded-For came from a peer that is not a trusted proxy, and was ignored.
+    #[pyo3(get)]
+    forwarded_for_ignored: bool,
+    /// A `user` key part came from a verified JWT.
+    #[pyo3(get)]
+    user_verified: bool,
+    /// Some decision came from the fallback policy because Redis could not answer.
+    #[pyo3(get)]
+    fallback: bool,
+    #[pyo3(get)]
+    decisions: Vec<Py<PyRuleDecision>>,
+    /// (rule, message) for each rule whose store failed with fallback="error"; those rules allowed
+    /// the request.
+    #[pyo3(get)]
+    store_errors: Vec<(String, String)>,
+}
+
+#[pymethods]
+impl PyHttpDecision {
+    fn __repr__(&self) -> String {
+        format!(
+            "HttpDecision(matched={}, allowed={}, status={}, key={:?}, headers={:?}, store_errors={:?})",
+            py_bool(self.matched),
+            py_bool(self.allowed),
+            self.status,
+            self.key,
+            self.headers,
+            self.store_errors
+        )
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// Plain data out of the async part; made into Python objects with the interpreter attached.
+struct Outcome {
+    matched: bool,
+    key: Option<String>,
+    forwarded_for_ignored: bool,
+    user_verified: bool,
+    decided: Vec<(String, String, floodwall::Decision)>,
+    store_errors: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+impl<'py> IntoPyObject<'py> for Outcome {
+    type Target = PyHttpDecision;
+    type Output = Bound<'py, PyHttpDecision>;
+    type Error = PyErr;
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        let fallback = self.decided.iter().any(|(_, _, d)| d.source == Source::Fallback);
+        let decisions = self
+            .decided
+            .into_iter()
+            .map(|(rule, key, d)| {
+                Py::new(py, PyRuleDecision { rule, key, decision: Py::new(py, PyDecision::from(d))? })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Bound::new(
+            py,
+            PyHttpDecision {
+                matched: self.matched,
+                allowed: self.body.is_none(),
+                status: if self.body.is_none() { 200 } else { 429 },
+                headers: self.headers,
+                body: self.body,
+                key: self.key,
+                forwarded_for_ignored: self.forwarded_for_ignored,
+                user_verified: self.user_verified,
+                fallback,
+                decisions,
+                store_errors: self.store_errors,
+            },
+        )
+    }
+}
+
+/// What one request presents; every field but `peer` is client-controlled.
+struct Request {
+    method: String,
+    path: String,
+    route: Option<String>,
+    peer: String,
+    forwarded_for: Option<String>,
+    authorization: Option<String>,
+    api_key: Option<String>,
+    keys: HashMap<String, String>,
+}
+
+async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
+    let info = RequestInfo {
+        peer: &req.peer,
+        forwarded_for: req.forwarded_for.as_deref(),
+        authorization: req.authorization.as_deref(),
+        api_key: req.api_key.as_deref(),
+        method: &req.method,
+        route: req.route.as_deref().unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+    };
+    let matching: Vec<&Rule> =
+        inner.rules.iter().filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(&req.method, &req.path))).collect();
+    let mut out = Outcome {
+        matched: !matching.is_empty(),
+        key: None,
+        forwarded_for_ignored: false,
+        user_verified: false,
+        decided: Vec::new(),
+        store_errors: Vec::new(),
+        headers: Vec::new(),
+        body: None,
+    };
+    if matching.is_empty() {
+        return Ok(out);
+    }
+    // Each distinct scope is resolved once: a JWT is verified once per request, not per rule.
+    let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
+    let mut keys = Vec::with_capacity(matching.len());
+    for rule in &matching {
+        let key = match &rule.scope {
+            Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
+                Some((_, k)) => k.clone(),
+                None => {
+                    let r = inner.resolver.resolve(scope, &info);
+                    out.forwarded_for_ignored |= r.forwarded_for_ignored;
+                    out.user_verified |= r.user_verified;
+                    resolved.push((scope, r.key.clone()));
+                    r.key
+                }
+            },
+            None => match req.keys.get(&rule.name) {
+                Some(k) => k.clone(),
+                None => {
+                    return Err(floodwall::Error::InvalidConfig {
+                        what: "key",
+                        value: rule.name.clone(),
+                        reason: "this rule's key comes from the app, and none was given for it".into(),
+                    })
+                }
+            },
+        };
+        keys.push(key);
+    }
+    if resolved.is_empty() {
+        out.forwarded_for_ignored = inner.resolver.client_ip(&info).forwarded_for_ignored;
+    }
+    let checks = matching.iter().zip(&keys).map(|(rule, key)| {
+        // Each rule counts in its own bucket, named as the Node adapter names it.
+        let identity = format!("{}|{}", rule.name, key);
+        async move { rule.limiter.check_n(&identity, rule.cost).await }
+    });
+    let results = futures::future::join_all(checks).await;
+    for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
+        match result {
+            Ok(d) => out.decided.push((rule.name.clone(), key.clone(), d)),
+            // fallback="error": the limiter raised instead of answering. A request is never failed
+            // for that: the rule lets it through and the adapter logs it (its on_store_error hook).
+            Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push((rule.name.clone(), e.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
+    out.key = keys.into_iter().next();
+    let pairs: Vec<(&str, &floodwall::Decision)> = out.decided.iter().map(|(n, _, d)| (n.as_str(), d)).collect();
+    out.headers = merged_headers(&pairs, inner.style).into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    out.body = merged_limited_body(&pairs);
+    Ok(out)
+}
+
+fn jwt_arg(d: &Bound<'_, PyDict>) -> PyResult<JwtVerifier> {
+    let mut secret: Option<Vec<u8>> = None;
+    let mut public_key: Option<String> = None;
+    let mut algorithm: Option<String> = None;
+    let mut issuer: Option<String> = None;
+    let mut audience: Option<String> = None;
+    let mut leeway: Option<u64> = None;
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        let text = |what: &'static str| {
+            v.extract::<String>().map_err(|_| config_error(what, type_name(&v), "must be a string"))
+        };
+        match key.as_str() {
+            "secret" => {
+                // The secret itself never goes into an error message.
+                secret = Some(if let Ok(b) = v.cast::<PyBytes>() {
+                    b.as_bytes().to_vec()
+                } else if let Ok(s) = v.cast::<PyString>() {
+                    s.to_str()?.as_bytes().to_vec()
+                } else {
+                    return Err(config_error("jwt secret", type_name(&v), "must be str or bytes"));
+                })
+            }
+            "public_key" => public_key = Some(text("jwt public_key")?),
+            "algorithm" => algorithm = Some(text("jwt algorithm")?),
+            "issuer" => issuer = Some(text("jwt issuer")?),
+            "audience" => audience = Some(text("jwt audience")?),
+            "leeway" | "leeway_secs" => {
+                leeway =
+                    Some(v.extract().map_err(|_| config_error("jwt leeway", type_name(&v), "must be whole seconds"))?)
+            }
+            _ => {
+                return Err(config_error(
+                    "jwt option",
+                    &key,
+                    "unknown; expected secret, public_key, algorithm, issuer, audience or leeway",
+                ))
+            }
+        }
+    }
+    let alg = algorithm.as_deref().map(str::to_ascii_uppercase);
+    let mut verifier = match (secret, public_key) {
+        (Some(_), Some(_)) => {
+            return Err(config_error(
+                "jwt",
+                "secret and public_key",
+                "give secret (HS256) or public_key (RS256/ES256), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(config_error("jwt", "{}", "give secret (HS256) or public_key with algorithm RS256 or ES256"))
+        }
+        (Some(s), None) => match alg.as_deref() {
+            None | Some("HS256") => JwtVerifier::hs256(&s).map_err(to_py)?,
+            Some(a) => {
+                return Err(config_error("jwt algorithm", a, "a secret means HS256; use public_key for RS256/ES256"))
+            }
+        },
+        (None, Some(pem)) => match alg.as_deref() {
+            None | Some("RS256") => JwtVerifier::rs256_pem(&pem).map_err(to_py)?,
+            Some("ES256") => JwtVerifier::es256_pem(&pem).map_err(to_py)?,
+            Some(a) => return Err(config_error("jwt algorithm", a, "expected RS256 or ES256 with a public_key")),
+        },
+    };
+    if let Some(i) = issuer {
+        verifier = verifier.with_issuer(&i);
+    }
+    if let Some(a) = audience {
+        verifier = verifier.with_audience(&a);
+    }
+    if let Some(l) = leeway {
+        verifier = verifier.with_leeway_secs(l);
+    }
+    Ok(verifier)
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type().name().map(|n| format!("({n})")).unwrap_or_default()
+}
+
+/// Rules decided together for each request, with the client-IP, JWT and header settings.
+#[pyclass(name = "HttpLimiter", module = "floodwall._floodwall", frozen)]
+pub struct PyHttpLimiter {
+    inner: Arc<Inner>,
+    rules: Vec<Py<PyHttpRule>>,
+}
+
+#[pymethods]
+impl PyHttpLimiter {
+    /// `trusted_proxies`: addresses or CIDR blocks whose X-Forwarded-For is believed.
+    /// `jwt`: {"secret": ...} (HS256) or {"public_key": pem, "algorithm": "RS256"|"ES256"}, plus
+    /// optional "issuer", "audience", "leeway". `headers`: "draft-10", "legacy", "both" or "none".
+    #[new]
+    #[pyo3(signature = (rules, *, trusted_proxies = None, ipv6_prefix = 64, jwt = None, headers = "draft-10"))]
+    fn new(
+        py: Python<'_>,
+        rules: Vec<Py<PyHttpRule>>,
+        trusted_proxies: Option<Vec<String>>,
+        ipv6_prefix: u8,
+        jwt: Option<&Bound<'_, PyDict>>,
+        headers: &str,
+    ) -> PyResult<Self> {
+        guard(|| {
+            if rules.is_empty() {
+                return Err(config_error("rules", "[]", "give at least one rule"));
+            }
+            let ip_rule = ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix).map_err(to_py)?;
+            let verifier = jwt.map(jwt_arg).transpose()?;
+            let style = HeaderStyle::parse(headers).map_err(to_py)?;
+            let mut built: Vec<Rule> = Vec::with_capacity(rules.len());
+            for r in &rules {
+                let r = r.get();
+                if built.iter().any(|b| b.name == r.name) {
+                    return Err(config_error("rule name", &r.name, "two rules share it"));
+                }
+                built.push(Rule {
+                    name: r.name.clone(),
+                    route: r.route.clone(),
+                    limiter: r.limiter.bind(py).get().inner.clone(),
+                    scope: r.scope.clone(),
+                    cost: r.cost,
+                });
+            }
+            let in_process = built.iter().all(|r| r.limiter.store_kind() == Source::Memory);
+            let inner = Inner { resolver: KeyResolver::new(ip_rule, verifier), rules: built, style, in_process };
+            Ok(PyHttpLimiter { inner: Arc::new(inner), rules })
+        })
+    }
+
+    #[getter]
+    fn rules(&self, py: Python<'_>) -> Vec<Py<PyHttpRule>> {
+        self.rules.iter().map(|r| r.clone_ref(py)).collect()
+    }
+
+    /// Names of the rules whose key the caller supplies (`key=None`).
+    #[getter]
+    fn custom_key_rules(&self) -> Vec<String> {
+        self.inner.rules.iter().filter(|r| r.scope.is_none()).map(|r| r.name.clone()).collect()
+    }
+
+    /// Whether some rule applies to this method and path (nothing is counted).
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.inner.rules.iter().any(|r| r.route.as_ref().is_none_or(|rr| rr.matches(method, path)))
+    }
+
+    /// Decide a request against every matching rule at once. `route` is the route template when
+    /// known ("/items/{id}"), for "endpoint" keys; `keys` maps rule names to app-made keys.
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn decide<'py>(
+        &self,
+        py: Python<'py>,
+        method: String,
+        path: String,
+        peer: String,
+        route: Option<String>,
+        forwarded_for: Option<String>,
+        authorization: Option<String>,
+        api_key: Option<String>,
+        keys: Option<HashMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let req = Request {
+            method,
+            path,
+            route,
+            peer,
+            forwarded_for,
+            authorization,
+            api_key,
+            keys: keys.unwrap_or_default(),
+        };
+        let inner = self.inner.clone();
+        crate::limiter::awaitable(py, self.inner.in_process, async move { decide(&inner, &req).await })
+    }
+
+    /// As `decide`, waiting without holding the interpreter.
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn decide_sync<'py>(
+        &self,
+        py: Python<'py>,
+        method: String,
+        path: String,
+        peer: String,
+        route: Option<String>,
+        forwarded_for: Option<String>,
+        authorization: Option<String>,
+        api_key: Option<String>,
+        keys: Option<HashMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyHttpDecision>> {
+        let req = Request {
+            method,
+            path,
+            route,
+            peer,
+            forwarded_for,
+            authorization,
+            api_key,
+            keys: keys.unwrap_or_default(),
+        };
+        let out = crate::limiter::blocking(py, self.inner.in_process, decide(&self.inner, &req))?;
+        out.into_pyobject(py)
+    }
+
+    /// The client as the `ip` key part sees it: (key, forwarded_for_ignored), e.g. ("ip:1.2.3.4", False).
+    #[pyo3(signature = (peer, forwarded_for = None))]
+    fn client_ip(&self, peer: &str, forwarded_for: Option<&str>) -> (String, bool) {
+        let c = self.inner.resolver.ip_rule().client_ip(peer, forwarded_for);
+        (c.key, c.forwarded_for_ignored)
+    }
+
+    /// The verified JWT subject of an Authorization header value, or None.
+    fn verified_user(&self, authorization: Option<&str>) -> Option<String> {
+        let req = RequestInfo { authorization, ..Default::default() };
+        self.inner.resolver.user(&req)
+    }
+}
+
+/// The rate-limit headers for one decision (`style`: "draft-10", "legacy", "both" or "none").
+#[pyfunction]
+#[pyo3(name = "rate_limit_headers", signature = (decision, style = "draft-10"))]
+pub fn py_rate_limit_headers(decision: &Bound<'_, PyDecision>, style: &str) -> PyResult<Vec<(String, String)>> {
+    let style = HeaderStyle::parse(style).map_err(to_py)?;
+    Ok(rate_limit_headers(&decision.get().inner, style).into_iter().map(|(n, v)| (n.to_string(), v)).collect())
+}
+
+/// The JSON body of a 429 for a decision: {"error":"rate_limited","limit":...,"retry_after":...}.
+#[pyfunction]
+#[pyo3(name = "limited_body")]
+pub fn py_limited_body(decision: &Bound<'_, PyDecision>) -> String {
+    limited_body(&decision.get().inner)
+}
