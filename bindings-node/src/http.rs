@@ -261,7 +261,15 @@ fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
             if rules.iter().any(|x: &Rule| x.name == rname) {
                 return Err(Failure::Arg(format!("invalid {what}.name {rname:?}: two rules share it")));
             }
-            let rscope = if args::field(&r, "key")?.is_some() { scope_for(&r)? } else { scope.clone() };
+            let rscope = match args::field(&r, "key")? {
+                Some(k) if args::type_of(&k) == ValueType::Function => {
+                    return Err(Failure::Arg(format!(
+                        "{what}.key: a key function is only taken at the top level; give the rule a key scope such as 'ip' or 'user+endpoint'"
+                    )))
+                }
+                Some(_) => scope_for(&r)?,
+                None => scope.clone(),
+            };
             rules.push(Rule { name: rname, route: Some(route), limiter, scope: rscope, cost: cost_for(&r)? });
         }
     }

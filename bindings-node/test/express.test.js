@@ -373,5 +373,6 @@ describe('configuration errors are thrown at setup with a code and the bad value
     config({ rules: [{ name: 'bad name', path: '/x', limits: '1/second' }] }, /"bad name"/)
     config({ rules: [{ name: 'x', path: '/x', methods: ['GE T'], limits: '1/second' }] }, /"GE T"/)
     config({ limits: '5/second', skip: true }, /skip/)
+    config({ rules: [{ name: 'x', path: '/x', limits: '1/second', key: () => 'k' }] }, /rules\[0\]\.key/)
   })
 })
