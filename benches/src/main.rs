@@ -3,6 +3,12 @@
 //! trivial script). Starts its own redis-server unless --redis-url is given.
 //!
 //!   cargo run --release -p floodwall-bench -- [--seconds 5] [--concurrency 64] [--redis-url URL]
+//!   cargo run --release -p floodwall-bench -- cache [--seconds 5] [--concurrency 64] [--algorithm A] [--no-exact]
+//!     (the local cache layer on the issue-5 workloads: see cache_bench.rs)
+
+mod cache_bench;
+#[allow(dead_code)]
+mod workloads;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,12 +103,12 @@ async fn drive(name: String, limiter: Limiter, args: &Args) -> Row {
 }
 
 /// redis-benchmark EVALSHA of `return 1` with as many clients as we run tasks.
-fn redis_floor(port: u16, args: &Args) -> Option<Row> {
+fn redis_floor(port: u16, seconds: f64, concurrency: usize) -> Option<Row> {
     let cli = |a: &[&str]| Command::new("redis-cli").arg("-p").arg(port.to_string()).args(a).output().ok();
     let sha = String::from_utf8(cli(&["SCRIPT", "LOAD", "return 1"])?.stdout).ok()?.trim().to_string();
-    let requests = (120_000.0 * args.seconds) as u64;
+    let requests = (120_000.0 * seconds) as u64;
     let out = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-c", &args.concurrency.to_string(), "-n", &requests.to_string(), "--csv"])
+        .args(["-p", &port.to_string(), "-c", &concurrency.to_string(), "-n", &requests.to_string(), "--csv"])
         .args(["EVALSHA", &sha, "0"])
         .output()
         .ok()?;
@@ -120,6 +126,10 @@ fn redis_floor(port: u16, args: &Args) -> Option<Row> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("cache") {
+        return cache_bench::run(&argv[2..]);
+    }
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let own_server;
@@ -152,7 +162,7 @@ fn main() {
             }
         }
     });
-    let floor = redis_floor(port, &args);
+    let floor = redis_floor(port, args.seconds, args.concurrency);
     match &floor {
         Some(f) => print_row(f, None),
         None => println!("(redis-benchmark not available: no floor)"),

@@ -3,6 +3,7 @@
 //! permits for hot identities. State lives in a bounded moka cache. How each mechanism bounds its
 //! error is in docs/ARCHITECTURE.md, "Local cache layer".
 
+#[cfg_attr(not(test), allow(dead_code))]
 mod twin;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,218 @@
+//! `floodwall-bench cache`: the issue-5 workloads through the local cache layer, alone and as 10
+//! instances on one redis-server. Per row: decisions/s, Redis commands per decision (INFO
+//! commandstats deltas, commands inside scripts included), cache and lease shares, latency
+//! percentiles, accuracy against the exact in-memory algorithm replayed on the recorded
+//! (identity, Redis time) sequence, and RSS; the redis-benchmark EVALSHA floor first.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodwall::{Algorithm, BreakerOptions, CacheOptions, FakeClock, FallbackMode, Limiter, Source};
+use floodwall_testkit::RedisServer;
+use hdrhistogram::Histogram;
+
+use crate::workloads::{self, key, Rng, Workload};
+
+struct Args {
+    seconds: f64,
+    concurrency: usize,
+    algorithm: Algorithm,
+    exact_rows: bool,
+}
+
+fn parse(args: &[String]) -> Args {
+    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => a.seconds = val().parse().expect("--seconds N"),
+            "--concurrency" => a.concurrency = val().parse().expect("--concurrency N"),
+            "--algorithm" => a.algorithm = Algorithm::parse(&val()).expect("algorithm"),
+            "--no-exact" => a.exact_rows = false,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn commandstats_total(port: u16) -> u64 {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "commandstats"]).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn limiter(url: &str, w: &Workload, alg: Algorithm, prefix: &str, cache: Option<CacheOptions>) -> Limiter {
+    let mut b = Limiter::builder(floodwall::parse_limits(w.limits).unwrap())
+        .algorithm(alg)
+        .redis_url(url)
+        .prefix(prefix)
+        // every decision from Redis or the cache layer, none from the fallback
+        .timeout(Duration::from_secs(5))
+        .fallback(FallbackMode::Error)
+        .breaker(BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() });
+    if let Some(c) = cache {
+        b = b.cache(c);
+    }
+    b.build().unwrap()
+}
+
+/// (identity, Redis time µs, allowed)
+type Record = (u32, u64, bool);
+
+struct Outcome {
+    decisions: u64,
+    per_sec: f64,
+    hist: Histogram<u64>,
+    records: Vec<Record>,
+}
+
+async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..args.concurrency {
+        let (l, stop) = (instances[t % instances.len()].clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).unwrap();
+            let mut rng = Rng::new(t as u64 + 1);
+            let mut rec = Vec::with_capacity(1 << 16);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = w.next_identity(&mut rng);
+                let t0 = Instant::now();
+                let d = l.check(&key(id)).await.expect("check");
+                h.record(t0.elapsed().as_micros() as u64).ok();
+                rec.push((id as u32, d.at_us, d.allowed));
+                n += 1;
+                if n % 64 == 0 {
+                    // local answers never wait; let the timer that stops the run get a turn
+                    tokio::task::yield_now().await;
+                }
+            }
+            (n, h, rec)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut out = Outcome { decisions: 0, per_sec: 0.0, hist: Histogram::new(3).unwrap(), records: Vec::new() };
+    for t in tasks {
+        let (n, h, rec) = t.await.unwrap();
+        out.decisions += n;
+        out.hist.add(h).unwrap();
+        out.records.extend(rec);
+    }
+    out.per_sec = out.decisions as f64 / started.elapsed().as_secs_f64();
+    out
+}
+
+/// Replay the arrivals in Redis-time order through the exact in-memory algorithm; compare
+/// admitted per identity. Returns (oracle admitted, system admitted, identities off by more than
+/// max(1, 1%) of the oracle, worst over-admission, worst under-admission).
+async fn oracle(w: &Workload, alg: Algorithm, records: &mut [Record]) -> (u64, u64, u64, i64, i64) {
+    records.sort_by_key(|r| r.1);
+    let start = records.first().map(|r| r.1).unwrap_or(0);
+    let clock = Arc::new(FakeClock::new(start));
+    let exact = Limiter::builder(floodwall::parse_limits(w.limits).unwrap()).algorithm(alg).clock(clock.clone()).build().unwrap();
+    let mut per: HashMap<u32, (i64, i64)> = HashMap::new();
+    for &(id, at, allowed) in records.iter() {
+        clock.set_us(at);
+        let o = exact.check(&key(id as u64)).await.unwrap().allowed;
+        let e = per.entry(id).or_default();
+        e.0 += o as i64;
+        e.1 += allowed as i64;
+    }
+    let (mut ora, mut sys, mut off, mut over, mut under) = (0u64, 0u64, 0u64, 0i64, 0i64);
+    for (o, s) in per.values() {
+        ora += *o as u64;
+        sys += *s as u64;
+        let tol = ((*o as f64) * 0.01).ceil().max(1.0) as i64;
+        if (s - o).abs() > tol {
+            off += 1;
+        }
+        over = over.max(s - o);
+        under = under.max(o - s);
+    }
+    (ora, sys, off, over, under)
+}
+
+pub fn run(raw: &[String]) {
+    let args = parse(raw);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let server = RedisServer::start();
+    let (url, port) = (server.url(), server.port());
+    println!(
+        "floodwall-bench cache: {} s per row, {} concurrent callers, {}, {} cores, private redis-server {}",
+        args.seconds,
+        args.concurrency,
+        args.algorithm,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        url
+    );
+    let floor = crate::redis_floor(port, args.seconds, args.concurrency);
+    match &floor {
+        Some(f) => println!("redis-benchmark EVALSHA 'return 1' floor: {:.0}/s (p50 {} µs)", f.per_sec, f.p50_us),
+        None => println!("(redis-benchmark not available: no floor)"),
+    }
+    println!(
+        "{:<34} {:>10} {:>8} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7}  {:<40} {:>7}",
+        "workload / mode", "dec/s", "cmd/s", "cmd/dec", "cache", "lease", "p50µs", "p99µs", "p99.9µs", "accuracy vs oracle (admitted, off, over/under)", "RSS MB"
+    );
+    for w in workloads::ALL {
+        let mut modes: Vec<(&str, usize, Option<CacheOptions>)> = Vec::new();
+        if args.exact_rows {
+            modes.push(("exact, alone", 1, None));
+        }
+        modes.push(("cache, alone", 1, Some(CacheOptions::default())));
+        modes.push(("cache, 10 instances", 10, Some(CacheOptions::default())));
+        for (mode, n, cache) in modes {
+            let prefix = format!("bench-{}-{}-{}", std::process::id(), w.name.replace(' ', "_").replace('/', "_"), mode.replace([' ', ','], ""));
+            let instances: Vec<Limiter> = (0..n).map(|_| limiter(&url, &w, args.algorithm, &prefix, cache.clone())).collect();
+            rt.block_on(async {
+                for l in &instances {
+                    l.connect().await.expect("redis reachable");
+                }
+            });
+            let before = commandstats_total(port);
+            let mut out = rt.block_on(drive(&instances, w, &args));
+            let commands = commandstats_total(port).saturating_sub(before);
+            let (mut cache_hits, mut lease_hits) = (0u64, 0u64);
+            for l in &instances {
+                let s = l.metrics().snapshot();
+                cache_hits += s.decisions_from(Source::Cache);
+                lease_hits += s.decisions_from(Source::Lease);
+            }
+            let rss = rss_mb();
+            let (ora, sys, off, over, under) = rt.block_on(oracle(&w, args.algorithm, &mut out.records));
+            let d = out.decisions.max(1) as f64;
+            println!(
+                "{:<34} {:>10.0} {:>8.0} {:>7.3} {:>5.1}% {:>5.1}% {:>6} {:>6} {:>7}  {:<40} {:>7.0}",
+                format!("{} / {}", w.name, mode),
+                out.per_sec,
+                commands as f64 / args.seconds,
+                commands as f64 / d,
+                100.0 * cache_hits as f64 / d,
+                100.0 * lease_hits as f64 / d,
+                out.hist.value_at_quantile(0.5),
+                out.hist.value_at_quantile(0.99),
+                out.hist.value_at_quantile(0.999),
+                format!("{sys} vs {ora}, {off} ids off, +{over}/-{under}"),
+                rss
+            );
+        }
+    }
+}
