@@ -31,8 +31,18 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
 }
 
-/** Closed loop: CONCURRENCY workers each await `op(key)` back to back for SECONDS. */
-async function measure(op) {
+/** Redis's CPU seconds so far (user + sys), from INFO cpu. */
+async function redisCpu(redis) {
+  const info = await redis.command('INFO', 'cpu')
+  const get = (k) => Number(info.match(new RegExp(`${k}:([0-9.]+)`))[1])
+  return get('used_cpu_user') + get('used_cpu_sys')
+}
+
+/**
+ * Closed loop: CONCURRENCY workers each await `op(key)` back to back for SECONDS. Also the CPU
+ * each decision cost in this process (all threads) and in redis-server.
+ */
+async function measure(op, redis) {
   const lat = []
   let outcomes = new Map()
   const end = performance.now() + SECONDS * 1000
@@ -49,16 +59,28 @@ async function measure(op) {
       n += 1
     }
   }
+  const r0 = await redisCpu(redis)
+  const c0 = process.cpuUsage()
   const t0 = performance.now()
   await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)))
   const elapsed = (performance.now() - t0) / 1000
+  const c = process.cpuUsage(c0)
+  const redisUs = ((await redisCpu(redis)) - r0) * 1e6
   lat.sort((a, b) => a - b)
-  return { perSec: n / elapsed, p50: percentile(lat, 50), p99: percentile(lat, 99), outcomes }
+  return {
+    perSec: n / elapsed,
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    nodeUs: (c.user + c.system) / n,
+    redisUs: redisUs / n,
+    outcomes,
+  }
 }
 
 function fmt(r) {
   const outcomes = [...r.outcomes].map(([k, v]) => `${k}:${v}`).join(' ')
-  return `${Math.round(r.perSec).toLocaleString('en-US').padStart(9)} decisions/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  (${outcomes})`
+  const cpu = `cpu/decision: node ${r.nodeUs.toFixed(1)} us, redis ${r.redisUs.toFixed(1)} us`
+  return `${Math.round(r.perSec).toLocaleString('en-US').padStart(9)} decisions/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  ${cpu}  (${outcomes})`
 }
 
 async function decisions(redis) {
@@ -110,7 +132,7 @@ async function decisions(redis) {
   const results = new Map(variants.map(([name]) => [name, []]))
   for (let round = 1; round <= ROUNDS; round++) {
     for (const [name, op] of variants) {
-      const r = await measure(op)
+      const r = await measure(op, redis)
       results.get(name).push(r)
       console.log(`round ${round}  ${name.padEnd(46)} ${fmt(r)}`)
     }
@@ -149,6 +171,7 @@ async function http(redis) {
 async function main() {
   const redis = await RedisServer.start()
   try {
+    console.log(`# load average before: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
     console.log(`# node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0].model}), redis-server on ${redis.url}`)
     console.log(`# ${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${KEYS} keys, median of ${ROUNDS} rounds`)
     const d = await decisions(redis)
@@ -165,6 +188,7 @@ async function main() {
       if (other.length) console.log(`WARNING: ${name} had answers not from Redis (${other.join(', ')}); its numbers do not compare`)
     }
     console.log(`floodwall / rate-limiter-flexible, 2 limits: ${(fw2.perSec / rlf2.perSec).toFixed(2)}x decisions/s, p99 ${fw2.p99.toFixed(3)} vs ${rlf2.p99.toFixed(3)} ms`)
+    console.log(`# load average after: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
     console.log(`\n## HTTP (autocannon, ${CONNECTIONS} connections, ${SECONDS * 2} s)`)
     for (const [name, line] of h) console.log(`${name.padEnd(20)} ${line}`)
   } finally {
