@@ -165,7 +165,7 @@ async def test_dependency_respects_an_app_handler() -> None:
 
 
 async def test_forged_forwarded_for_from_untrusted_peer_does_not_change_the_key(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = FastAPI()
 
@@ -174,6 +174,7 @@ async def test_forged_forwarded_for_from_untrusted_peer_does_not_change_the_key(
     async def root() -> str:
         return "ok"
 
+    monkeypatch.setattr("floodwall.fastapi._warned_xff", False)
     with caplog.at_level(logging.WARNING, logger="floodwall"):
         async with client(app, peer=PEER) as c:
             codes = [

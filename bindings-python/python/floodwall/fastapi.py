@@ -121,6 +121,10 @@ def _make_limiter(limits: str | Sequence[str] | None, limiter: Limiter | None, o
     return Limiter(limits if isinstance(limits, str) else list(limits), **options)
 
 
+# Warn once per process about an ignored X-Forwarded-For, however many adapters see it.
+_warned_xff = False
+
+
 class _Engine:
     """One native HttpLimiter plus what only Python can do: call the app's key functions, log,
     and build Starlette responses."""
@@ -146,7 +150,6 @@ class _Engine:
         self.key_funcs = {r.name: f for r, f in rules if f is not None}
         self.api_key_header = api_key_header.lower().encode("latin-1")
         self.on_store_error = on_store_error
-        self._warned_xff = False
         self._in_fallback = False
 
     async def decide(self, scope: Scope, route: str | None = None) -> HttpDecision:
@@ -183,8 +186,9 @@ class _Engine:
         return d
 
     def _observe(self, d: HttpDecision) -> None:
-        if d.forwarded_for_ignored and not self._warned_xff:
-            self._warned_xff = True
+        global _warned_xff
+        if d.forwarded_for_ignored and not _warned_xff:
+            _warned_xff = True
             logger.warning(
                 "floodwall: X-Forwarded-For from a peer that is not a trusted proxy was ignored; "
                 "if this app runs behind a proxy, list it in trusted_proxies"
