@@ -118,7 +118,8 @@ type Reply = Result<(Outcome, Source)>;
 
 struct Waiter {
     cost: u64,
-    tx: oneshot::Sender<Reply>,
+    /// None: the caller driving the call inline, answered by return value.
+    tx: Option<oneshot::Sender<Reply>>,
 }
 
 /// "Requests costing at least `min_cost` are denied until `until`."
@@ -265,7 +266,7 @@ impl LocalCache {
             None => self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() })),
         };
         let now = Instant::now();
-        let rx = {
+        let step = {
             let mut st = slot.lock();
             if let Some(d) = &st.denial {
                 if now >= d.until {
@@ -283,17 +284,19 @@ impl LocalCache {
                 }
             }
             if !req.consume || !sh.opts.coalesce || !batchable(req.algorithm) {
-                None
-            } else {
+                Step::Direct
+            } else if st.in_flight {
                 let (tx, rx) = oneshot::channel();
-                st.queue.push(Waiter { cost: req.cost, tx });
-                let start = !st.in_flight;
+                st.queue.push(Waiter { cost: req.cost, tx: Some(tx) });
+                Step::Wait(rx)
+            } else {
                 st.in_flight = true;
-                Some((rx, start))
+                let (want, spent) = plan(sh, &mut st, &slot, now, 1);
+                Step::Drive(want, spent)
             }
         };
-        match rx {
-            None => {
+        match step {
+            Step::Direct => {
                 let t0 = Instant::now();
                 let out = remote.evaluate(req).await?;
                 if !out.allowed && sh.opts.denial_cache {
@@ -301,14 +304,14 @@ impl LocalCache {
                 }
                 Ok((out, Source::Redis))
             }
-            Some((rx, start)) => {
-                if start {
-                    tokio::spawn(drive(self.shared.clone(), remote.clone(), slot.clone()));
-                }
-                match rx.await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
-                }
+            Step::Wait(rx) => match rx.await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
+            },
+            Step::Drive(want, spent) => {
+                let _handoff = Handoff { sh: sh.clone(), remote: remote.clone(), slot: slot.clone() };
+                let own = exchange(sh, remote, &slot, vec![Waiter { cost: req.cost, tx: None }], want, spent).await;
+                own.unwrap_or_else(|| Err(Error::Store { url: remote.store().url().to_string(), message: "no answer for the driving caller".into() }))
             }
         }
     }
@@ -322,6 +325,12 @@ impl LocalCache {
             spawn_return(&self.shared, remote, u);
         }
     }
+}
+
+enum Step {
+    Direct,
+    Wait(oneshot::Receiver<Reply>),
+    Drive(u64, Option<Unused>),
 }
 
 fn batchable(a: Algorithm) -> bool {
@@ -452,9 +461,105 @@ fn dup(e: &Error) -> Error {
     }
 }
 
-/// One identity's driver: while callers wait, send their costs as one script call (with a lease
-/// request when the identity is hot), answer each in arrival order, repeat. At most one driver
-/// per identity runs, so at most one refresh is in flight.
+/// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
+/// lease out (its rest is given back), adapt the next lease size, decide whether to ask for one.
+fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: usize) -> (u64, Option<Unused>) {
+    let spent = st.lease.take().and_then(|l| {
+        let used = l.granted - l.left;
+        // spent before expiry: ask for twice as much; expired part-used: ask for what was used
+        st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
+        (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
+    });
+    let lease_ms = Duration::from_millis(sh.opts.lease_ms);
+    // hot: this instance went to Redis for it within one lease lifetime, or callers queued up
+    let hot = st.last_remote.is_some_and(|t| now.duration_since(t) < lease_ms) || batch_len > 1;
+    st.last_remote = Some(now);
+    let budget = sh.budget();
+    let want = if sh.opts.leases && hot && budget > 0 { st.next_want.clamp(2, sh.opts.max_lease.max(2)) } else { 0 };
+    (want, spent)
+}
+
+/// One script call for `batch`: answers every waiter with a channel, records denials and the
+/// lease, and returns the answer of the waiter without one (the caller that drives inline).
+async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Waiter>, want: u64, spent: Option<Unused>) -> Option<Reply> {
+    if let Some(u) = spent {
+        spawn_return(sh, remote, u);
+    }
+    let member = format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed));
+    let t0 = Instant::now();
+    let result = if batch.len() == 1 && want == 0 {
+        // one caller, no lease: the plain script answers the same, with less Lua
+        let req = Request { keys: &slot.keys, limits: sh.limits(), algorithm: sh.algorithm(), cost: batch[0].cost, consume: true };
+        remote.evaluate(&req).await.map(|o| (vec![o], 0, Vec::new()))
+    } else {
+        call_batch(sh, remote, &slot.keys, &batch, want, &member).await
+    };
+    let mut own = None;
+    let mut st = slot.lock();
+    match result {
+        Err(e) => {
+            for w in batch {
+                match w.tx {
+                    Some(tx) => drop(tx.send(Err(dup(&e)))),
+                    None => own = Some(Err(dup(&e))),
+                }
+            }
+        }
+        Ok((outs, granted, marks)) => {
+            let last = outs.last().cloned();
+            for (w, o) in batch.into_iter().zip(outs) {
+                if !o.allowed && sh.opts.denial_cache {
+                    sh.remember_denial(&mut st, &o, w.cost, t0);
+                }
+                match w.tx {
+                    Some(tx) => drop(tx.send(Ok((o, Source::Redis)))),
+                    None => own = Some(Ok((o, Source::Redis))),
+                }
+            }
+            if let (true, Some(outcome)) = (granted > 0, last) {
+                sh.leases_granted.fetch_add(1, Ordering::Relaxed);
+                sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
+                // the local lease ends no later than its record in Redis (sent before Redis read TIME)
+                let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
+                st.lease = Some(Lease { left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks });
+            }
+        }
+    }
+    own
+}
+
+/// After an inline call: callers that queued meanwhile get a driver; otherwise nothing is in flight.
+/// Also runs when the inline caller is dropped mid-call, so queued callers are never stranded.
+struct Handoff {
+    sh: Arc<Shared>,
+    remote: Remote,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        let mut st = self.slot.lock();
+        if st.queue.is_empty() {
+            st.in_flight = false;
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn(drive(self.sh.clone(), self.remote.clone(), self.slot.clone()))),
+            Err(_) => {
+                for w in st.queue.drain(..) {
+                    if let Some(tx) = w.tx {
+                        let _ = tx.send(Err(Error::Store { url: self.remote.store().url().to_string(), message: "no runtime to finish a coalesced call".into() }));
+                    }
+                }
+                st.in_flight = false;
+            }
+        }
+    }
+}
+
+/// One identity's driver, for callers that queued behind a call in flight: send their costs as
+/// one script call (with a lease request when the identity is hot), answer each in arrival
+/// order, repeat. At most one call per identity is in flight, so at most one refresh.
 async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
     if sh.opts.batch_window_us > 0 {
         tokio::time::sleep(Duration::from_micros(sh.opts.batch_window_us)).await;
@@ -470,53 +575,12 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
                 st.in_flight = false;
                 return;
             }
-            // the lease cannot serve the head of the queue: give back what is left
-            let spent = st.lease.take().map(|l| {
-                let used = l.granted - l.left;
-                // spent before expiry: ask for twice as much; expired half-used: ask for what was used
-                st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
-                (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
-            });
             let take = st.queue.len().min(sh.opts.max_batch);
             let batch: Vec<Waiter> = st.queue.drain(..take).collect();
-            let lease_ms = Duration::from_millis(sh.opts.lease_ms);
-            // hot: this instance went to Redis for it within one lease lifetime
-            let hot = st.last_remote.is_some_and(|t| now.duration_since(t) < lease_ms) || batch.len() > 1;
-            st.last_remote = Some(now);
-            let budget = sh.budget();
-            let want = if sh.opts.leases && hot && budget > 0 { st.next_want.clamp(2, sh.opts.max_lease.max(2)) } else { 0 };
-            (batch, want, spent.flatten())
+            let (want, spent) = plan(&sh, &mut st, &slot, now, batch.len());
+            (batch, want, spent)
         };
-        if let Some(u) = spent {
-            spawn_return(&sh, &remote, u);
-        }
-        let member = format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed));
-        let t0 = Instant::now();
-        let result = call_batch(&sh, &remote, &slot.keys, &batch, want, &member).await;
-        let mut st = slot.lock();
-        match result {
-            Err(e) => {
-                for w in batch {
-                    let _ = w.tx.send(Err(dup(&e)));
-                }
-            }
-            Ok((outs, granted, marks)) => {
-                let last = outs.last().cloned();
-                for (w, o) in batch.into_iter().zip(outs) {
-                    if !o.allowed && sh.opts.denial_cache {
-                        sh.remember_denial(&mut st, &o, w.cost, t0);
-                    }
-                    let _ = w.tx.send(Ok((o, Source::Redis)));
-                }
-                if let (true, Some(outcome)) = (granted > 0, last) {
-                    sh.leases_granted.fetch_add(1, Ordering::Relaxed);
-                    sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
-                    // the local lease ends no later than its record in Redis (sent before Redis read TIME)
-                    let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
-                    st.lease = Some(Lease { left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks });
-                }
-            }
-        }
+        exchange(&sh, &remote, &slot, batch, want, spent).await;
     }
 }
 
@@ -530,8 +594,8 @@ fn serve_from_denial(st: &mut SlotState, now: Instant) {
     let (min_cost, outcome, at) = (d.min_cost, d.outcome.clone(), d.at);
     let (deny, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut st.queue).into_iter().partition(|w| w.cost >= min_cost);
     st.queue = keep;
-    for w in deny {
-        let _ = w.tx.send(Ok((aged(&outcome, at, now, false, None), Source::Cache)));
+    for w in deny.into_iter().filter_map(|w| w.tx) {
+        let _ = w.send(Ok((aged(&outcome, at, now, false, None), Source::Cache)));
     }
 }
 
@@ -549,9 +613,9 @@ fn serve_from_lease(st: &mut SlotState, now: Instant) {
         l.left -= w.cost;
         served += 1;
     }
-    for w in st.queue.drain(..served) {
+    for tx in st.queue.drain(..served).filter_map(|w| w.tx) {
         // answers in order; `left` shown is what remains after all of them (a close approximation)
-        let _ = w.tx.send(Ok((aged(&l.outcome, l.at, now, true, Some(l.granted - l.left)), Source::Lease)));
+        let _ = tx.send(Ok((aged(&l.outcome, l.at, now, true, Some(l.granted - l.left)), Source::Lease)));
     }
 }
 
