@@ -198,3 +198,55 @@ async fn memory_cap_holds_under_new_identities() {
     assert!(s.weighted_bytes <= cap, "{s:?}");
     assert!(s.entries > 100 && s.entries < 20_000, "{s:?}");
 }
+
+#[path = "../../benches/src/workloads.rs"]
+#[allow(dead_code)]
+mod workloads;
+
+/// The bench's workloads, small: 10 instances, 100 concurrent callers; per identity, admitted
+/// stays within max(1, drift budget) of the exact algorithm replayed on the recorded Redis times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workloads_at_small_scale_match_the_exact_oracle() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use floodwall::FakeClock;
+    use workloads::{key, Rng};
+
+    let server = RedisServer::start();
+    for w in workloads::ALL {
+        let w = w.scaled(100);
+        let prefix = unique_prefix("workload");
+        let instances: Vec<Limiter> = (0..10).map(|_| cached(&server.url(), Algorithm::SlidingWindow, w.limits, &prefix, CacheOptions::default())).collect();
+        let results = join_all((0..100u64).map(|c| {
+            let l = instances[c as usize % 10].clone();
+            tokio::spawn(async move {
+                let mut rng = Rng::new(c + 1);
+                let mut rec = Vec::new();
+                for _ in 0..50 {
+                    let id = w.next_identity(&mut rng);
+                    let d = l.check(&key(id)).await.unwrap();
+                    rec.push((id, d.at_us, d.allowed));
+                }
+                rec
+            })
+        }))
+        .await;
+        let mut rec: Vec<(u64, u64, bool)> = results.into_iter().flat_map(|r| r.unwrap()).collect();
+        rec.sort_by_key(|r| r.1);
+        let clock = Arc::new(FakeClock::new(rec[0].1));
+        let oracle = Limiter::builder(limits(w.limits)).clock(clock.clone()).build().unwrap();
+        let mut per: HashMap<u64, (i64, i64)> = HashMap::new();
+        for &(id, at, allowed) in &rec {
+            clock.set_us(at);
+            let e = per.entry(id).or_default();
+            e.0 += oracle.check(&key(id)).await.unwrap().allowed as i64;
+            e.1 += allowed as i64;
+        }
+        let smallest = limits(w.limits).iter().map(|l| l.max()).min().unwrap();
+        let tolerance = ((smallest as f64 * 0.01).floor() as i64).max(1);
+        for (id, (o, s)) in per {
+            assert!((s - o).abs() <= tolerance, "{}: identity {id} admitted {s}, oracle {o}", w.name);
+        }
+    }
+}
