@@ -58,12 +58,16 @@ function flush(limiter, q) {
   if (q.sent) return
   q.sent = true
   if (queued.get(limiter) === q) queued.delete(limiter)
-  limiter._decideMany(q.keys, Float64Array.from(q.costs)).then(
-    (batch) => decode(batch, q.settle),
-    (err) => {
-      for (let i = 1; i < q.settle.length; i += 2) q.settle[i](err)
-    },
-  )
+  const failAll = (err) => {
+    for (let i = 1; i < q.settle.length; i += 2) q.settle[i](err)
+  }
+  let pending
+  try {
+    pending = limiter._decideMany(q.keys, Float64Array.from(q.costs))
+  } catch (err) {
+    return failAll(err) // never leave a caller's Promise unsettled
+  }
+  pending.then((batch) => decode(batch, q.settle), failAll)
 }
 
 /** cost 0 means peek. */
