@@ -37,19 +37,24 @@ pub struct BreakerOptions {
     pub half_open_probes: u32,
     /// While open, PING Redis this often; an answer moves the breaker to half-open early.
     pub health_check_ms: u64,
+    /// Calls in flight to Redis at once from this limiter; more wait their turn before their
+    /// deadline starts. A burst in this process is not a sick Redis: without this bound, 1,000
+    /// concurrent checks queue in the pipeline, pass the deadline and land on the fallback.
+    pub max_in_flight: usize,
 }
 
 impl Default for BreakerOptions {
     fn default() -> Self {
         BreakerOptions {
             failure_threshold: 5,
-            slow_call_ms: 10,
+            slow_call_ms: 25,
             slow_call_ratio: 0.5,
             slow_call_window: 100,
             slow_call_min_calls: 20,
             open_ms: 1_000,
             half_open_probes: 3,
             health_check_ms: 250,
+            max_in_flight: 128,
         }
     }
 }
@@ -59,10 +64,13 @@ impl BreakerOptions {
         if !(self.slow_call_ratio > 0.0 && self.slow_call_ratio <= 1.0) {
             return Err(Error::config("slow_call_ratio", self.slow_call_ratio, "must be in (0, 1]"));
         }
-        if self.failure_threshold == 0 || self.half_open_probes == 0 || self.slow_call_window == 0 {
+        if self.failure_threshold == 0 || self.half_open_probes == 0 || self.slow_call_window == 0 || self.max_in_flight == 0 {
             return Err(Error::config(
                 "breaker",
-                format!("failure_threshold={}, half_open_probes={}, slow_call_window={}", self.failure_threshold, self.half_open_probes, self.slow_call_window),
+                format!(
+                    "failure_threshold={}, half_open_probes={}, slow_call_window={}, max_in_flight={}",
+                    self.failure_threshold, self.half_open_probes, self.slow_call_window, self.max_in_flight
+                ),
                 "must each be at least 1",
             ));
         }
@@ -236,13 +244,17 @@ struct RemoteInner {
     slow: Duration,
     health_every: Duration,
     metrics: Arc<Metrics>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Remote {
     pub(crate) fn new(store: RedisStore, timeout: Duration, opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
         let slow = Duration::from_millis(opts.slow_call_ms);
         let health_every = Duration::from_millis(opts.health_check_ms.max(1));
-        Remote { inner: Arc::new(RemoteInner { store, breaker: Breaker::new(opts, metrics.clone()), timeout, slow, health_every, metrics }) }
+        let in_flight = tokio::sync::Semaphore::new(opts.max_in_flight);
+        Remote {
+            inner: Arc::new(RemoteInner { store, breaker: Breaker::new(opts, metrics.clone()), timeout, slow, health_every, metrics, in_flight }),
+        }
     }
 
     pub(crate) fn store(&self) -> &RedisStore {
@@ -259,6 +271,9 @@ impl Remote {
         F: Future<Output = Result<T>>,
     {
         let inner = &*self.inner;
+        // Wait for a slot first (the semaphore is never closed, so acquire cannot fail), then
+        // ask the breaker: a call that waited while the breaker opened goes to the fallback.
+        let _slot = inner.in_flight.acquire().await.ok();
         let Some(mut permit) = inner.breaker.try_acquire() else {
             inner.metrics.rejected_open();
             return Err(Error::Unavailable { url: inner.store.url().to_string() });

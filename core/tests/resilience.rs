@@ -20,6 +20,7 @@ fn breaker_fast() -> BreakerOptions {
         open_ms: 60_000, // recovery must come from the health check, not from waiting
         half_open_probes: 2,
         health_check_ms: 50,
+        ..BreakerOptions::default()
     }
 }
 
