@@ -21,10 +21,16 @@ struct Args {
     concurrency: usize,
     algorithm: Algorithm,
     exact_rows: bool,
+    /// Only workloads whose name contains this.
+    only: Option<String>,
+    /// Print RSS this often during each row (a soak: `--seconds 600 --rss-every 60`).
+    rss_every: Option<f64>,
+    /// Only the "alone" rows, or only the "10 instances" rows.
+    instances: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Args {
-    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true };
+    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -33,6 +39,9 @@ fn parse(args: &[String]) -> Args {
             "--concurrency" => a.concurrency = val().parse().expect("--concurrency N"),
             "--algorithm" => a.algorithm = Algorithm::parse(&val()).expect("algorithm"),
             "--no-exact" => a.exact_rows = false,
+            "--workload" => a.only = Some(val()),
+            "--rss-every" => a.rss_every = Some(val().parse().expect("--rss-every SECONDS")),
+            "--instances" => a.instances = Some(val().parse().expect("--instances 1|10")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -107,7 +116,19 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
         }));
     }
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    match args.rss_every {
+        Some(every) => {
+            let mut t = 0.0;
+            while t < args.seconds {
+                let step = every.min(args.seconds - t);
+                tokio::time::sleep(Duration::from_secs_f64(step)).await;
+                t += step;
+                let stats: Vec<String> = instances.iter().filter_map(|l| l.cache_stats()).map(|s| format!("{}", s.weighted_bytes / 1024)).collect();
+                println!("    t={t:>5.0}s  RSS {:>6.1} MB  cache KiB per instance [{}]", rss_mb(), stats.join(" "));
+            }
+        }
+        None => tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await,
+    }
     stop.store(true, Ordering::Relaxed);
     let mut out = Outcome { decisions: 0, per_sec: 0.0, hist: Histogram::new(3).unwrap(), records: Vec::new() };
     for t in tasks {
@@ -173,6 +194,9 @@ pub fn run(raw: &[String]) {
         "workload / mode", "dec/s", "cmd/s", "cmd/dec", "cache", "lease", "p50µs", "p99µs", "p99.9µs", "accuracy vs oracle (admitted, off, over/under)", "RSS MB"
     );
     for w in workloads::ALL {
+        if args.only.as_ref().is_some_and(|o| !w.name.contains(o.as_str())) {
+            continue;
+        }
         let mut modes: Vec<(&str, usize, Option<CacheOptions>)> = Vec::new();
         if args.exact_rows {
             modes.push(("exact, alone", 1, None));
@@ -180,6 +204,9 @@ pub fn run(raw: &[String]) {
         modes.push(("cache, alone", 1, Some(CacheOptions::default())));
         modes.push(("cache, 10 instances", 10, Some(CacheOptions::default())));
         for (mode, n, cache) in modes {
+            if args.instances.is_some_and(|k| k != n) {
+                continue;
+            }
             let prefix = format!("bench-{}-{}-{}", std::process::id(), w.name.replace(' ', "_").replace('/', "_"), mode.replace([' ', ','], ""));
             let instances: Vec<Limiter> = (0..n).map(|_| limiter(&url, &w, args.algorithm, &prefix, cache.clone())).collect();
             rt.block_on(async {

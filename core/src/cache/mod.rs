@@ -172,8 +172,44 @@ struct Unused {
     marks: Vec<u64>,
 }
 
+/// A bitset of identities seen lately (TinyLFU's doorkeeper), cleared every period.
+struct Doorkeeper {
+    bits: Vec<AtomicU64>,
+    epoch: Instant,
+    cleared_at_ms: AtomicU64,
+    period_ms: u64,
+}
+
+impl Doorkeeper {
+    const WORDS: usize = 1 << 14; // 2^20 bits, 128 KiB
+
+    fn new(period_ms: u64) -> Self {
+        Doorkeeper { bits: (0..Self::WORDS).map(|_| AtomicU64::new(0)).collect(), epoch: Instant::now(), cleared_at_ms: AtomicU64::new(0), period_ms }
+    }
+
+    /// Marks `key` seen; true when it was not seen since the last clear.
+    fn first_sighting(&self, key: &str) -> bool {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let last = self.cleared_at_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= self.period_ms
+            && self.cleared_at_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            for w in &self.bits {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let x = h.finish();
+        let (word, bit) = ((x as usize >> 6) % Self::WORDS, 1u64 << (x & 63));
+        self.bits[word].fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+}
+
 struct Shared {
     opts: CacheOptions,
+    doorkeeper: Doorkeeper,
     /// The limiter's limits and algorithm, learnt from the first request (they never change).
     shape: OnceLock<(Vec<Limit>, Algorithm)>,
     /// Leases of evicted entries, returned on the next check.
@@ -204,6 +240,7 @@ impl LocalCache {
         let instance = seed ^ (std::process::id() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
+            doorkeeper: Doorkeeper::new(1_000),
             shape: OnceLock::new(),
             evicted: Mutex::new(Vec::new()),
             rng: AtomicU64::new(seed | 1),
@@ -262,6 +299,17 @@ impl LocalCache {
             Some(s) => s,
             None if !sh.opts.denial_cache && !(sh.opts.coalesce && batchable(req.algorithm)) => {
                 return remote.evaluate(req).await.map(|o| (o, Source::Redis));
+            }
+            // First sighting in this doorkeeper period: no entry (a long tail of identities seen
+            // once would only churn the cache); an entry is made on a denial or a second sighting.
+            None if sh.doorkeeper.first_sighting(key) => {
+                let t0 = Instant::now();
+                let out = remote.evaluate(req).await?;
+                if !out.allowed && sh.opts.denial_cache {
+                    let slot = self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() }));
+                    sh.remember_denial(&mut slot.lock(), &out, req.cost, t0);
+                }
+                return Ok((out, Source::Redis));
             }
             None => self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() })),
         };
