@@ -17,9 +17,6 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use crate::errors::{guard, to_py};
 use crate::limiter::{config_error, PyDecision, PyLimiter};
 
-// `ipv6_prefix = 64` in HttpLimiter's signature is a literal for its text signature.
-const _: () = assert!(DEFAULT_IPV6_PREFIX == 64);
-
 /// One rule: a limiter, the requests it applies to and how their key is made.
 #[pyclass(name = "HttpRule", module = "floodwall._floodwall", frozen)]
 pub struct PyHttpRule {
@@ -425,12 +422,12 @@ impl PyHttpLimiter {
     /// `jwt`: {"secret": ...} (HS256) or {"public_key": pem, "algorithm": "RS256"|"ES256"}, plus
     /// optional "issuer", "audience", "leeway". `headers`: "draft-10", "legacy", "both" or "none".
     #[new]
-    #[pyo3(signature = (rules, *, trusted_proxies = None, ipv6_prefix = 64, jwt = None, headers = "draft-10"))]
+    #[pyo3(signature = (rules, *, trusted_proxies = None, ipv6_prefix = None, jwt = None, headers = "draft-10"))]
     fn new(
         py: Python<'_>,
         rules: Vec<Py<PyHttpRule>>,
         trusted_proxies: Option<Vec<String>>,
-        ipv6_prefix: u8,
+        ipv6_prefix: Option<u8>,
         jwt: Option<&Bound<'_, PyDict>>,
         headers: &str,
     ) -> PyResult<Self> {
@@ -438,7 +435,7 @@ impl PyHttpLimiter {
             if rules.is_empty() {
                 return Err(config_error("rules", "[]", "give at least one rule"));
             }
-            let ip_rule = ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix).map_err(to_py)?;
+            let ip_rule = ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX)).map_err(to_py)?;
             let verifier = jwt.map(jwt_arg).transpose()?;
             let style = HeaderStyle::parse(headers).map_err(to_py)?;
             let mut built: Vec<Rule> = Vec::with_capacity(rules.len());

@@ -1,6 +1,7 @@
 //! floodwall._floodwall: the native module under the `floodwall` Python package. It wraps the
 //! core crate (limiter, limit parser, HTTP rules) and owns the process's one tokio runtime.
 
+mod bridge;
 mod errors;
 mod http;
 mod limiter;
@@ -25,5 +26,6 @@ fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<http::PyRuleDecision>()?;
     m.add_function(wrap_pyfunction!(http::py_rate_limit_headers, m)?)?;
     m.add_function(wrap_pyfunction!(http::py_limited_body, m)?)?;
+    m.add_function(wrap_pyfunction!(limiter::_use_loop_bridge, m)?)?;
     Ok(())
 }

@@ -5,19 +5,22 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use floodwall::{
-    Algorithm, BreakerOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
+    Algorithm, CacheOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
 };
 use futures::FutureExt;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 
+use crate::bridge;
 use crate::errors::{from_panic, guard, to_py};
 use crate::runtime::{self, ForkSafeRuntime};
 
@@ -270,12 +273,22 @@ fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     })
 }
 
-// `timeout_ms = 20` in Limiter's signature is a literal so that its text signature (and the
-// stub test) show it; it must stay the core's default deadline.
-const _: () = assert!(floodwall::limiter::DEFAULT_TIMEOUT.as_millis() == 20);
 
 pub(crate) fn config_error(what: &'static str, value: impl ToString, reason: impl Into<String>) -> PyErr {
     to_py(floodwall::Error::InvalidConfig { what, value: value.to_string(), reason: reason.into() })
+}
+
+static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A dict of options as the core's own serde type: the field names, defaults and the refusal of
+/// unknown fields are the core's, so they never drift from it.
+fn options_arg<T: serde::de::DeserializeOwned>(what: &'static str, v: &Bound<'_, PyAny>) -> PyResult<T> {
+    let py = v.py();
+    if !v.is_instance_of::<PyDict>() {
+        return Err(config_error(what, v.repr()?, "expected a dict of options"));
+    }
+    let text: String = JSON_DUMPS.import(py, "json", "dumps")?.call1((v,))?.extract()?;
+    serde_json::from_str(&text).map_err(|e| config_error(what, &text, e.to_string()))
 }
 
 /// `"open" | "closed" | "local" | "error"`, or a dict with `mode` and its parameters
@@ -284,69 +297,25 @@ fn fallback_arg(v: &Bound<'_, PyAny>) -> PyResult<FallbackMode> {
     if let Ok(s) = v.cast::<PyString>() {
         return FallbackMode::parse(s.to_str()?).map_err(to_py);
     }
-    let Ok(d) = v.cast::<PyDict>() else {
-        return Err(config_error("fallback", v.repr()?, "expected a mode string or a dict with \"mode\""));
-    };
-    let mode: String = match d.get_item("mode")? {
-        Some(m) => m.extract().map_err(|_| {
-            config_error("fallback", d.repr().map(|r| r.to_string()).unwrap_or_default(), "\"mode\" must be a string")
-        })?,
-        None => {
-            return Err(config_error(
-                "fallback",
-                d.repr()?,
-                "missing \"mode\" (\"open\", \"closed\", \"local\" or \"error\")",
-            ))
-        }
-    };
-    let mut mode = FallbackMode::parse(&mode).map_err(to_py)?;
-    for (k, val) in d.iter() {
-        let key: String = k.extract()?;
-        let whole = |what: &'static str| -> PyResult<u64> {
-            val.extract::<u64>().map_err(|_| {
-                config_error(what, val.repr().map(|r| r.to_string()).unwrap_or_default(), "must be a whole number")
-            })
-        };
-        match (key.as_str(), &mut mode) {
-            ("mode", _) => {}
-            ("retry_after_ms", FallbackMode::Closed { retry_after_ms }) => *retry_after_ms = whole("retry_after_ms")?,
-            ("expected_instances", FallbackMode::Local { expected_instances }) => {
-                *expected_instances = u32::try_from(whole("expected_instances")?)
-                    .map_err(|_| config_error("expected_instances", &val, "too large"))?
-            }
-            _ => {
-                return Err(config_error(
-                    "fallback",
-                    &key,
-                    format!("not an option of the {:?} fallback", mode.as_str()),
-                ))
-            }
+    let mode: FallbackMode = options_arg("fallback", v)?;
+    // serde ignores extra fields next to a unit variant's tag ({"mode": "open", "retry_after_ms": 5});
+    // anything the chosen mode does not carry is a mistake worth hearing about.
+    let known = serde_json::to_value(&mode).map_err(|e| config_error("fallback", mode.as_str(), e.to_string()))?;
+    for k in v.cast::<PyDict>()?.keys() {
+        let k: String = k.extract()?;
+        if known.get(&k).is_none() {
+            return Err(config_error("fallback", &k, format!("not an option of the {:?} fallback", mode.as_str())));
         }
     }
     Ok(mode)
 }
 
-/// The circuit breaker's options by name; absent ones keep the core's defaults.
-fn breaker_arg(d: &Bound<'_, PyDict>) -> PyResult<BreakerOptions> {
-    let mut b = BreakerOptions::default();
-    for (k, v) in d.iter() {
-        let key: String = k.extract()?;
-        let bad = |reason: &str| config_error("breaker option", format!("{key}={v}"), reason);
-        let whole = || v.extract::<u64>().map_err(|_| bad("must be a whole number"));
-        let small = || u32::try_from(whole()?).map_err(|_| bad("too large"));
-        match key.as_str() {
-            "failure_threshold" => b.failure_threshold = small()?,
-            "slow_call_ms" => b.slow_call_ms = whole()?,
-            "slow_call_ratio" => b.slow_call_ratio = v.extract::<f64>().map_err(|_| bad("must be a number"))?,
-            "slow_call_window" => b.slow_call_window = whole()? as usize,
-            "slow_call_min_calls" => b.slow_call_min_calls = whole()? as usize,
-            "open_ms" => b.open_ms = whole()?,
-            "half_open_probes" => b.half_open_probes = small()?,
-            "health_check_ms" => b.health_check_ms = whole()?,
-            _ => return Err(config_error("breaker option", &key, "unknown; expected failure_threshold, slow_call_ms, slow_call_ratio, slow_call_window, slow_call_min_calls, open_ms, half_open_probes or health_check_ms")),
-        }
+/// `True` (the defaults), or a dict of the core's CacheOptions; None/False: no cache.
+fn cache_arg(v: &Bound<'_, PyAny>) -> PyResult<Option<CacheOptions>> {
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(b.is_true().then(CacheOptions::default));
     }
-    Ok(b)
+    options_arg("cache", v).map(Some)
 }
 
 fn cost_arg(cost: i64) -> PyResult<u64> {
@@ -385,12 +354,37 @@ where
             return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
         }
     }
-    pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, async move {
+    let guarded = async move {
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(r) => r.map_err(to_py),
             Err(panic) => Err(from_panic(panic)),
         }
-    })
+    };
+    if USE_LOOP_BRIDGE.load(Ordering::Relaxed) {
+        let (bridge, future) = bridge::future_for_running_loop(py)?;
+        let pending = future.clone().unbind();
+        let target = bridge.clone().unbind();
+        bridge::LoopBridge::submit(
+            &bridge,
+            Box::pin(async move {
+                let result = guarded.await;
+                let done: bridge::Completion = Box::new(move |py| result.and_then(|v| v.into_py_any(py)));
+                target.get().complete(pending, done);
+            }),
+        )?;
+        return Ok(future);
+    }
+    pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, guarded)
+}
+
+/// Which way async results reach the event loop: batched through the loop bridge (default), or
+/// one by one through pyo3-async-runtimes (kept to compare the two; see benches/python).
+static USE_LOOP_BRIDGE: AtomicBool = AtomicBool::new(true);
+
+/// Choose how async results reach the event loop; for benchmarks and tests.
+#[pyfunction]
+pub fn _use_loop_bridge(enabled: bool) {
+    USE_LOOP_BRIDGE.store(enabled, Ordering::Relaxed);
 }
 
 /// Wait for `fut` without holding the interpreter (in place when `in_process`).
@@ -431,7 +425,7 @@ impl PyLimiter {
     #[new]
     #[pyo3(signature = (
         limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall",
-        timeout_ms = 20, fallback = None, breaker = None, cluster_nodes = None,
+        timeout_ms = None, fallback = None, breaker = None, cache = None, cluster_nodes = None,
         tls_ca_file = None, clock = None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -440,9 +434,10 @@ impl PyLimiter {
         algorithm: &str,
         redis_url: Option<String>,
         prefix: &str,
-        timeout_ms: u64,
+        timeout_ms: Option<u64>,
         fallback: Option<&Bound<'_, PyAny>>,
-        breaker: Option<&Bound<'_, PyDict>>,
+        breaker: Option<&Bound<'_, PyAny>>,
+        cache: Option<&Bound<'_, PyAny>>,
         cluster_nodes: Option<Vec<String>>,
         tls_ca_file: Option<String>,
         clock: Option<&Bound<'_, PyManualClock>>,
@@ -457,10 +452,13 @@ impl PyLimiter {
             let mut b = Limiter::builder(limits)
                 .algorithm(algorithm)
                 .prefix(prefix)
-                .timeout(Duration::from_millis(timeout_ms))
+                .timeout(timeout_ms.map_or(floodwall::limiter::DEFAULT_TIMEOUT, Duration::from_millis))
                 .fallback(fallback.clone());
             if let Some(d) = breaker {
-                b = b.breaker(breaker_arg(d)?);
+                b = b.breaker(options_arg("breaker", d)?);
+            }
+            if let Some(c) = cache.map(cache_arg).transpose()?.flatten() {
+                b = b.cache(c);
             }
             if let Some(c) = clock {
                 b = b.clock(Arc::new(c.get().clock.clone()));
@@ -579,6 +577,18 @@ impl PyLimiter {
     #[getter]
     fn clock_offset(&self) -> Option<f64> {
         self.inner.clock_offset_us().map(|us| us as f64 / 1e6)
+    }
+    /// The local cache layer's size and leases; None without a cache.
+    fn cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(c) = self.inner.cache_stats() else { return Ok(None) };
+        let d = PyDict::new(py);
+        d.set_item("entries", c.entries)?;
+        d.set_item("weighted_bytes", c.weighted_bytes)?;
+        d.set_item("max_bytes", c.max_bytes)?;
+        d.set_item("leases_granted", c.leases_granted)?;
+        d.set_item("permits_leased", c.permits_leased)?;
+        d.set_item("permits_returned", c.permits_returned)?;
+        Ok(Some(d))
     }
     /// Counters since the limiter was made: decisions per source, Redis calls, errors, timeouts.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

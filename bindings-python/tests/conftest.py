@@ -104,6 +104,17 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(params=["loop_bridge", "pyo3_async_runtimes"])
+def async_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test over both ways async results reach the event loop: the batched loop bridge
+    (the default) and pyo3-async-runtimes on the fork-safe runtime."""
+    from floodwall import _floodwall
+
+    _floodwall._use_loop_bridge(request.param == "loop_bridge")
+    yield request.param
+    _floodwall._use_loop_bridge(True)
+
+
 @pytest.fixture
 def prefix() -> str:
     """A per-test key prefix, so tests never share Redis keys."""

@@ -25,7 +25,7 @@ def url(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
+async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm: str, async_path: str) -> None:
     limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     decisions = await asyncio.gather(*(limiter.check("hot") for _ in range(1000)))
     assert sum(d.allowed for d in decisions) == 100
@@ -48,7 +48,7 @@ def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str)
     assert admitted == 100
 
 
-def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str) -> None:
+def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str, async_path: str) -> None:
     """Sync callers in threads while an event loop awaits the same identity."""
     limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     counts: list[int] = []
@@ -67,3 +67,28 @@ def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str) ->
     for t in threads:
         t.join()
     assert sum(counts) == 100
+
+
+async def test_many_event_loops_one_after_another(redis_server: RedisServer, prefix: str) -> None:
+    """Each loop gets its own bridge; bridges of closed loops are dropped, results never cross."""
+    limiter = Limiter("1000/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
+
+    async def some() -> list[int]:
+        return [d.remaining for d in await asyncio.gather(*(limiter.check("k") for _ in range(10)))]
+
+    seen: list[int] = []
+    for _ in range(20):
+        seen += await asyncio.to_thread(asyncio.run, some())
+    seen += await some()
+    assert sorted(seen, reverse=True) == list(range(999, 999 - 210, -1))
+
+
+async def test_cancelled_awaits_do_not_break_the_others(redis_server: RedisServer, prefix: str) -> None:
+    limiter = Limiter("1000/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
+    tasks = [asyncio.ensure_future(limiter.check("k")) for _ in range(50)]
+    for t in tasks[::2]:
+        t.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(d, asyncio.CancelledError) for d in done) == 25
+    assert all(d.allowed for d in done if not isinstance(d, BaseException))
+    assert (await limiter.check("k")).allowed

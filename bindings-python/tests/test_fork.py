@@ -60,7 +60,7 @@ def child_checks(limiter: Limiter) -> list[int]:
     return [sync.remaining, a, p]
 
 
-def test_child_after_parent_used_redis_sync_and_async(redis_server: RedisServer, prefix: str) -> None:
+def test_child_after_parent_used_redis_sync_and_async(redis_server: RedisServer, prefix: str, async_path: str) -> None:
     limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     assert limiter.check_sync("shared").remaining == 9
     assert asyncio.run(_check(limiter)) == 8
@@ -75,7 +75,7 @@ async def _check(limiter: Limiter) -> int:
     return (await limiter.check("shared")).remaining
 
 
-def test_child_of_a_child(redis_server: RedisServer, prefix: str) -> None:
+def test_child_of_a_child(redis_server: RedisServer, prefix: str, async_path: str) -> None:
     limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     limiter.check_sync("shared")
 
@@ -86,7 +86,7 @@ def test_child_of_a_child(redis_server: RedisServer, prefix: str) -> None:
     assert in_child(grandchild) == [7, 6, 6]
 
 
-def test_child_of_a_parent_that_never_used_it(redis_server: RedisServer, prefix: str) -> None:
+def test_child_of_a_parent_that_never_used_it(redis_server: RedisServer, prefix: str, async_path: str) -> None:
     limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     assert in_child(lambda: child_checks(limiter)) == [9, 8, 8]
 

@@ -16,6 +16,7 @@ __all__ = [
     "StoreError",
     "Window",
     "__version__",
+    "_use_loop_bridge",
     "limited_body",
     "rate_limit_headers",
 ]
@@ -97,9 +98,10 @@ class Limiter:
         algorithm: str = "sliding_window",
         redis_url: str | None = None,
         prefix: str = "floodwall",
-        timeout_ms: int = 20,
+        timeout_ms: int | None = None,
         fallback: str | Mapping[str, Any] | None = None,
         breaker: Mapping[str, Any] | None = None,
+        cache: bool | Mapping[str, Any] | None = None,
         cluster_nodes: Sequence[str] | None = None,
         tls_ca_file: str | None = None,
         clock: ManualClock | None = None,
@@ -129,6 +131,7 @@ class Limiter:
     @property
     def clock_offset(self) -> float | None: ...
     def metrics(self) -> dict[str, Any]: ...
+    def cache_stats(self) -> dict[str, int] | None: ...
 
 @final
 class HttpRule:
@@ -201,7 +204,7 @@ class HttpLimiter:
         rules: Sequence[HttpRule],
         *,
         trusted_proxies: Sequence[str] | None = None,
-        ipv6_prefix: int = 64,
+        ipv6_prefix: int | None = None,
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
     ) -> HttpLimiter: ...
@@ -239,3 +242,6 @@ class HttpLimiter:
 
 def rate_limit_headers(decision: Decision, style: str = "draft-10") -> list[tuple[str, str]]: ...
 def limited_body(decision: Decision) -> str: ...
+def _use_loop_bridge(enabled: bool) -> None:
+    """Benchmarks and tests: resolve async results through the batched loop bridge (True, the
+    default) or one by one through pyo3-async-runtimes (False)."""

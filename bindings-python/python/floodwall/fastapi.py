@@ -57,7 +57,8 @@ Response to send it instead (e.g. a 503), or None to let the request through (th
 
 # Keyword arguments that build a Limiter (the rest configure the HTTP side).
 LIMITER_OPTIONS = frozenset(
-    {"algorithm", "redis_url", "prefix", "timeout_ms", "fallback", "breaker", "cluster_nodes", "tls_ca_file", "clock"}
+    {"algorithm", "redis_url", "prefix", "timeout_ms", "fallback", "breaker", "cache", "cluster_nodes", "tls_ca_file",
+     "clock"}
 )
 
 
@@ -134,7 +135,7 @@ class _Engine:
         rules: list[tuple[HttpRule, KeyFunc | None]],
         *,
         trusted_proxies: Iterable[str] | None,
-        ipv6_prefix: int,
+        ipv6_prefix: int | None,
         jwt: Mapping[str, Any] | None,
         headers: str,
         api_key_header: str,
@@ -274,7 +275,7 @@ class _Single:
         cost: int,
         limiter: Limiter | None,
         trusted_proxies: Iterable[str] | None,
-        ipv6_prefix: int,
+        ipv6_prefix: int | None,
         jwt: Mapping[str, Any] | None,
         headers: str,
         api_key_header: str,
@@ -304,7 +305,7 @@ def limit(
     name: str | None = None,
     limiter: Limiter | None = None,
     trusted_proxies: Iterable[str] | None = None,
-    ipv6_prefix: int = 64,
+    ipv6_prefix: int | None = None,
     jwt: Mapping[str, Any] | None = None,
     headers: str = "draft-10",
     api_key_header: str = "x-api-key",
@@ -371,7 +372,7 @@ class RateLimit:
         name: str | None = None,
         limiter: Limiter | None = None,
         trusted_proxies: Iterable[str] | None = None,
-        ipv6_prefix: int = 64,
+        ipv6_prefix: int | None = None,
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
@@ -417,7 +418,7 @@ class RateLimitMiddleware:
         name: str = "default",
         limiter: Limiter | None = None,
         trusted_proxies: Iterable[str] | None = None,
-        ipv6_prefix: int = 64,
+        ipv6_prefix: int | None = None,
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
