@@ -10,8 +10,9 @@
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
 -- ARGV[3+m] want: lease permits wanted (0 = none);  ARGV[4+m] lease lifetime µs
 -- ARGV[5+m] budget: most permits outstanding in leases of this identity at once (all instances)
--- ARGV[6+m] lease member id
--- ARGV[6+m+i] window i length µs;  ARGV[6+m+n+i] window i limit
+-- ARGV[6+m] lease member id;  ARGV[7+m] member of this instance's previous lease, spent or given
+--           back, to drop from the set ("" none)
+-- ARGV[7+m+i] window i length µs;  ARGV[7+m+n+i] window i limit
 -- returns   per cost j: {allowed, limited_by, now, (remaining, reset_after, retry_after) * n},
 --           then granted (permits leased), then the window number of each window
 
@@ -27,7 +28,8 @@ local want = tonumber(ARGV[3 + m])
 local ttl = tonumber(ARGV[4 + m])
 local budget = tonumber(ARGV[5 + m])
 local member = ARGV[6 + m]
-local base = 6 + m
+local release = ARGV[7 + m]
+local base = 7 + m
 local n = #KEYS - 1
 
 local W, L, idx, prev, curr, el, rolled = {}, {}, {}, {}, {}, {}, {}
@@ -110,6 +112,8 @@ end
 -- The lease: only when every request passed; at most a quarter of what any window has left (so
 -- leases shrink as the budget does and vanish near the limit), and never more than the budget
 -- minus what leases of all instances still hold.
+-- a spent lease holds no permits: drop its record now rather than at its expiry
+if release ~= '' then redis.call('ZREM', KEYS[n + 1], release) end
 local granted = 0
 if want > 0 and all_admitted then
   redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', string.format('%.0f', now))

@@ -8,7 +8,8 @@
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
 -- ARGV[3+m] want;  ARGV[4+m] lease lifetime µs;  ARGV[5+m] budget;  ARGV[6+m] lease member id
--- ARGV[6+m+i] emission interval of limit i µs;  ARGV[6+m+n+i] burst of limit i
+-- ARGV[7+m] member of this instance's previous lease, spent or given back, to drop ("" none)
+-- ARGV[7+m+i] emission interval of limit i µs;  ARGV[7+m+n+i] burst of limit i
 -- returns   per cost j: {allowed, limited_by, now, (remaining, reset_after, retry_after) * n},
 --           then granted, then the TAT of each limit after the call
 
@@ -24,7 +25,8 @@ local want = tonumber(ARGV[3 + m])
 local ttl = tonumber(ARGV[4 + m])
 local budget = tonumber(ARGV[5 + m])
 local member = ARGV[6 + m]
-local base = 6 + m
+local release = ARGV[7 + m]
+local base = 7 + m
 local n = #KEYS - 1
 
 local T, B, tat = {}, {}, {}
@@ -78,6 +80,8 @@ end
 
 -- The lease: as sliding_window_batch.lua (a quarter of what the tightest bucket holds, within
 -- the budget left by every instance's outstanding leases).
+-- a spent lease holds no permits: drop its record now rather than at its expiry
+if release ~= '' then redis.call('ZREM', KEYS[n + 1], release) end
 local granted = 0
 if want > 0 and all_admitted then
   redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', string.format('%.0f', now))

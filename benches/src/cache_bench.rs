@@ -48,13 +48,25 @@ fn parse(args: &[String]) -> Args {
     a
 }
 
-fn commandstats_total(port: u16) -> u64 {
+/// Calls per command from INFO commandstats (commands run inside scripts included), INFO itself left out.
+fn commandstats(port: u16) -> HashMap<String, u64> {
     let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "commandstats"]).output().expect("redis-cli");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
-        .sum()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            Some((name.to_string(), rest.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// (total, the commands that made most of it)
+fn commandstats_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> (u64, String) {
+    let mut d: Vec<(String, u64)> = after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0)))).filter(|(_, v)| *v > 0).collect();
+    d.sort_by(|a, b| b.1.cmp(&a.1));
+    let top = d.iter().take(6).map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+    (d.iter().map(|(_, v)| v).sum(), top)
 }
 
 fn rss_mb() -> f64 {
@@ -95,6 +107,8 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
     let mut tasks = Vec::new();
     for t in 0..args.concurrency {
         let (l, stop) = (instances[t % instances.len()].clone(), stop.clone());
+        // a soak keeps no records: RSS must show the limiter, not the bench's log
+        let record = args.rss_every.is_none();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).unwrap();
             let mut rng = Rng::new(t as u64 + 1);
@@ -105,7 +119,9 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
                 let t0 = Instant::now();
                 let d = l.check(&key(id)).await.expect("check");
                 h.record(t0.elapsed().as_micros() as u64).ok();
-                rec.push((id as u32, d.at_us, d.allowed));
+                if record {
+                    rec.push((id as u32, d.at_us, d.allowed));
+                }
                 n += 1;
                 if n % 64 == 0 {
                     // local answers never wait; let the timer that stops the run get a turn
@@ -184,7 +200,8 @@ pub fn run(raw: &[String]) {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         url
     );
-    let floor = crate::redis_floor(port, args.seconds, args.concurrency);
+    // the floor is a 5 s measurement whatever the row length (a soak's rows are minutes)
+    let floor = crate::redis_floor(port, args.seconds.min(5.0), args.concurrency);
     match &floor {
         Some(f) => println!("redis-benchmark EVALSHA 'return 1' floor: {:.0}/s (p50 {} µs)", f.per_sec, f.p50_us),
         None => println!("(redis-benchmark not available: no floor)"),
@@ -214,9 +231,9 @@ pub fn run(raw: &[String]) {
                     l.connect().await.expect("redis reachable");
                 }
             });
-            let before = commandstats_total(port);
+            let before = commandstats(port);
             let mut out = rt.block_on(drive(&instances, w, &args));
-            let commands = commandstats_total(port).saturating_sub(before);
+            let (commands, top_commands) = commandstats_delta(&before, &commandstats(port));
             let (mut cache_hits, mut lease_hits) = (0u64, 0u64);
             for l in &instances {
                 let s = l.metrics().snapshot();
@@ -224,6 +241,13 @@ pub fn run(raw: &[String]) {
                 lease_hits += s.decisions_from(Source::Lease);
             }
             let rss = rss_mb();
+            let (mut granted, mut leased, mut returned, mut cache_kib) = (0u64, 0u64, 0u64, 0u64);
+            for s in instances.iter().filter_map(|l| l.cache_stats()) {
+                granted += s.leases_granted;
+                leased += s.permits_leased;
+                returned += s.permits_returned;
+                cache_kib += s.weighted_bytes / 1024;
+            }
             let (ora, sys, off, over, under) = rt.block_on(oracle(&w, args.algorithm, &mut out.records));
             let d = out.decisions.max(1) as f64;
             println!(
@@ -240,6 +264,14 @@ pub fn run(raw: &[String]) {
                 format!("{sys} vs {ora}, {off} ids off, +{over}/-{under}"),
                 rss
             );
+            println!("{:<34} Redis commands: {top_commands}", "");
+            if cache.is_some() {
+                println!(
+                    "{:<34} leases {granted} (avg {:.0} permits), {returned} permits returned, cache {cache_kib} KiB over {n} instance(s)",
+                    "",
+                    leased as f64 / granted.max(1) as f64
+                );
+            }
         }
     }
 }

@@ -339,8 +339,7 @@ impl LocalCache {
                 Step::Wait(rx)
             } else {
                 st.in_flight = true;
-                let (want, spent) = plan(sh, &mut st, &slot, now, 1);
-                Step::Drive(want, spent)
+                Step::Drive(plan(sh, &mut st, &slot, now, 1))
             }
         };
         match step {
@@ -356,9 +355,9 @@ impl LocalCache {
                 Ok(r) => r,
                 Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
             },
-            Step::Drive(want, spent) => {
+            Step::Drive(p) => {
                 let _handoff = Handoff { sh: sh.clone(), remote: remote.clone(), slot: slot.clone() };
-                let own = exchange(sh, remote, &slot, vec![Waiter { cost: req.cost, tx: None }], want, spent).await;
+                let own = exchange(sh, remote, &slot, vec![Waiter { cost: req.cost, tx: None }], p).await;
                 own.unwrap_or_else(|| Err(Error::Store { url: remote.store().url().to_string(), message: "no answer for the driving caller".into() }))
             }
         }
@@ -378,7 +377,7 @@ impl LocalCache {
 enum Step {
     Direct,
     Wait(oneshot::Receiver<Reply>),
-    Drive(u64, Option<Unused>),
+    Drive(Plan),
 }
 
 fn batchable(a: Algorithm) -> bool {
@@ -511,11 +510,13 @@ fn dup(e: &Error) -> Error {
 
 /// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
 /// lease out (its rest is given back), adapt the next lease size, decide whether to ask for one.
-fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: usize) -> (u64, Option<Unused>) {
+fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: usize) -> Plan {
+    let mut release = None;
     let spent = st.lease.take().and_then(|l| {
         let used = l.granted - l.left;
         // spent before expiry: ask for twice as much; expired part-used: ask for what was used
         st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
+        release = Some(l.member.clone());
         (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
     });
     let lease_ms = Duration::from_millis(sh.opts.lease_ms);
@@ -524,23 +525,33 @@ fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: u
     st.last_remote = Some(now);
     let budget = sh.budget();
     let want = if sh.opts.leases && hot && budget > 0 { st.next_want.clamp(2, sh.opts.max_lease.max(2)) } else { 0 };
-    (want, spent)
+    Plan { want, spent, release }
+}
+
+/// What to ask of the next call besides the callers' costs.
+struct Plan {
+    want: u64,
+    /// A lease with permits left, to give back.
+    spent: Option<Unused>,
+    /// The previous lease's record, to drop from the outstanding set.
+    release: Option<String>,
 }
 
 /// One script call for `batch`: answers every waiter with a channel, records denials and the
 /// lease, and returns the answer of the waiter without one (the caller that drives inline).
-async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Waiter>, want: u64, spent: Option<Unused>) -> Option<Reply> {
+async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Waiter>, plan: Plan) -> Option<Reply> {
+    let Plan { want, spent, release } = plan;
     if let Some(u) = spent {
         spawn_return(sh, remote, u);
     }
     let member = format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed));
     let t0 = Instant::now();
-    let result = if batch.len() == 1 && want == 0 {
+    let result = if batch.len() == 1 && want == 0 && release.is_none() {
         // one caller, no lease: the plain script answers the same, with less Lua
         let req = Request { keys: &slot.keys, limits: sh.limits(), algorithm: sh.algorithm(), cost: batch[0].cost, consume: true };
         remote.evaluate(&req).await.map(|o| (vec![o], 0, Vec::new()))
     } else {
-        call_batch(sh, remote, &slot.keys, &batch, want, &member).await
+        call_batch(sh, remote, &slot.keys, &batch, want, &member, release.as_deref().unwrap_or("")).await
     };
     let mut own = None;
     let mut st = slot.lock();
@@ -613,7 +624,7 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
         tokio::time::sleep(Duration::from_micros(sh.opts.batch_window_us)).await;
     }
     loop {
-        let (batch, want, spent) = {
+        let (batch, p) = {
             let mut st = slot.lock();
             let now = Instant::now();
             // callers a fresh denial or the current lease can answer, before anything goes to Redis
@@ -625,10 +636,10 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
             }
             let take = st.queue.len().min(sh.opts.max_batch);
             let batch: Vec<Waiter> = st.queue.drain(..take).collect();
-            let (want, spent) = plan(&sh, &mut st, &slot, now, batch.len());
-            (batch, want, spent)
+            let p = plan(&sh, &mut st, &slot, now, batch.len());
+            (batch, p)
         };
-        exchange(&sh, &remote, &slot, batch, want, spent).await;
+        exchange(&sh, &remote, &slot, batch, p).await;
     }
 }
 
@@ -668,7 +679,7 @@ fn serve_from_lease(st: &mut SlotState, now: Instant) {
 }
 
 /// Run the batch script: per-caller outcomes, permits leased, and the marks to return them by.
-async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
+async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str, release: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
     let script = if sh.algorithm() == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
     let mut inv = script.prepare_invoke();
     for k in keys {
@@ -679,7 +690,7 @@ async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Wait
     for w in batch {
         inv.arg(w.cost);
     }
-    inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member);
+    inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member).arg(release);
     match sh.algorithm() {
         Algorithm::TokenBucket => {
             for l in sh.limits() {

@@ -36,7 +36,7 @@ async fn run_batch(store: &RedisStore, alg: Algorithm, keys: &[String], limits: 
     for c in costs {
         inv.arg(*c);
     }
-    inv.arg(want).arg(300_000u64).arg(budget).arg(member);
+    inv.arg(want).arg(300_000u64).arg(budget).arg(member).arg("");
     if alg == Algorithm::TokenBucket {
         for l in limits {
             inv.arg(emission_interval_us(l));
