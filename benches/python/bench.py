@@ -89,6 +89,8 @@ class Result:
     seconds: float
     p50_us: float
     p99_us: float
+    cpu_us: float  # CPU per decision in this process (all threads), microseconds
+    redis_cpu_us: float  # CPU per decision in redis-server
 
     @property
     def rate(self) -> float:
@@ -101,13 +103,31 @@ def percentiles(samples: list[int]) -> tuple[float, float]:
     return samples[n // 2] / 1000, samples[min(n - 1, (n * 99) // 100)] / 1000
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def __enter__(self) -> "Meter":
+        self.cpu0, self.rcpu0 = time.process_time(), proc_cpu(self.redis.proc.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu = time.process_time() - self.cpu0
+        self.rcpu = proc_cpu(self.redis.proc.pid) - self.rcpu0
+
+
 async def run_async(call: Callable[[str], Awaitable[Any]], keys: int, concurrency: int, seconds: float) -> tuple[int, float, list[int]]:
     lat: list[int] = []
     stop = time.perf_counter() + seconds
-    counter = 0
 
     async def worker(w: int) -> None:
-        nonlocal counter
         i = w
         pc = time.perf_counter_ns
         while time.perf_counter() < stop:
@@ -116,7 +136,6 @@ async def run_async(call: Callable[[str], Awaitable[Any]], keys: int, concurrenc
             await call(key)
             lat.append(pc() - t0)
             i += concurrency
-        counter += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
@@ -145,33 +164,44 @@ def floodwall_limiter(url: str, algorithm: str) -> floodwall.Limiter:
     )
 
 
-async def bench(args: argparse.Namespace, redis: Redis) -> list[Result]:
+PAIRS = [
+    ("sliding_window", aio_strategies.SlidingWindowCounterRateLimiter, strategies.SlidingWindowCounterRateLimiter,
+     "sliding-window-counter"),
+    ("sliding_log", aio_strategies.MovingWindowRateLimiter, strategies.MovingWindowRateLimiter, "moving-window"),
+]
+
+
+async def one_round(args: argparse.Namespace, redis: Redis, limiters: list[floodwall.Limiter]) -> list[Result]:
     url = f"redis://127.0.0.1:{redis.port}"
     item = parse(LIMIT)
     results: list[Result] = []
-    pairs = [
-        ("sliding_window", aio_strategies.SlidingWindowCounterRateLimiter, strategies.SlidingWindowCounterRateLimiter,
-         "sliding-window-counter"),
-        ("sliding_log", aio_strategies.MovingWindowRateLimiter, strategies.MovingWindowRateLimiter, "moving-window"),
-    ]
-    limiters: list[floodwall.Limiter] = []
-    for fw_alg, aio_cls, sync_cls, limits_name in pairs:
-        modes = [(f"async c={args.concurrency}", args.concurrency), ("async c=1", 1)]
-        for mode, conc in modes:
+    warm = min(0.5, args.seconds)
+
+    def record(name: str, alg: str, mode: str, n: int, secs: float, lat: list[int], m: Meter) -> None:
+        results.append(Result(name, alg, mode, n, secs, *percentiles(lat), m.cpu / n * 1e6, m.rcpu / n * 1e6))
+        print(fmt(results[-1]), flush=True)
+
+    for fw_alg, aio_cls, sync_cls, limits_name in PAIRS:
+        for mode, conc in ((f"async c={args.concurrency}", args.concurrency), ("async c=1", 1)):
             fw = floodwall_limiter(url, fw_alg)
             limiters.append(fw)
             await fw.connect()
-            storage = AsyncRedisStorage(url.replace("redis://", "async+redis://"))
-            lim = aio_cls(storage)
+            lim = aio_cls(AsyncRedisStorage(url.replace("redis://", "async+redis://")))
             await lim.hit(item, "warmup")
-            for name, alg, call in (
-                ("floodwall", fw_alg, fw.check),
-                ("limits", limits_name, lambda k, lim=lim: lim.hit(item, k)),
-            ):
-                await run_async(call, args.keys, conc, min(0.5, args.seconds))  # warm up
-                n, secs, lat = await run_async(call, args.keys, conc, args.seconds)
-                results.append(Result(name, alg, mode, n, secs, *percentiles(lat)))
-                print(fmt(results[-1]), flush=True)
+            runs: list[tuple[str, str, Callable[[str], Awaitable[Any]], bool]] = [
+                ("floodwall", fw_alg, fw.check, True),
+                ("limits", limits_name, lambda k, lim=lim: lim.hit(item, k), True),
+            ]
+            if fw_alg == "sliding_window" and conc > 1:
+                # The same calls with results delivered one by one by pyo3-async-runtimes.
+                runs.append(("floodwall", fw_alg + " (pyo3-async-rt)", fw.check, False))
+            for name, alg, call, bridge in runs:
+                floodwall._floodwall._use_loop_bridge(bridge)
+                await run_async(call, args.keys, conc, warm)
+                with Meter(redis) as m:
+                    n, secs, lat = await run_async(call, args.keys, conc, args.seconds)
+                record(name, alg, mode, n, secs, lat, m)
+            floodwall._floodwall._use_loop_bridge(True)
             redis.command("FLUSHALL")
         fw = floodwall_limiter(url, fw_alg)
         limiters.append(fw)
@@ -181,24 +211,40 @@ async def bench(args: argparse.Namespace, redis: Redis) -> list[Result]:
             ("floodwall", fw_alg, fw.check_sync),
             ("limits", limits_name, lambda k, lim=sync_lim: lim.hit(item, k)),
         ):
-            run_sync(scall, args.keys, min(0.5, args.seconds))
-            n, secs, lat = run_sync(scall, args.keys, args.seconds)
-            results.append(Result(name, alg, "sync", n, secs, *percentiles(lat)))
-            print(fmt(results[-1]), flush=True)
+            run_sync(scall, args.keys, warm)
+            with Meter(redis) as m:
+                n, secs, lat = run_sync(scall, args.keys, args.seconds)
+            record(name, alg, "sync", n, secs, lat, m)
         redis.command("FLUSHALL")
+    return results
+
+
+async def bench(args: argparse.Namespace, redis: Redis) -> list[Result]:
+    limiters: list[floodwall.Limiter] = []
+    rounds: list[list[Result]] = []
+    for r in range(args.rounds):
+        print(f"-- round {r + 1} of {args.rounds}, load average {os.getloadavg()[0]:.2f}", flush=True)
+        rounds.append(await one_round(args, redis, limiters))
     # Every floodwall decision must have come from Redis (no fallback, no cache).
     for fw in limiters:
         decisions = fw.metrics()["decisions"]
         other = {k: v for k, v in decisions.items() if v and not k.startswith("redis_")}
         assert not other, f"floodwall decisions not from Redis: {other}"
-    return results
+    # The median round of each row, by decisions/s.
+    medians = []
+    for i in range(len(rounds[0])):
+        row = sorted((rnd[i] for rnd in rounds), key=lambda x: x.rate)
+        medians.append(row[len(row) // 2])
+    return medians
 
 
-HEADER = f"{'library':<10} {'algorithm':<24} {'mode':<12} {'decisions/s':>12} {'p50 µs':>9} {'p99 µs':>9}"
+HEADER = (f"{'library':<10} {'algorithm':<32} {'mode':<12} {'decisions/s':>12} {'p50 µs':>8} {'p99 µs':>8}"
+          f" {'cpu µs/dec':>11} {'redis µs/dec':>13}")
 
 
 def fmt(r: Result) -> str:
-    return f"{r.library:<10} {r.algorithm:<24} {r.mode:<12} {r.rate:>12,.0f} {r.p50_us:>9.0f} {r.p99_us:>9.0f}"
+    return (f"{r.library:<10} {r.algorithm:<32} {r.mode:<12} {r.rate:>12,.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f}"
+            f" {r.cpu_us:>11.1f} {r.redis_cpu_us:>13.1f}")
 
 
 def main() -> None:
@@ -206,24 +252,29 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
     p.add_argument("--concurrency", type=int, default=64, help="asyncio tasks in flight")
     p.add_argument("--keys", type=int, default=10_000, help="distinct identities, used round-robin")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each row reports its median round")
     args = p.parse_args()
     redis = Redis()
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     print(f"floodwall {floodwall.__version__}, limits {limits.__version__}, Python {platform.python_version()}, "
           f"redis-server {version}, {os.cpu_count()} cores, limit {LIMIT}, {args.keys} keys, "
-          f"{args.seconds:g} s per row")
+          f"{args.seconds:g} s per row, {args.rounds} rounds")
     print(HEADER, flush=True)
     try:
         results = asyncio.run(bench(args, redis))
     finally:
         redis.stop()
-    print("\nfloodwall / limits:")
+    print(f"\nmedian of {args.rounds} rounds (load average now {os.getloadavg()[0]:.2f}):")
+    print(HEADER)
+    for r in results:
+        print(fmt(r))
+    print("\nfloodwall / limits (median rounds):")
     for r in results:
         if r.library != "floodwall":
             continue
         other = next(o for o in results if o.library == "limits" and o.mode == r.mode and
-                     (o.algorithm == "sliding-window-counter") == (r.algorithm == "sliding_window"))
-        print(f"  {r.algorithm:<15} {r.mode:<12} throughput x{r.rate / other.rate:.1f}, "
+                     (o.algorithm == "sliding-window-counter") == r.algorithm.startswith("sliding_window"))
+        print(f"  {r.algorithm:<32} {r.mode:<12} decisions/s x{r.rate / other.rate:.1f}, "
               f"p99 {r.p99_us:.0f} vs {other.p99_us:.0f} µs")
 
 

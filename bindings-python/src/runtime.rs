@@ -20,10 +20,17 @@ static CURRENT: AtomicPtr<PidRuntime> = AtomicPtr::new(std::ptr::null_mut());
 
 fn build() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
         .thread_name("floodwall")
         .enable_all()
         .build()
         .expect("floodwall: cannot start the tokio runtime")
+}
+
+/// FLOODWALL_WORKER_THREADS, else 1: the work is I/O on one multiplexed Redis connection, and
+/// idle workers looking for work cost CPU that the interpreter needs.
+fn worker_threads() -> usize {
+    std::env::var("FLOODWALL_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(1)
 }
 
 /// The runtime of the current process, made on first use and again after a fork.
