@@ -1,6 +1,7 @@
 // floodwall/express: rate limiting middleware for Express 4 and 5. The rules (client IP behind
 // trusted proxies, verified JWT users, keys, route rules, headers, 429 body) run in the core via
-// HttpLimiter; this file only reads the request, writes the response and reports problems.
+// HttpLimiter; this file only reads the request, writes the response and reports problems. It also
+// passes the request's trace context, so the core's `floodwall.check` spans are children of the app's.
 'use strict'
 
 const { HttpLimiter } = require('./native.js')
@@ -47,6 +48,41 @@ function warnOnSharedNames(options, logger) {
     }
     namesInUse.add(id)
   }
+}
+
+// @opentelemetry/api, if the app has it (an optional peer dependency): undefined until first looked
+// for, null when absent. Its global state is shared across copies, so this sees the app's context.
+let otelApi
+
+function loadOtel() {
+  if (otelApi === undefined) {
+    try {
+      otelApi = require('@opentelemetry/api')
+    } catch {
+      otelApi = null
+    }
+  }
+  return otelApi
+}
+
+/**
+ * The W3C traceparent of the active span: what the app's propagator injects, or, when no
+ * propagator is registered, the active span's own context. Without an active span: the incoming
+ * request's traceparent header.
+ */
+function traceparentOf(req) {
+  const api = loadOtel()
+  if (api) {
+    const active = api.context.active()
+    const carrier = {}
+    api.propagation.inject(active, carrier)
+    if (typeof carrier.traceparent === 'string') return carrier.traceparent
+    const sc = api.trace.getSpanContext(active)
+    if (sc && api.isSpanContextValid(sc)) {
+      return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`
+    }
+  }
+  return header(req.headers.traceparent)
 }
 
 function header(value) {
@@ -119,6 +155,7 @@ function rateLimit(options) {
         header(headers.authorization),
         header(headers[apiKeyHeader]),
         keyFn ? String(await keyFn(req, res)) : undefined,
+        traceparentOf(req),
       ]
     } catch (err) {
       return next(err) // the app's own skip or key function failed

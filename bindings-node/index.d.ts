@@ -6,6 +6,8 @@ export type LimitString = string
 export type Algorithm = 'sliding_window' | 'sliding_log' | 'token_bucket'
 
 export interface LimiterOptions {
+  /** The `limiter` label on floodwall's metrics (default: `prefix`). */
+  name?: string
   /** One limit or several; several are checked together in one atomic call. */
   limits: LimitString | LimitString[]
   /** Default `'sliding_window'`. */
@@ -16,7 +18,7 @@ export interface LimiterOptions {
   clusterNodes?: string[]
   /** Key prefix in Redis (default `'floodwall'`). */
   prefix?: string
-  /** Deadline for one Redis call, in milliseconds (default 20); past it the fallback answers. */
+  /** Deadline for one Redis call, in milliseconds (default 50); past it the fallback answers. */
   timeoutMs?: number
   /** What answers when Redis cannot (default `'local'`: this process enforces the limits itself). */
   fallback?: Fallback
@@ -45,7 +47,7 @@ export type Fallback =
 export interface BreakerOptions {
   /** Open after this many consecutive failures (5). */
   failureThreshold?: number
-  /** A call slower than this many ms is slow (10). */
+  /** A call slower than this many ms is slow (25). */
   slowCallMs?: number
   /** Open when this share of the last `slowCallWindow` calls was slow (0.5 of 100)... */
   slowCallRatio?: number
@@ -58,6 +60,11 @@ export interface BreakerOptions {
   halfOpenProbes?: number
   /** While open, PING Redis this often, ms (250). */
   healthCheckMs?: number
+  /**
+   * Redis calls in flight at once from this limiter (128); more wait their turn before their
+   * deadline starts, so a burst in this process is not taken for a sick Redis.
+   */
+  maxInFlight?: number
 }
 
 /** One limit's state. Times are seconds. */
@@ -101,13 +108,23 @@ export interface FloodwallError extends Error {
   code: 'ERR_FLOODWALL_CONFIG' | 'ERR_FLOODWALL_STORE' | 'ERR_FLOODWALL_INTERNAL'
 }
 
+export interface CheckOptions {
+  /** Units to consume (default 1). */
+  cost?: number
+  /** The caller's W3C trace context, e.g. `'00-<trace id>-<span id>-01'`. */
+  traceparent?: string
+}
+
 export declare class Limiter {
   /** @throws {FloodwallError} `ERR_FLOODWALL_CONFIG` for a bad option. Does not connect. */
   constructor(options: LimiterOptions)
-  /** Consume `cost` units (default 1) from every limit, or nothing if any limit would be exceeded. */
-  check(key: string, options?: { cost?: number }): Promise<Decision>
+  /**
+   * Consume `cost` units (default 1) from every limit, or nothing if any limit would be exceeded.
+   * With `traceparent` (W3C), the core's `floodwall.check` span is a child of that span.
+   */
+  check(key: string, options?: CheckOptions): Promise<Decision>
   /** Would one more request pass? Consumes nothing. */
-  peek(key: string): Promise<Decision>
+  peek(key: string, options?: { traceparent?: string }): Promise<Decision>
   /** Forget every count of the identity. */
   reset(key: string): Promise<void>
   /** Make sure Redis answers (resolves at once on the embedded store). */
@@ -149,7 +166,7 @@ export interface JwtOptions {
 export type KeyScope = string
 
 export interface RuleOptions {
-  /** Names the rule in headers ("login-per-minute") and in its Redis keys. */
+  /** Names the rule in headers ("login-per-minute"), in its Redis keys, and its limiter on metrics. */
   name: string
   /** `'/login'`, `'/api/*'`, `'/items/:id'` or `'/items/{id}'`, `'*'` (default). */
   path?: string
@@ -171,7 +188,7 @@ export interface RuleOptions {
 }
 
 export interface HttpLimiterOptions {
-  /** Names the middleware's own limits in headers and keys (default `'default'`). */
+  /** Names the middleware's own limits in headers, keys and metrics (default `'default'`). */
   name?: string
   limits?: LimitString | LimitString[]
   algorithm?: Algorithm
@@ -246,8 +263,52 @@ export declare class HttpLimiter {
     authorization?: string | null,
     apiKey?: string | null,
     key?: string | null,
+    /** W3C trace context of the request's span: the core's spans become its children. */
+    traceparent?: string | null,
   ): Promise<HttpDecision>
   /** Some rule's key comes from a key function (pass `request.key`). */
   get needsKey(): boolean
   get ruleNames(): string[]
+}
+
+export interface TraceOptions {
+  /** OTLP/HTTP endpoint, e.g. `'http://localhost:4318/v1/traces'`. Absent: spans are not exported. */
+  otlpEndpoint?: string
+  /** Share of new traces sampled, 0..1 (default 1); a sampled parent is always followed. */
+  samplingRatio?: number
+  /** Put raw keys (user ids, IPs) on spans as `floodwall.key`; default: `floodwall.key_hash`. */
+  recordRawKeys?: boolean
+  /** Default `'floodwall'`. */
+  serviceName?: string
+}
+
+/** A finished span held by the test exporter (`_enableTestTracing`). */
+export interface SpanRecord {
+  name: string
+  traceId: string
+  spanId: string
+  /** `'0000000000000000'` for a root span. */
+  parentSpanId: string
+  attributes: Record<string, string>
+  error: boolean
+}
+
+/** Tracing, logs and metrics of the core. Process-wide. */
+export declare const telemetry: {
+  /** A `floodwall.check` span per decision, exported over OTLP when `otlpEndpoint` is given. */
+  configureTracing(options?: TraceOptions): void
+  disableTracing(): void
+  /** Warnings and errors as JSON lines on stderr, with trace ids. Default filter `'floodwall=warn'`. */
+  installJsonLogs(filter?: string): void
+  /** Every live limiter's metrics in the Prometheus text format. */
+  prometheusText(): string
+  /**
+   * Show floodwall's metric families in a prom-client Registry (default: prom-client's global
+   * `register`); each scrape reads the core's current values. Returns the registry.
+   */
+  registerMetrics<R extends { registerMetric(metric: any): void }>(registry?: R): R
+  /** Tests: trace every decision into memory. */
+  _enableTestTracing(recordRawKeys?: boolean): void
+  _finishedSpans(): SpanRecord[]
+  _clearFinishedSpans(): void
 }

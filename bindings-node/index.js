@@ -2,6 +2,7 @@
 // made in the same tick go to Rust as one batch (one Promise and one wake-up of the JS thread per
 // batch instead of per call; each check is still its own atomic decision). Errors are Errors with
 // `code` ERR_FLOODWALL_CONFIG / ERR_FLOODWALL_STORE, made by the Rust side's one mapping.
+// `telemetry` (telemetry.js) holds tracing, logs and metrics.
 'use strict'
 
 const native = require('./native.js')
@@ -63,35 +64,48 @@ function flush(limiter, q) {
   }
   let pending
   try {
-    pending = limiter._decideMany(q.keys, Float64Array.from(q.costs))
+    pending = limiter._decideMany(q.keys, Float64Array.from(q.costs), q.traced ? q.traceparents : undefined)
   } catch (err) {
     return failAll(err) // never leave a caller's Promise unsettled
   }
   pending.then((batch) => decode(batch, q.settle), failAll)
 }
 
-/** cost 0 means peek. */
-function enqueue(limiter, key, cost) {
+/** cost 0 means peek; traceparent '' means none. */
+function enqueue(limiter, key, cost, traceparent) {
   let q = queued.get(limiter)
   if (q === undefined) {
-    q = { keys: [], costs: [], settle: [] }
+    q = { keys: [], costs: [], traceparents: [], traced: false, settle: [] }
     queued.set(limiter, q)
     queueMicrotask(() => flush(limiter, q))
   }
   const p = new Promise((resolve, reject) => {
     q.keys.push(key)
     q.costs.push(cost)
+    q.traceparents.push(traceparent)
+    if (traceparent !== '') q.traced = true
     q.settle.push(resolve, reject)
   })
   if (q.keys.length >= MAX_BATCH) flush(limiter, q)
   return p
 }
 
+/** The traceparent of well-formed options ('' when none), or null when they need the native checks. */
+function plainTraceparent(options) {
+  if (options === undefined) return ''
+  if (options === null || typeof options !== 'object') return null
+  const tp = options.traceparent
+  if (tp === undefined || tp === null) return ''
+  return typeof tp === 'string' ? tp : null
+}
+
+/** The cost of well-formed options, or 0 when they need the native checks. */
 function plainCost(options) {
   if (options === undefined) return 1
   if (options === null || typeof options !== 'object') return 0
   let cost = 1
   for (const k in options) {
+    if (k === 'traceparent') continue
     if (k !== 'cost') return 0
     const c = options.cost
     if (c === undefined) continue
@@ -105,15 +119,20 @@ function plainCost(options) {
 // validates it and rejects with the precise error.
 Limiter.prototype.check = function check(key, options) {
   const cost = typeof key === 'string' ? plainCost(options) : 0
-  return cost > 0 ? enqueue(this, key, cost) : this._check(key, options)
+  const tp = cost > 0 ? plainTraceparent(options) : null
+  return tp !== null ? enqueue(this, key, cost, tp) : this._check(key, options)
 }
 
-Limiter.prototype.peek = function peek(key) {
-  return typeof key === 'string' ? enqueue(this, key, 0) : this._peek(key)
+Limiter.prototype.peek = function peek(key, options) {
+  const plain = typeof key === 'string' && (options === undefined || (options !== null && typeof options === 'object' &&
+    Object.keys(options).every((k) => k === 'traceparent')))
+  const tp = plain ? plainTraceparent(options) : null
+  return tp !== null ? enqueue(this, key, 0, tp) : this._peek(key, options)
 }
 
 module.exports = {
   Limiter,
   ManualClock: native.ManualClock,
   HttpLimiter: native.HttpLimiter,
+  telemetry: require('./telemetry.js'),
 }

@@ -1,5 +1,5 @@
 // ES module entry: the same objects as index.js.
 import floodwall from './index.js'
 
-export const { Limiter, ManualClock, HttpLimiter } = floodwall
+export const { Limiter, ManualClock, HttpLimiter, telemetry } = floodwall
 export default floodwall

@@ -28,7 +28,9 @@ const RULE_OPTIONS: &[&str] = &[
     "name", "path", "methods", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback",
     "breaker", "clock", "limiter", "key", "cost",
 ];
-const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS;
+/// Options that build a limiter. `name` is not one of them here: it names the middleware or the
+/// rule (headers, keys), and the limiter built for it takes that name as its metrics label.
+const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS.split_at(1).1;
 const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
 
 struct Rule {
@@ -90,7 +92,9 @@ pub struct HttpDecision {
     pub store_errors: Vec<StoreFailure>,
 }
 
-fn limiter_for(env: &Env, obj: &Object, what: &str) -> Outcome<Option<floodwall::Limiter>> {
+/// The limiter of the middleware or of a rule: a shared `limiter`, or one built from `limits` and
+/// its options, labelled `name` on metrics.
+fn limiter_for(env: &Env, obj: &Object, what: &str, name: &str) -> Outcome<Option<floodwall::Limiter>> {
     if let Some(v) = args::field(obj, "limiter")? {
         if LIMITER_KEYS.iter().any(|k| args::field(obj, k).ok().flatten().is_some()) {
             return Err(Failure::Arg(format!(
@@ -114,6 +118,7 @@ fn limiter_for(env: &Env, obj: &Object, what: &str) -> Outcome<Option<floodwall:
     // Re-read only the limiter keys: build_limiter refuses anything else.
     let sub = Object::new(env)?;
     let mut sub = sub;
+    sub.set("name", name)?;
     for k in LIMITER_KEYS {
         if let Some(v) = args::field(obj, k)? {
             sub.set(k, v)?;
@@ -224,7 +229,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
     };
     let scope = scope_for(&obj)?;
     let mut rules = Vec::new();
-    if let Some(limiter) = limiter_for(env, &obj, "rateLimit")? {
+    if let Some(limiter) = limiter_for(env, &obj, "rateLimit", &name)? {
         // Validate the name as rule names are validated: it goes into headers and keys.
         RouteRule::new(&name, "*", &[])?;
         rules.push(Rule { name: name.clone(), route: None, limiter, scope: scope.clone(), cost: cost_for(&obj)? });
@@ -255,7 +260,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
             };
             let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
             let route = RouteRule::new(&rname, &path, &methods)?;
-            let Some(limiter) = limiter_for(env, &r, &what)? else {
+            let Some(limiter) = limiter_for(env, &r, &what, &rname)? else {
                 return Err(Failure::Arg(format!("{what} ({rname:?}): give it `limits` or a `limiter`")));
             };
             if rules.iter().any(|x: &Rule| x.name == rname) {
@@ -293,6 +298,8 @@ struct HttpRequest {
     api_key: Option<String>,
     /// The key from the app's key function, for rules whose key is a function.
     key: Option<String>,
+    /// W3C trace context of the app's request span: each rule's `floodwall.check` span is its child.
+    traceparent: Option<String>,
 }
 
 #[napi(js_name = "HttpLimiter")]
@@ -321,7 +328,7 @@ impl JsHttpLimiter {
     /// Positional rather than an object: this runs once per HTTP request, and reading eight
     /// properties through napi costs more than eight arguments.
     #[napi(
-        ts_args_type = "method: string, path: string, route: string | undefined | null, peer: string, forwardedFor?: string | null, authorization?: string | null, apiKey?: string | null, key?: string | null",
+        ts_args_type = "method: string, path: string, route: string | undefined | null, peer: string, forwardedFor?: string | null, authorization?: string | null, apiKey?: string | null, key?: string | null, traceparent?: string | null",
         ts_return_type = "Promise<HttpDecision>"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -336,9 +343,11 @@ impl JsHttpLimiter {
         authorization: Option<String>,
         api_key: Option<String>,
         key: Option<String>,
+        traceparent: Option<String>,
     ) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
         let inner = self.inner.clone();
-        let req = HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key };
+        let traceparent = traceparent.filter(|t| !t.is_empty());
+        let req = HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key, traceparent };
         settle(env, async move { decide(&inner, &req).await })
     }
 }
@@ -403,13 +412,12 @@ async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
     }
     let checks = matching.iter().zip(&keys).map(|(rule, key)| {
         let identity = format!("{}|{}", rule.name, key);
-        async move {
-            if rule.cost == 1 { rule.limiter.check(&identity).await } else { rule.limiter.check_n(&identity, rule.cost).await }
-        }
+        let traceparent = req.traceparent.as_deref();
+        async move { rule.limiter.check_with(&identity, floodwall::CheckOptions { cost: rule.cost, traceparent }).await }
     });
     let results = futures::future::join_all(checks).await;
     let mut decided: Vec<(&str, floodwall::Decision)> = Vec::with_capacity(results.len());
-    for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
+    for (rule, result) in matching.iter().zip(results) {
         match result {
             Ok(d) => {
                 if d.source == floodwall::Source::Fallback {

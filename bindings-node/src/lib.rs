@@ -1,12 +1,14 @@
 //! The Node binding of floodwall (napi-rs): `Limiter` and `ManualClock` over the core, and the
-//! core's HTTP rules (client IP, keys, JWT, routes, headers) for the Express adapter in express.js.
-//! Errors become JS `Error`s with a `code` in error.rs; no panic crosses into Node.
+//! core's HTTP rules (client IP, keys, JWT, routes, headers) for the Express adapter in express.js,
+//! and the core's tracing, logs and metrics (telemetry.rs). Errors become JS `Error`s with a `code`
+//! in error.rs; no panic crosses into Node.
 
 mod args;
 mod error;
 mod http;
 mod limiter;
 mod runtime;
+mod telemetry;
 
 pub use http::JsHttpLimiter;
 pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};

@@ -144,11 +144,12 @@ impl JsManualClock {
     }
 }
 
+/// `name` comes first: http.rs builds limiters from the rest (there `name` names the rule).
 pub const LIMITER_OPTIONS: &[&str] =
-    &["limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock"];
+    &["name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock"];
 const BREAKER_OPTIONS: &[&str] = &[
     "failureThreshold", "slowCallMs", "slowCallRatio", "slowCallWindow", "slowCallMinCalls", "openMs",
-    "halfOpenProbes", "healthCheckMs",
+    "halfOpenProbes", "healthCheckMs", "maxInFlight",
 ];
 
 /// The circuit breaker in front of Redis; absent fields keep the core's defaults.
@@ -181,6 +182,13 @@ fn breaker_arg(v: &Unknown) -> Outcome<BreakerOptions> {
     }
     if let Some(v) = args::field(&obj, "healthCheckMs")? {
         b.health_check_ms = args::whole("breaker.healthCheckMs", &v, 1)?;
+    }
+    if let Some(v) = args::field(&obj, "maxInFlight")? {
+        let n = args::whole("breaker.maxInFlight", &v, 1)?;
+        b.max_in_flight = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= tokio::sync::Semaphore::MAX_PERMITS)
+            .ok_or_else(|| Failure::Arg(format!("invalid breaker.maxInFlight {n}: too large")))?;
     }
     Ok(b)
 }
@@ -243,6 +251,9 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     };
     let limits = floodwall::parse_limits(&args::strings("limits", &limits)?)?;
     let mut b = floodwall::Limiter::builder(limits);
+    if let Some(v) = args::field(&obj, "name")? {
+        b = b.name(name_arg("name", &v)?);
+    }
     if let Some(v) = args::field(&obj, "algorithm")? {
         b = b.algorithm(Algorithm::parse(&args::string("algorithm", &v)?)?);
     }
@@ -286,17 +297,29 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     Ok(b.build()?)
 }
 
+/// The `limiter` label on metrics: a non-empty string.
+pub fn name_arg(what: &str, v: &Unknown) -> Outcome<String> {
+    let name = args::string(what, v)?;
+    if name.trim().is_empty() {
+        return Err(Failure::Arg(format!("invalid {what} {name:?}: must not be empty")));
+    }
+    Ok(name)
+}
+
 pub fn key_arg(key: &Unknown) -> Outcome<String> {
     args::string("key", key)
 }
 
-/// `{ cost }`: the units one check consumes (default 1).
-fn cost_arg(options: Option<&Unknown>) -> Outcome<u64> {
-    let Some(obj) = args::options("check option", options, &["cost"])? else { return Ok(1) };
-    match args::field(&obj, "cost")? {
-        Some(v) => args::whole("cost", &v, 1),
-        None => Ok(1),
-    }
+/// `{ cost, traceparent }`: the units one check consumes (default 1) and the caller's W3C trace
+/// context, under which the core's `floodwall.check` span is started.
+fn check_arg(options: Option<&Unknown>, known: &[&str]) -> Outcome<(u64, Option<String>)> {
+    let Some(obj) = args::options("check option", options, known)? else { return Ok((1, None)) };
+    let cost = match args::field(&obj, "cost")? {
+        Some(v) => args::whole("cost", &v, 1)?,
+        None => 1,
+    };
+    let traceparent = args::field(&obj, "traceparent")?.map(|v| args::string("traceparent", &v)).transpose()?;
+    Ok((cost, traceparent))
 }
 
 /// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
@@ -395,23 +418,30 @@ impl JsLimiter {
 
     /// Consume `cost` units (default 1) from every limit, or nothing if any would be exceeded.
     /// index.js exposes it as `check`, batching well-formed calls through `_decideMany`.
-    #[napi(js_name = "_check", ts_args_type = "key: string, options?: { cost?: number }", ts_return_type = "Promise<Decision>")]
+    #[napi(
+        js_name = "_check",
+        ts_args_type = "key: string, options?: { cost?: number, traceparent?: string }",
+        ts_return_type = "Promise<Decision>"
+    )]
     pub fn check<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
-        let prepared = guard(|| Ok((key_arg(&key)?, cost_arg(options.as_ref())?)));
+        let prepared = guard(|| Ok((key_arg(&key)?, check_arg(options.as_ref(), &["cost", "traceparent"])?)));
         let limiter = self.inner.clone();
         settle(env, async move {
-            let (key, cost) = prepared?;
-            let d = if cost == 1 { limiter.check(&key).await? } else { limiter.check_n(&key, cost).await? };
-            Ok(Decision::from(&d))
+            let (key, (cost, traceparent)) = prepared?;
+            let opts = floodwall::CheckOptions { cost, traceparent: traceparent.as_deref() };
+            Ok(Decision::from(&limiter.check_with(&key, opts).await?))
         })
     }
 
     /// Would one more request pass? Consumes nothing. index.js exposes it as `peek`.
-    #[napi(js_name = "_peek", ts_args_type = "key: string", ts_return_type = "Promise<Decision>")]
-    pub fn peek<'env>(&self, env: &'env Env, key: Unknown) -> napi::Result<PromiseRaw<'env, Decision>> {
-        let key = guard(|| key_arg(&key));
+    #[napi(js_name = "_peek", ts_args_type = "key: string, options?: { traceparent?: string }", ts_return_type = "Promise<Decision>")]
+    pub fn peek<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
+        let prepared = guard(|| Ok((key_arg(&key)?, check_arg(options.as_ref(), &["traceparent"])?.1)));
         let limiter = self.inner.clone();
-        settle(env, async move { Ok(Decision::from(&limiter.peek(&key?).await?)) })
+        settle(env, async move {
+            let (key, traceparent) = prepared?;
+            Ok(Decision::from(&limiter.peek_with(&key, traceparent.as_deref()).await?))
+        })
     }
 
     /// Forget every count of the identity.
@@ -422,31 +452,35 @@ impl JsLimiter {
         settle(env, async move { Ok(limiter.reset(&key?).await?) })
     }
 
-    /// `keys[i]` with `costs[i]` (0: peek). Used by index.js; see `DecisionBatch`.
+    /// `keys[i]` with `costs[i]` (0: peek) under `traceparents[i]` ("" or absent: none). Used by
+    /// index.js; see `DecisionBatch`.
     #[napi(js_name = "_decideMany", ts_return_type = "Promise<DecisionBatch>")]
     pub fn decide_many<'env>(
         &self,
         env: &'env Env,
         keys: Vec<String>,
         costs: Float64Array,
+        traceparents: Option<Vec<String>>,
     ) -> napi::Result<PromiseRaw<'env, DecisionBatch>> {
         let costs: Vec<f64> = costs.to_vec();
+        let mut traceparents = traceparents.unwrap_or_default();
+        traceparents.resize(keys.len(), String::new());
         let limiter = self.inner.clone();
         let fut = async move {
-            let one = |key: String, cost: f64| {
+            let one = |key: String, cost: f64, tp: String| {
                 let limiter = limiter.clone();
                 async move {
+                    let tp = Some(tp.as_str()).filter(|t| !t.is_empty());
                     let d = if cost == 0.0 {
-                        limiter.peek(&key).await
-                    } else if cost == 1.0 {
-                        limiter.check(&key).await
+                        limiter.peek_with(&key, tp).await
                     } else {
-                        limiter.check_n(&key, cost as u64).await
+                        limiter.check_with(&key, floodwall::CheckOptions { cost: cost as u64, traceparent: tp }).await
                     };
                     d.map_err(Failure::from)
                 }
             };
-            let all = futures::future::join_all(keys.into_iter().zip(costs).map(|(k, c)| guard_async(one(k, c)))).await;
+            let items = keys.into_iter().zip(costs).zip(traceparents);
+            let all = futures::future::join_all(items.map(|((k, c), tp)| guard_async(one(k, c, tp)))).await;
             let mut enc = Encoder::default();
             for r in all {
                 enc.push(r);

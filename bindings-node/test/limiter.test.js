@@ -94,6 +94,12 @@ describe('errors are Errors with a code and name the bad value', () => {
     config(() => new Limiter({ limits: '5/second', clock: Date }), /clock/)
     config(() => new Limiter({ limits: ['5/second', '6/second'] }), /5\/second, 6\/second/)
     config(() => new ManualClock(-1), /-1/)
+    config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: 0 } }), /invalid breaker\.maxInFlight 0: must be a whole number of at least 1/)
+    config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: 2.5 } }), /breaker\.maxInFlight 2\.5/)
+    config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: '64' } }), /breaker\.maxInFlight "64": must be a number/)
+    config(() => new Limiter({ limits: '5/second', breaker: { maxInflight: 8 } }), /"maxInflight"/)
+    config(() => new Limiter({ limits: '5/second', name: '' }), /invalid name "": must not be empty/)
+    config(() => new Limiter({ limits: '5/second', name: 7 }), /invalid name 7/)
   })
 
   test('calls reject (never throw) with the value named', async () => {
@@ -113,6 +119,8 @@ describe('errors are Errors with a code and name the bad value', () => {
     await rejects(limiter.check('k', { cost: 1.5 }), /cost 1.5/)
     await rejects(limiter.check('k', { cost: 6 }), /"6"/)
     await rejects(limiter.check('k', { weight: 2 }), /"weight"/)
+    await rejects(limiter.check('k', { traceparent: 42 }), /invalid traceparent 42/)
+    await rejects(limiter.peek('k', { cost: 2 }), /"cost"/)
     await rejects(limiter.peek(null), /invalid key null/)
     await rejects(limiter.reset({}), /invalid key an object/)
   })

@@ -23,10 +23,10 @@ const npm = (args, cwd) =>
   execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8' })
 
 const CJS = `
-const { Limiter, ManualClock } = require('floodwall')
+const { Limiter, ManualClock, telemetry } = require('floodwall')
 const { rateLimit } = require('floodwall/express')
 const l = new Limiter({ limits: '2/second', clock: new ManualClock(0) })
-l.check('k').then((d) => console.log(JSON.stringify({ cjs: d.remaining, mw: typeof rateLimit({ limits: '1/second' }) })))
+l.check('k').then((d) => console.log(JSON.stringify({ cjs: d.remaining, mw: typeof rateLimit({ limits: '1/second' }), tel: typeof telemetry.registerMetrics })))
 `
 const ESM = `
 import { Limiter } from 'floodwall'
@@ -44,7 +44,7 @@ function tryInstall(spec, name) {
   fs.writeFileSync(path.join(dir, 'a.cjs'), CJS)
   fs.writeFileSync(path.join(dir, 'b.mjs'), ESM)
   const run = (f) => JSON.parse(execFileSync(process.execPath, [f], { cwd: dir, encoding: 'utf8' }).trim())
-  assert.deepEqual(run('a.cjs'), { cjs: 1, mw: 'function' })
+  assert.deepEqual(run('a.cjs'), { cjs: 1, mw: 'function', tel: 'function' })
   assert.deepEqual(run('b.mjs'), { esm: 4, same: true, mw: 'function' })
   const installed = path.join(dir, 'node_modules', 'floodwall')
   for (const f of ['index.d.ts', 'express.d.ts']) assert.ok(fs.existsSync(path.join(installed, f)), f)

@@ -1,7 +1,8 @@
 // Compiled (never run) by types.test.js: the .d.ts files describe what users write.
-import { Limiter, ManualClock, HttpLimiter, type Decision, type FloodwallError } from 'floodwall'
+import { Limiter, ManualClock, HttpLimiter, telemetry, type Decision, type FloodwallError, type SpanRecord } from 'floodwall'
 import { rateLimit } from 'floodwall/express'
 import express from 'express'
+import { Registry } from 'prom-client'
 
 async function main(): Promise<void> {
   const limiter = new Limiter({ limits: ['5/second', '100/minute'], algorithm: 'sliding_window', redisUrl: 'redis://127.0.0.1:6379' })
@@ -11,11 +12,14 @@ async function main(): Promise<void> {
   ]
   const w: number | null = d.windows[0].retryAfter
   await limiter.peek('k')
+  await limiter.check('k', { cost: 2, traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' })
+  await limiter.peek('k', { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' })
   await limiter.reset('k')
   const clock = new ManualClock(0)
   clock.advance(10)
   new Limiter({ limits: '1/second', clock })
-  new Limiter({ limits: '1/second', redisUrl: 'redis://x', fallback: { mode: 'local', expectedInstances: 3 }, breaker: { slowCallMs: 50 } })
+  new Limiter({ limits: '1/second', redisUrl: 'redis://x', fallback: { mode: 'local', expectedInstances: 3 }, breaker: { slowCallMs: 50, maxInFlight: 64 } })
+  new Limiter({ name: 'api', limits: '1/second' })
   try {
     new Limiter({ limits: 'x' })
   } catch (e) {
@@ -29,6 +33,13 @@ async function main(): Promise<void> {
   const h = new HttpLimiter({ limits: '1/second' })
   const hd = await h.decide('GET', '/', undefined, '127.0.0.1')
   const status: 200 | 429 = hd.status
-  void [fields, w, status]
+  telemetry.configureTracing({ otlpEndpoint: 'http://localhost:4318/v1/traces', samplingRatio: 0.1, recordRawKeys: false, serviceName: 'api' })
+  telemetry.disableTracing()
+  telemetry.installJsonLogs('floodwall=warn')
+  const text: string = telemetry.prometheusText()
+  const registry: Registry = telemetry.registerMetrics(new Registry())
+  const scraped: string = await registry.metrics()
+  const spans: SpanRecord[] = telemetry._finishedSpans()
+  void [fields, w, status, text, scraped, spans]
 }
 void main

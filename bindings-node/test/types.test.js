@@ -16,6 +16,7 @@ test('the .d.ts files describe the API (tsc --strict)', () => {
     fs.symlinkSync(pkg, path.join(dir, 'node_modules', 'floodwall'))
     fs.symlinkSync(path.join(pkg, 'node_modules', 'express'), path.join(dir, 'node_modules', 'express'))
     fs.symlinkSync(path.join(pkg, 'node_modules', '@types'), path.join(dir, 'node_modules', '@types'))
+    fs.symlinkSync(path.join(pkg, 'node_modules', 'prom-client'), path.join(dir, 'node_modules', 'prom-client'))
     fs.copyFileSync(path.join(__dirname, 'types-check.ts'), path.join(dir, 'check.ts'))
     const tsc = path.join(pkg, 'node_modules', 'typescript', 'bin', 'tsc')
     execFileSync(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext',
