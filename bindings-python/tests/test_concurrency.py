@@ -92,3 +92,15 @@ async def test_cancelled_awaits_do_not_break_the_others(redis_server: RedisServe
     assert sum(isinstance(d, asyncio.CancelledError) for d in done) == 25
     assert all(d.allowed for d in done if not isinstance(d, BaseException))
     assert (await limiter.check("k")).allowed
+
+
+def test_uvloop(redis_server: RedisServer, prefix: str) -> None:
+    """uvicorn's default loop when installed: the bridge's reader and futures work on it too."""
+    uvloop = pytest.importorskip("uvloop")
+    limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
+
+    async def main() -> int:
+        ds = await asyncio.gather(*(limiter.check("hot") for _ in range(1000)))
+        return sum(d.allowed for d in ds)
+
+    assert uvloop.run(main()) == 100
