@@ -283,8 +283,8 @@ impl LocalCache {
         }
     }
 
-    /// Drop what the cache knows of an identity (after a reset). Its lease is simply forgotten:
-    /// the reset deleted the counts it was taken from.
+    /// Drop what the cache knows of an identity (before a reset). Its lease goes to the eviction
+    /// listener like any other; once the reset deleted the counts, the return finds nothing to give back to.
     pub(crate) fn forget(&self, first_key: &str) {
         self.entries.invalidate(first_key);
     }
