@@ -258,6 +258,10 @@ pub(crate) fn register(name: &str, metrics: &Arc<Metrics>) {
     r.push(Registered { name: name.to_string(), metrics: Arc::downgrade(metrics) });
 }
 
+/// One sample: (name suffix, label pairs, value). Histograms use the suffixes `_bucket` (with an
+/// `le` label), `_sum` and `_count`; other families the empty suffix.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 /// One metric family, as the Python and Node registries want it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Family {
@@ -265,8 +269,7 @@ pub struct Family {
     pub help: &'static str,
     /// "counter" | "gauge" | "histogram"
     pub kind: &'static str,
-    /// (label pairs, value); histogram samples use the suffixes `_bucket` (with `le`), `_sum`, `_count`.
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    pub samples: Vec<Sample>,
 }
 
 /// Every live limiter's metrics, labelled by limiter name (the same name summed).

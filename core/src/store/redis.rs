@@ -95,6 +95,8 @@ fn check_scheme(url: &str) -> Result<()> {
     }
 }
 
+// One per store, behind its Arc: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Client {
     Single(redis::Client),
