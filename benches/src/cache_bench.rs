@@ -64,7 +64,7 @@ fn commandstats(port: u16) -> HashMap<String, u64> {
 /// (total, the commands that made most of it)
 fn commandstats_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> (u64, String) {
     let mut d: Vec<(String, u64)> = after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0)))).filter(|(_, v)| *v > 0).collect();
-    d.sort_by(|a, b| b.1.cmp(&a.1));
+    d.sort_by_key(|e| std::cmp::Reverse(e.1));
     let top = d.iter().take(6).map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
     (d.iter().map(|(_, v)| v).sum(), top)
 }
@@ -123,7 +123,7 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
                     rec.push((id as u32, d.at_us, d.allowed));
                 }
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     // local answers never wait; let the timer that stops the run get a turn
                     tokio::task::yield_now().await;
                 }
@@ -224,7 +224,7 @@ pub fn run(raw: &[String]) {
             if args.instances.is_some_and(|k| k != n) {
                 continue;
             }
-            let prefix = format!("bench-{}-{}-{}", std::process::id(), w.name.replace(' ', "_").replace('/', "_"), mode.replace([' ', ','], ""));
+            let prefix = format!("bench-{}-{}-{}", std::process::id(), w.name.replace([' ', '/'], "_"), mode.replace([' ', ','], ""));
             let instances: Vec<Limiter> = (0..n).map(|_| limiter(&url, &w, args.algorithm, &prefix, cache.clone())).collect();
             rt.block_on(async {
                 for l in &instances {

@@ -297,7 +297,7 @@ impl LocalCache {
         let key = &req.keys[0];
         let slot = match self.entries.get(key) {
             Some(s) => s,
-            None if !sh.opts.denial_cache && !(sh.opts.coalesce && batchable(req.algorithm)) => {
+            None if !(sh.opts.denial_cache || sh.opts.coalesce && batchable(req.algorithm)) => {
                 return remote.evaluate(req).await.map(|o| (o, Source::Redis));
             }
             // First sighting in this doorkeeper period: no entry (a long tail of identities seen

@@ -25,6 +25,7 @@ impl Rng {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(store: &RedisStore, alg: Algorithm, keys: &[String], limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>) {
     let script = if alg == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
     let mut inv = script.prepare_invoke();
