@@ -148,3 +148,17 @@ async fn returned_permits_count_again() {
         assert_eq!(outs[0].windows[0].remaining, 1000 - 6, "{alg}: five permits back");
     }
 }
+
+#[test]
+fn options_default_from_an_empty_object_and_are_validated() {
+    let o: super::CacheOptions = serde_json::from_str("{}").unwrap();
+    assert_eq!(o, super::CacheOptions::default());
+    let o: super::CacheOptions = serde_json::from_str(r#"{"lease_ms": 400, "drift_ratio": 0.005}"#).unwrap();
+    assert_eq!((o.lease_ms, o.drift_ratio, o.leases), (400, 0.005, true));
+    assert!(serde_json::from_str::<super::CacheOptions>(r#"{"lease": 1}"#).is_err(), "unknown fields are refused");
+    for bad in [r#"{"lease_ms": 50}"#, r#"{"batch_window_us": 501}"#, r#"{"drift_ratio": 0.5}"#, r#"{"max_bytes": 10}"#] {
+        let o: super::CacheOptions = serde_json::from_str(bad).unwrap();
+        let e = super::LocalCache::new(o).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
+    }
+}
