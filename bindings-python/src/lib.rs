@@ -27,5 +27,6 @@ fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(http::py_rate_limit_headers, m)?)?;
     m.add_function(wrap_pyfunction!(http::py_limited_body, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::_use_loop_bridge, m)?)?;
+    m.add_function(wrap_pyfunction!(limiter::_panic, m)?)?;
     Ok(())
 }

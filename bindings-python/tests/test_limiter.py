@@ -241,3 +241,39 @@ async def test_memory_store_awaitable_composes_with_asyncio() -> None:
     assert [d.allowed for d in got] == [True, True, True, False]
     got = await asyncio.wait_for(limiter.peek("k"), timeout=5)
     assert not got.allowed
+
+
+@pytest.mark.parametrize("where", ["call", "sync", "async", "in_place"])
+async def test_a_panic_becomes_floodwall_error(where: str, async_path: str) -> None:
+    from floodwall import _floodwall
+
+    with pytest.raises(FloodwallError, match="internal error.*test panic"):
+        out = _floodwall._panic(where)
+        await out
+
+
+def test_check_sync_releases_the_gil(own_redis: RedisServer) -> None:
+    """While check_sync waits on a stalled Redis, other Python threads run."""
+    import threading
+    import time
+
+    limiter = Limiter("100/second", redis_url=own_redis.url, **STRICT)  # type: ignore[arg-type]
+    limiter.check_sync("k")  # connected
+    ticks = 0
+    stop = False
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    assert own_redis.command("CLIENT", "PAUSE", "500", "ALL") == b"+OK"
+    before, t0 = ticks, time.monotonic()
+    assert limiter.check_sync("k").allowed
+    waited, during = time.monotonic() - t0, ticks - before
+    stop = True
+    t.join()
+    assert waited >= 0.3, "Redis did not stall the call"
+    assert during > 10_000, f"the other thread ran {during} times in {waited:.2f} s"

@@ -16,6 +16,7 @@ __all__ = [
     "StoreError",
     "Window",
     "__version__",
+    "_panic",
     "_use_loop_bridge",
     "limited_body",
     "rate_limit_headers",
@@ -245,3 +246,7 @@ def limited_body(decision: Decision) -> str: ...
 def _use_loop_bridge(enabled: bool) -> None:
     """Benchmarks and tests: resolve async results through the batched loop bridge (True, the
     default) or one by one through pyo3-async-runtimes (False)."""
+
+def _panic(where_: str) -> Any:
+    """Tests only: panic in a call ("call"), while a sync call waits ("sync"), in a future on the
+    runtime ("async") or polled in place ("in_place"); each comes out as FloodwallError."""
