@@ -19,7 +19,7 @@ const file = join(__dirname, `floodwall.${triple()}.node`)
 if (!existsSync(file)) {
   const err = new Error(
     `floodwall: no native addon for this platform (${triple()}): expected ${file}. ` +
-      'Build it from source with `npx napi build --platform --release` in the package directory.',
+      'Build it from source with `npm run build` in the package directory.',
   )
   err.code = 'ERR_FLOODWALL_NO_ADDON'
   throw err

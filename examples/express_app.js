@@ -4,7 +4,7 @@
 // floodwall exports a span per decision there, as a child of this app's request span when the
 // OpenTelemetry SDK is installed; with prom-client installed, /metrics serves floodwall's metrics.
 //
-//   (cd bindings-node && npm ci && npx napi build --platform --release)
+//   (cd bindings-node && npm ci && npm run build)
 //   node examples/express_app.js            # or FLOODWALL_REDIS_URL=redis://127.0.0.1:6379 node ...
 //   HOST=0.0.0.0 to listen on every interface (in a container); PORT (default 3000).
 'use strict'
