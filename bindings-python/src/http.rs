@@ -435,7 +435,9 @@ impl PyHttpLimiter {
             if rules.is_empty() {
                 return Err(config_error("rules", "[]", "give at least one rule"));
             }
-            let ip_rule = ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX)).map_err(to_py)?;
+            let ip_rule =
+                ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX))
+                    .map_err(to_py)?;
             let verifier = jwt.map(jwt_arg).transpose()?;
             let style = HeaderStyle::parse(headers).map_err(to_py)?;
             let mut built: Vec<Rule> = Vec::with_capacity(rules.len());
@@ -472,6 +474,12 @@ impl PyHttpLimiter {
     /// Whether some rule applies to this method and path (nothing is counted).
     fn matches(&self, method: &str, path: &str) -> bool {
         self.inner.rules.iter().any(|r| r.route.as_ref().is_none_or(|rr| rr.matches(method, path)))
+    }
+
+    /// Names of the rules that apply to this method and path, in order (nothing is counted).
+    fn matching(&self, method: &str, path: &str) -> Vec<String> {
+        let rules = self.inner.rules.iter();
+        rules.filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(method, path))).map(|r| r.name.clone()).collect()
     }
 
     /// Decide a request against every matching rule at once. `route` is the route template when

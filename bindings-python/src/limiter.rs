@@ -273,7 +273,6 @@ fn limits_arg(limits: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     })
 }
 
-
 pub(crate) fn config_error(what: &'static str, value: impl ToString, reason: impl Into<String>) -> PyErr {
     to_py(floodwall::Error::InvalidConfig { what, value: value.to_string(), reason: reason.into() })
 }

@@ -384,6 +384,22 @@ async def test_middleware_headers_styles_and_key_function() -> None:
         assert r.status_code == 429 and "Retry-After" in r.headers
 
 
+async def test_key_functions_run_only_for_rules_that_apply() -> None:
+    calls: list[str] = []
+
+    def tenant(request: Request) -> str:
+        calls.append(request.url.path)
+        return request.headers["x-tenant"]  # only the /api routes carry it
+
+    app = app_with_middleware(limits="100/minute", rules=[Rule("/api/*", "1/minute", key=tenant)])
+    async with client(app) as c:
+        assert (await c.get("/health")).status_code == 200
+        assert (await c.get("/api/things/1", headers={"X-Tenant": "a"})).status_code == 200
+        assert (await c.get("/api/things/2", headers={"X-Tenant": "a"})).status_code == 429
+        assert (await c.get("/api/things/3", headers={"X-Tenant": "b"})).status_code == 200
+    assert calls == ["/api/things/1", "/api/things/2", "/api/things/3"]
+
+
 def test_bad_configuration_fails_at_startup() -> None:
     with pytest.raises(ConfigError, match="route pattern"):
         RateLimitMiddleware(FastAPI(), rules=[Rule("login", "1/minute")])

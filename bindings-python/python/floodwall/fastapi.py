@@ -166,10 +166,13 @@ class _Engine:
         client = scope.get("client")
         keys = None
         if self.key_funcs:
+            method, path = scope.get("method", "GET"), scope.get("path", "/")
+            # Only the rules that apply: a key function may rely on what its own routes carry.
+            wanted = [n for n in self.native.matching(method, path) if n in self.key_funcs]
             request = Request(scope)
             keys = {}
-            for rule, func in self.key_funcs.items():
-                key = func(request)
+            for rule in wanted:
+                key = self.key_funcs[rule](request)
                 if inspect.isawaitable(key):
                     key = await key
                 keys[rule] = str(key)
