@@ -202,7 +202,7 @@ class _Engine:
             if d.fallback:
                 logger.warning("floodwall: Redis is unavailable; the fallback policy is deciding")
             else:
-                logger.warning("floodwall: Redis answers again")
+                logger.info("floodwall: Redis answers again")
         for rule, message in d.store_errors:
             logger.warning("floodwall: rule %r let a request through because its store failed: %s", rule, message)
 
