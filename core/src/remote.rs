@@ -54,7 +54,7 @@ impl Default for BreakerOptions {
             open_ms: 1_000,
             half_open_probes: 3,
             health_check_ms: 250,
-            max_in_flight: 128,
+            max_in_flight: 32,
         }
     }
 }
