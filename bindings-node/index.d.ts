@@ -61,7 +61,7 @@ export interface BreakerOptions {
   /** While open, PING Redis this often, ms (250). */
   healthCheckMs?: number
   /**
-   * Redis calls in flight at once from this limiter (128); more wait their turn before their
+   * Redis calls in flight at once from this limiter (32); more wait their turn before their
    * deadline starts, so a burst in this process is not taken for a sick Redis.
    */
   maxInFlight?: number
