@@ -3,7 +3,7 @@
 //      (RateLimiterRedis over ioredis), closed loop with a fixed number of calls in flight;
 //   2. HTTP requests/s of an Express app with floodwall/express vs express-rate-limit +
 //      rate-limit-redis (and no limiter, for reference), driven by autocannon.
-// Run: (cd bindings-node && npm ci && npx napi build --platform --release) && node benches/node/bench.js
+// Run: (cd bindings-node && npm ci && npm run build) && node benches/node/bench.js
 // Env: BENCH_SECONDS (per measurement, default 5), BENCH_CONCURRENCY (default 64), BENCH_ROUNDS (default 3),
 //      BENCH_HTTP_CONNECTIONS (default 50).
 'use strict'

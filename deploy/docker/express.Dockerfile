@@ -4,7 +4,7 @@ RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 ENV PATH=/root/.cargo/bin:$PATH
 WORKDIR /src
 COPY . .
-RUN cd bindings-node && npm ci && npx napi build --platform --release && npm pack --pack-destination /pkg
+RUN cd bindings-node && npm ci && npm run build && npm pack --pack-destination /pkg
 
 FROM node:20-bookworm-slim
 WORKDIR /app
