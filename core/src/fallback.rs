@@ -16,7 +16,7 @@ use crate::store::{MemoryStore, Request};
 
 /// The policy, as data (config files and binding options map onto it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "mode", rename_all = "snake_case", try_from = "FallbackRepr")]
 pub enum FallbackMode {
     /// Allow every request while Redis is unavailable.
     Open,
@@ -32,6 +32,32 @@ pub enum FallbackMode {
     },
     /// Return the store error to the caller.
     Error,
+}
+
+/// The wire form: serde's internally tagged unit variants ignore extra fields, and a typo such as
+/// `{"mode": "open", "retry_after_ms": 5}` must be an error, not a silent default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackRepr {
+    mode: String,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+    #[serde(default)]
+    expected_instances: Option<u32>,
+}
+
+impl TryFrom<FallbackRepr> for FallbackMode {
+    type Error = Error;
+    fn try_from(r: FallbackRepr) -> Result<Self> {
+        let stray = |field: &str| Err(Error::config("fallback", format!("{field} with mode {:?}", r.mode), "that field belongs to another mode"));
+        match (FallbackMode::parse(&r.mode)?, r.retry_after_ms, r.expected_instances) {
+            (FallbackMode::Closed { .. }, retry, None) => Ok(FallbackMode::Closed { retry_after_ms: retry.unwrap_or_else(default_retry_ms) }),
+            (FallbackMode::Local { .. }, None, n) => Ok(FallbackMode::Local { expected_instances: n.unwrap_or_else(default_instances) }),
+            (m @ (FallbackMode::Open | FallbackMode::Error), None, None) => Ok(m),
+            (_, Some(_), _) => stray("retry_after_ms"),
+            (_, _, Some(_)) => stray("expected_instances"),
+        }
+    }
 }
 
 fn default_retry_ms() -> u64 {
@@ -143,5 +169,29 @@ impl Fallback {
         if let Some(m) = &self.local {
             m.reset(keys);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_forms_and_strays() {
+        let ok: &[(&str, FallbackMode)] = &[
+            (r#"{"mode":"open"}"#, FallbackMode::Open),
+            (r#"{"mode":"error"}"#, FallbackMode::Error),
+            (r#"{"mode":"closed"}"#, FallbackMode::Closed { retry_after_ms: 1000 }),
+            (r#"{"mode":"closed","retry_after_ms":250}"#, FallbackMode::Closed { retry_after_ms: 250 }),
+            (r#"{"mode":"local","expected_instances":4}"#, FallbackMode::Local { expected_instances: 4 }),
+        ];
+        for (text, want) in ok {
+            assert_eq!(&serde_json::from_str::<FallbackMode>(text).unwrap(), want, "{text}");
+        }
+        for text in [r#"{"mode":"open","retry_after_ms":5}"#, r#"{"mode":"local","retry_after_ms":5}"#, r#"{"mode":"closed","expected_instances":2}"#, r#"{"mode":"open","typo":1}"#, r#"{"mode":"sideways"}"#] {
+            assert!(serde_json::from_str::<FallbackMode>(text).is_err(), "{text} accepted");
+        }
+        let round = serde_json::to_string(&FallbackMode::Local { expected_instances: 3 }).unwrap();
+        assert_eq!(serde_json::from_str::<FallbackMode>(&round).unwrap(), FallbackMode::Local { expected_instances: 3 });
     }
 }
