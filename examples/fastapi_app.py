@@ -2,6 +2,12 @@
 a stricter rule on POST /login, a per-route decorator keyed by user and endpoint, and a dependency.
 Runs on the embedded store, or on Redis when FLOODWALL_REDIS_URL is set.
 
+Observability (as wired in docker-compose.yml): FLOODWALL_OTLP_ENDPOINT (an OTLP/HTTP traces URL)
+turns on a `floodwall.check` span per decision; with the OpenTelemetry SDK installed and
+OTEL_EXPORTER_OTLP_ENDPOINT set, the app's own request spans are exported too and floodwall's
+spans are their children. With prometheus-client installed, GET /metrics serves floodwall's metrics
+from prometheus_client's registry.
+
     ./scripts/demo.sh                       # venv, pip install ., uvicorn on 127.0.0.1:8000
     FLOODWALL_REDIS_URL=redis://127.0.0.1:6379 ./scripts/demo.sh
 """
@@ -13,7 +19,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from floodwall import HttpDecision
+from floodwall import HttpDecision, telemetry
 from floodwall.fastapi import RateLimit, RateLimitMiddleware, Rule, limit
 
 REDIS_URL = os.environ.get("FLOODWALL_REDIS_URL") or None  # None: the embedded in-process store
@@ -21,7 +27,45 @@ JWT = {"secret": os.environ.get("JWT_SECRET", "dev-secret-change-me")}
 # Only these peers may tell us the client's address in X-Forwarded-For.
 TRUSTED_PROXIES = [p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p]
 
+OTLP_ENDPOINT = os.environ.get("FLOODWALL_OTLP_ENDPOINT") or None
+if OTLP_ENDPOINT:
+    telemetry.configure_tracing(otlp_endpoint=OTLP_ENDPOINT, service_name=os.environ.get("OTEL_SERVICE_NAME", "floodwall"))
+    telemetry.install_json_logs()
+
 app = FastAPI(title="floodwall demo")
+
+if OTLP_ENDPOINT and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    try:  # the app's own spans, if the OpenTelemetry packages are installed (the docker image has them)
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create())  # OTEL_SERVICE_NAME names it
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        FastAPIInstrumentor.instrument_app(app)
+    except ImportError:
+        pass  # floodwall's spans still go out, continuing an incoming traceparent header
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from fastapi import Response
+
+    telemetry.register_metrics()  # floodwall's families in prometheus_client.REGISTRY
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+except ImportError:  # without prometheus-client: floodwall's own text exposition
+    from fastapi.responses import PlainTextResponse
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")
+
 app.add_middleware(
     RateLimitMiddleware,
     name="site",

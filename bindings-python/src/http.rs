@@ -250,6 +250,8 @@ struct Request {
     authorization: Option<String>,
     api_key: Option<String>,
     keys: HashMap<String, String>,
+    /// The app's W3C trace context: each rule's `floodwall.check` span becomes its child.
+    traceparent: Option<String>,
 }
 
 async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
@@ -310,7 +312,8 @@ async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
     let checks = matching.iter().zip(&keys).map(|(rule, key)| {
         // Each rule counts in its own bucket, named as the Node adapter names it.
         let identity = format!("{}|{}", rule.name, key);
-        async move { rule.limiter.check_n(&identity, rule.cost).await }
+        let opts = floodwall::CheckOptions { cost: rule.cost, traceparent: req.traceparent.as_deref() };
+        async move { rule.limiter.check_with(&identity, opts).await }
     });
     let results = futures::future::join_all(checks).await;
     for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
@@ -484,7 +487,7 @@ impl PyHttpLimiter {
 
     /// Decide a request against every matching rule at once. `route` is the route template when
     /// known ("/items/{id}"), for "endpoint" keys; `keys` maps rule names to app-made keys.
-    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None))]
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None))]
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
         &self,
@@ -497,6 +500,7 @@ impl PyHttpLimiter {
         authorization: Option<String>,
         api_key: Option<String>,
         keys: Option<HashMap<String, String>>,
+        traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = Request {
             method,
@@ -507,13 +511,14 @@ impl PyHttpLimiter {
             authorization,
             api_key,
             keys: keys.unwrap_or_default(),
+            traceparent,
         };
         let inner = self.inner.clone();
         crate::limiter::awaitable(py, self.inner.in_process, async move { decide(&inner, &req).await })
     }
 
     /// As `decide`, waiting without holding the interpreter.
-    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None))]
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None))]
     #[allow(clippy::too_many_arguments)]
     fn decide_sync<'py>(
         &self,
@@ -526,6 +531,7 @@ impl PyHttpLimiter {
         authorization: Option<String>,
         api_key: Option<String>,
         keys: Option<HashMap<String, String>>,
+        traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyHttpDecision>> {
         let req = Request {
             method,
@@ -536,6 +542,7 @@ impl PyHttpLimiter {
             authorization,
             api_key,
             keys: keys.unwrap_or_default(),
+            traceparent,
         };
         let out = crate::limiter::blocking(py, self.inner.in_process, decide(&self.inner, &req))?;
         out.into_pyobject(py)

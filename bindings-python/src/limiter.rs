@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use floodwall::{
-    Algorithm, CacheOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
+    Algorithm, CacheOptions, CheckOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
 };
 use futures::FutureExt;
 use pyo3::exceptions::PyStopIteration;
@@ -335,6 +335,7 @@ pub struct PyLimiter {
     shown_url: Option<String>,
     prefix: String,
     fallback: &'static str,
+    name: String,
 }
 
 /// A Python awaitable for `fut`. In-process stores (`in_process`) finish on the first poll and
@@ -443,7 +444,7 @@ impl PyLimiter {
     #[pyo3(signature = (
         limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall",
         timeout_ms = None, fallback = None, breaker = None, cache = None, cluster_nodes = None,
-        tls_ca_file = None, clock = None,
+        tls_ca_file = None, clock = None, name = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -458,6 +459,7 @@ impl PyLimiter {
         cluster_nodes: Option<Vec<String>>,
         tls_ca_file: Option<String>,
         clock: Option<&Bound<'_, PyManualClock>>,
+        name: Option<String>,
     ) -> PyResult<Self> {
         guard(|| {
             let limits = floodwall::parse_limits(&limits_arg(limits)?).map_err(to_py)?;
@@ -476,6 +478,9 @@ impl PyLimiter {
             }
             if let Some(c) = cache.map(cache_arg).transpose()?.flatten() {
                 b = b.cache(c);
+            }
+            if let Some(n) = &name {
+                b = b.name(n.clone());
             }
             if let Some(c) = clock {
                 b = b.clock(Arc::new(c.get().clock.clone()));
@@ -509,32 +514,39 @@ impl PyLimiter {
                 }
             }
             let inner = b.build().map_err(to_py)?;
-            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str() })
+            let name = name.unwrap_or_else(|| prefix.to_owned());
+            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name })
         })
     }
 
     /// Consume `cost` from every limit of `key`, or nothing if any limit would be exceeded.
-    #[pyo3(signature = (key, cost = 1))]
-    fn check<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    /// `traceparent`: the caller's W3C trace context; floodwall's span becomes its child.
+    #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
+    fn check<'py>(&self, py: Python<'py>, key: String, cost: i64, traceparent: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let cost = cost_arg(cost)?;
         let limiter = self.inner.clone();
-        self.awaitable(py, async move { limiter.check_n(&key, cost).await.map(PyDecision::from) })
+        self.awaitable(py, async move {
+            let opts = CheckOptions { cost, traceparent: traceparent.as_deref() };
+            limiter.check_with(&key, opts).await.map(PyDecision::from)
+        })
     }
 
-    #[pyo3(signature = (key, cost = 1))]
-    fn check_sync(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<PyDecision> {
+    #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
+    fn check_sync(&self, py: Python<'_>, key: &str, cost: i64, traceparent: Option<&str>) -> PyResult<PyDecision> {
         let cost = cost_arg(cost)?;
-        self.blocking(py, self.inner.check_n(key, cost)).map(PyDecision::from)
+        self.blocking(py, self.inner.check_with(key, CheckOptions { cost, traceparent })).map(PyDecision::from)
     }
 
     /// Would one more request pass? Consumes nothing.
-    fn peek<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, *, traceparent = None))]
+    fn peek<'py>(&self, py: Python<'py>, key: String, traceparent: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let limiter = self.inner.clone();
-        self.awaitable(py, async move { limiter.peek(&key).await.map(PyDecision::from) })
+        self.awaitable(py, async move { limiter.peek_with(&key, traceparent.as_deref()).await.map(PyDecision::from) })
     }
 
-    fn peek_sync(&self, py: Python<'_>, key: &str) -> PyResult<PyDecision> {
-        self.blocking(py, self.inner.peek(key)).map(PyDecision::from)
+    #[pyo3(signature = (key, *, traceparent = None))]
+    fn peek_sync(&self, py: Python<'_>, key: &str, traceparent: Option<&str>) -> PyResult<PyDecision> {
+        self.blocking(py, self.inner.peek_with(key, traceparent)).map(PyDecision::from)
     }
 
     /// Forget every count of `key`.
@@ -574,6 +586,11 @@ impl PyLimiter {
     #[getter]
     fn prefix(&self) -> &str {
         &self.prefix
+    }
+    /// The `limiter` label of this limiter's metrics (default: the prefix).
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
     }
     /// The largest cost one check may ask for.
     #[getter]

@@ -5,8 +5,11 @@
     d = await limiter.check("user:42")
     if not d.allowed: ...  # d.retry_after seconds
 
-FastAPI/Starlette support lives in ``floodwall.fastapi``.
+FastAPI/Starlette support lives in ``floodwall.fastapi``; traces, logs and metrics in
+``floodwall.telemetry``.
 """
+
+from . import telemetry
 
 from ._floodwall import (
     ConfigError,
@@ -40,4 +43,5 @@ __all__ = [
     "__version__",
     "limited_body",
     "rate_limit_headers",
+    "telemetry",
 ]

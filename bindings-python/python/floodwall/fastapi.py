@@ -34,7 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import telemetry
 from ._floodwall import HttpDecision, HttpLimiter, HttpRule, Limiter
+
+try:  # The app's OpenTelemetry, if it has one: its active span is the parent of floodwall's.
+    from opentelemetry import propagate as _otel_propagate
+except ImportError:  # pragma: no cover - depends on the environment
+    _otel_propagate = None  # type: ignore[assignment]
 
 __all__ = [
     "KeyFunc",
@@ -112,14 +118,34 @@ def _rule_name(hint: str) -> str:
     return name
 
 
-def _make_limiter(limits: str | Sequence[str] | None, limiter: Limiter | None, options: Mapping[str, Any]) -> Limiter:
+def _make_limiter(
+    limits: str | Sequence[str] | None, limiter: Limiter | None, options: Mapping[str, Any], name: str
+) -> Limiter:
     if limiter is not None:
         if limits is not None or options:
             raise TypeError("give either `limiter` or `limits` (with limiter options), not both")
         return limiter
     if limits is None:
         raise TypeError("give `limits` (e.g. \"10/minute\") or a `limiter`")
-    return Limiter(limits if isinstance(limits, str) else list(limits), **options)
+    # The rule's name is the `limiter` label of its metrics.
+    return Limiter(limits if isinstance(limits, str) else list(limits), name=name, **options)
+
+
+def _traceparent(scope: Scope) -> str | None:
+    """The W3C trace context floodwall's span continues: the app's active OpenTelemetry span if
+    there is one, else the request's own `traceparent` header. None while floodwall does not trace."""
+    if not telemetry._tracing:
+        return None
+    if _otel_propagate is not None:
+        carrier: dict[str, str] = {}
+        _otel_propagate.inject(carrier)
+        tp = carrier.get("traceparent")
+        if tp:
+            return tp
+    for name, value in scope.get("headers") or ():
+        if name == b"traceparent":
+            return str(value.decode("latin-1"))
+    return None
 
 
 # Warn once per process about an ignored X-Forwarded-For, however many adapters see it.
@@ -185,6 +211,7 @@ class _Engine:
             authorization=authorization,
             api_key=api_key,
             keys=keys,
+            traceparent=_traceparent(scope),
         )
         self._observe(d)
         return d
@@ -286,7 +313,7 @@ class _Single:
         options: Mapping[str, Any],
     ) -> None:
         _check_options(options)
-        self.limiter = _make_limiter(limits, limiter, options)
+        self.limiter = _make_limiter(limits, limiter, options, name)
         func = key if callable(key) else None
         rule = HttpRule(name, self.limiter, key=None if func else key, cost=cost)  # type: ignore[arg-type]
         self.engine = _Engine(
@@ -432,14 +459,14 @@ class RateLimitMiddleware:
         self.app = app
         built: list[tuple[HttpRule, KeyFunc | None]] = []
         if limits is not None or limiter is not None:
-            lim = _make_limiter(limits, limiter, options)
+            lim = _make_limiter(limits, limiter, options, name)
             func = key if callable(key) else None
             built.append((HttpRule(name, lim, key=None if func else key, cost=cost), func))  # type: ignore[arg-type]
         taken = {name} if built else set()
         for r in rules:
             rname = r.name or _unique(re.sub(r"[^A-Za-z0-9_.:-]+", "-", r.path.strip("/*")).strip("-.")[:56] or "root", taken)
             taken.add(rname)
-            lim = r.limiter if r.limiter is not None else _make_limiter(r.limits, None, {**options, **r.options})
+            lim = r.limiter if r.limiter is not None else _make_limiter(r.limits, None, {**options, **r.options}, rname)
             if r.limiter is not None and (r.limits is not None or r.options):
                 raise TypeError(f"rule {rname!r}: give either `limiter` or `limits` (with limiter options), not both")
             func = r.key if callable(r.key) else None
