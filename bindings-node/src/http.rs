@@ -5,10 +5,8 @@
 use std::sync::Arc;
 
 use floodwall::web::{
-    merged_headers, merged_limited_body, ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, RequestInfo,
-    RouteRule, DEFAULT_IPV6_PREFIX,
+    ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, Rule, RouteRule, RuleSet, DEFAULT_IPV6_PREFIX,
 };
-use floodwall::ErrorKind;
 use napi::bindgen_prelude::{
     Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown,
 };
@@ -33,21 +31,6 @@ const RULE_OPTIONS: &[&str] = &[
 const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS.split_at(1).1;
 const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
 
-struct Rule {
-    name: String,
-    /// None: every request (the middleware's own limits).
-    route: Option<RouteRule>,
-    limiter: floodwall::Limiter,
-    /// None: the key comes from the app's key function.
-    scope: Option<KeyScope>,
-    cost: u64,
-}
-
-struct Inner {
-    resolver: KeyResolver,
-    rules: Vec<Rule>,
-    style: HeaderStyle,
-}
 
 /// A store failure, reported to the adapter instead of failing the request.
 #[napi(object)]
@@ -203,7 +186,7 @@ fn shown_type(v: &Unknown) -> String {
     }
 }
 
-fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
+fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     let Some(obj) = args::options("rateLimit option", Some(options), HTTP_OPTIONS)? else {
         return Err(Failure::Arg("missing options: rateLimit({ limits: '100/minute' }) needs `limits`, `limiter` or `rules`".into()));
     };
@@ -281,7 +264,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<Inner> {
     if rules.is_empty() {
         return Err(Failure::Arg("rateLimit: give `limits`, a shared `limiter`, or `rules`".into()));
     }
-    Ok(Inner { resolver, rules, style })
+    Ok(RuleSet::new(resolver, rules, style))
 }
 
 /// What one request presents; every field but `peer` is client-controlled.
@@ -304,7 +287,7 @@ struct HttpRequest {
 
 #[napi(js_name = "HttpLimiter")]
 pub struct JsHttpLimiter {
-    inner: Arc<Inner>,
+    inner: Arc<RuleSet>,
 }
 
 #[napi]
@@ -317,12 +300,12 @@ impl JsHttpLimiter {
     /// Whether some rule's key comes from the app's key function.
     #[napi(getter)]
     pub fn needs_key(&self) -> bool {
-        self.inner.rules.iter().any(|r| r.scope.is_none())
+        self.inner.rules().iter().any(|r| r.scope.is_none())
     }
 
     #[napi(getter)]
     pub fn rule_names(&self) -> Vec<String> {
-        self.inner.rules.iter().map(|r| r.name.clone()).collect()
+        self.inner.rules().iter().map(|r| r.name.clone()).collect()
     }
 
     /// Positional rather than an object: this runs once per HTTP request, and reading eight
@@ -352,114 +335,45 @@ impl JsHttpLimiter {
     }
 }
 
-async fn decide(inner: &Inner, req: &HttpRequest) -> Outcome<HttpDecision> {
-    let info = RequestInfo {
+/// The core's rule engine decides; this only shapes its outcome for JavaScript.
+async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
+    let request = floodwall::web::HttpRequest {
+        method: &req.method,
+        path: &req.path,
+        route: req.route.as_deref(),
         peer: &req.peer,
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
-        method: &req.method,
-        route: req.route.as_deref().unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+        traceparent: req.traceparent.as_deref(),
     };
-    let matching: Vec<&Rule> =
-        inner.rules.iter().filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(&req.method, &req.path))).collect();
-    let mut out = HttpDecision {
-        matched: !matching.is_empty(),
-        allowed: true,
-        status: 200,
-        headers: Vec::new(),
-        body: nullable(None),
-        key: nullable(None),
-        forwarded_for_ignored: false,
-        user_verified: false,
-        limit: 0.0,
-        remaining: 0.0,
-        reset_after: 0.0,
-        retry_after: nullable(None),
-        limited_by: nullable(None),
-        rules: matching.iter().map(|r| r.name.clone()).collect(),
-        fallback_rules: Vec::new(),
-        store_errors: Vec::new(),
-    };
-    if matching.is_empty() {
-        return Ok(out);
+    let o = set.decide(&request, |_| req.key.clone()).await?;
+    let binding = o.binding();
+    let mut headers = Vec::with_capacity(o.headers.len() * 2);
+    for (name, value) in &o.headers {
+        headers.push(name.to_string());
+        headers.push(value.clone());
     }
-    // Resolve each distinct scope once (a JWT is verified once per request, not per rule).
-    let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
-    let mut keys = Vec::with_capacity(matching.len());
-    for rule in &matching {
-        let key = match &rule.scope {
-            Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
-                Some((_, k)) => k.clone(),
-                None => {
-                    let r = inner.resolver.resolve(scope, &info);
-                    out.forwarded_for_ignored |= r.forwarded_for_ignored;
-                    out.user_verified |= r.user_verified;
-                    resolved.push((scope, r.key.clone()));
-                    r.key
-                }
-            },
-            None => match &req.key {
-                Some(k) => k.clone(),
-                None => return Err(Failure::Arg(format!("rule {:?}: the key function gave no key", rule.name))),
-            },
-        };
-        keys.push(key);
-    }
-    if resolved.is_empty() {
-        // Only function keys: still tell the adapter about an ignored X-Forwarded-For.
-        out.forwarded_for_ignored = inner.resolver.client_ip(&info).forwarded_for_ignored;
-    }
-    let checks = matching.iter().zip(&keys).map(|(rule, key)| {
-        let identity = format!("{}|{}", rule.name, key);
-        let traceparent = req.traceparent.as_deref();
-        async move { rule.limiter.check_with(&identity, floodwall::CheckOptions { cost: rule.cost, traceparent }).await }
-    });
-    let results = futures::future::join_all(checks).await;
-    let mut decided: Vec<(&str, floodwall::Decision)> = Vec::with_capacity(results.len());
-    for (rule, result) in matching.iter().zip(results) {
-        match result {
-            Ok(d) => {
-                if d.source == floodwall::Source::Fallback {
-                    out.fallback_rules.push(rule.name.clone());
-                }
-                decided.push((rule.name.as_str(), d));
-            }
-            // Until the fallback policy lands, a store that cannot answer lets the request through
-            // and says so; the adapter logs it.
-            Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push(StoreFailure {
-                rule: rule.name.clone(),
-                code: crate::error::STORE.to_string(),
-                message: e.to_string(),
-            }),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.key = nullable(keys.first().cloned());
-    // The same choice the headers make for the legacy trio.
-    let mut binding: Option<&floodwall::Decision> = None;
-    for (_, d) in decided.iter().filter(|(_, d)| !d.allowed) {
-        if binding.is_none_or(|b| d.retry_after > b.retry_after) {
-            binding = Some(d);
-        }
-    }
-    let binding = binding.or_else(|| decided.iter().map(|(_, d)| d).min_by_key(|d| d.remaining));
-    if let Some(d) = binding {
-        out.limit = d.limit as f64;
-        out.remaining = d.remaining as f64;
-        out.reset_after = d.reset_after.as_secs_f64();
-        out.retry_after = nullable(d.retry_after.map(|r| r.as_secs_f64()));
-        out.limited_by = nullable(d.limited_by.map(|l| l.to_string()));
-    }
-    let pairs: Vec<(&str, &floodwall::Decision)> = decided.iter().map(|(n, d)| (*n, d)).collect();
-    for (name, value) in merged_headers(&pairs, inner.style) {
-        out.headers.push(name.to_string());
-        out.headers.push(value);
-    }
-    if let Some(body) = merged_limited_body(&pairs) {
-        out.allowed = false;
-        out.status = 429;
-        out.body = nullable(Some(body));
-    }
-    Ok(out)
+    Ok(HttpDecision {
+        matched: o.matched,
+        allowed: o.allowed(),
+        status: if o.allowed() { 200 } else { 429 },
+        headers,
+        body: nullable(o.body.clone()),
+        key: nullable(o.key.clone()),
+        forwarded_for_ignored: o.forwarded_for_ignored,
+        user_verified: o.user_verified,
+        limit: binding.map_or(0.0, |d| d.limit as f64),
+        remaining: binding.map_or(0.0, |d| d.remaining as f64),
+        reset_after: binding.map_or(0.0, |d| d.reset_after.as_secs_f64()),
+        retry_after: nullable(binding.and_then(|d| d.retry_after.map(|r| r.as_secs_f64()))),
+        limited_by: nullable(binding.and_then(|d| d.limited_by.map(|l| l.to_string()))),
+        rules: set.rules().iter().filter(|r| r.applies(&req.method, &req.path)).map(|r| r.name.clone()).collect(),
+        fallback_rules: o.fallback_rules().map(String::from).collect(),
+        store_errors: o
+            .store_errors
+            .iter()
+            .map(|(rule, e)| StoreFailure { rule: rule.clone(), code: crate::error::STORE.to_string(), message: e.to_string() })
+            .collect(),
+    })
 }

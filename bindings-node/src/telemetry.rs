@@ -49,7 +49,10 @@ pub fn configure_tracing(env: Env, options: Option<Unknown>) -> napi::Result<()>
 /// Turn tracing off; spans already ended are flushed.
 #[napi]
 pub fn disable_tracing(env: Env) -> napi::Result<()> {
-    throw(&env, guard(|| Ok(core::disable_tracing())))
+    throw(&env, guard(|| {
+        core::disable_tracing();
+        Ok(())
+    }))
 }
 
 /// floodwall's warnings and errors as JSON lines on stderr (with trace ids); `filter` is an
@@ -149,5 +152,8 @@ pub fn finished_spans(env: Env) -> napi::Result<Vec<SpanRecord>> {
 
 #[napi(js_name = "_clearFinishedSpans")]
 pub fn clear_finished_spans(env: Env) -> napi::Result<()> {
-    throw(&env, guard(|| Ok(core::clear_finished_spans())))
+    throw(&env, guard(|| {
+        core::clear_finished_spans();
+        Ok(())
+    }))
 }

@@ -145,7 +145,7 @@ pub fn merged_limited_body(decisions: &[(&str, &Decision)]) -> Option<String> {
 
 /// The decision a single-limit client should hear about: the denied one with the longest wait
 /// (the first on ties), else the one with the fewest remaining (the first on ties).
-fn binding<'a>(decisions: &[(&str, &'a Decision)]) -> Option<&'a Decision> {
+pub(crate) fn binding<'a>(decisions: &[(&str, &'a Decision)]) -> Option<&'a Decision> {
     let mut denied: Option<&Decision> = None;
     for (_, d) in decisions.iter().filter(|(_, d)| !d.allowed) {
         if denied.is_none_or(|best| d.retry_after > best.retry_after) {

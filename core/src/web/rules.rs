@@ -1,0 +1,245 @@
+//! The per-request rule engine both HTTP adapters drive: which rules apply to a request, each
+//! rule's key (every distinct scope resolved once, so a JWT is verified once per request), one
+//! concurrent check per rule in its own bucket, and the merged headers and 429 body.
+
+use crate::decision::{Decision, Source};
+use crate::error::{Error, ErrorKind, Result};
+use crate::limiter::{CheckOptions, Limiter};
+use crate::web::{merged_headers, merged_limited_body, HeaderStyle, KeyResolver, KeyScope, RequestInfo, RouteRule};
+
+/// One rule: where it applies, what it limits, and how its key is made.
+pub struct Rule {
+    pub name: String,
+    /// None: every request.
+    pub route: Option<RouteRule>,
+    pub limiter: Limiter,
+    /// None: the application supplies the key (a key function in the adapter).
+    pub scope: Option<KeyScope>,
+    pub cost: u64,
+}
+
+impl Rule {
+    pub fn applies(&self, method: &str, path: &str) -> bool {
+        self.route.as_ref().is_none_or(|r| r.matches(method, path))
+    }
+}
+
+/// The rules of one middleware, decorator or dependency.
+pub struct RuleSet {
+    resolver: KeyResolver,
+    rules: Vec<Rule>,
+    style: HeaderStyle,
+}
+
+/// What an adapter reads off one request; every field but `peer` is client-controlled.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The real path (matched against rule patterns, so respelling cannot dodge a rule).
+    pub path: &'a str,
+    /// The route template, for `endpoint` keys; None: the path without query or fragment.
+    pub route: Option<&'a str>,
+    pub peer: &'a str,
+    pub forwarded_for: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+    /// The app's W3C trace context: each rule's `floodwall.check` span becomes its child.
+    pub traceparent: Option<&'a str>,
+}
+
+/// One rule's answer.
+#[derive(Debug, Clone)]
+pub struct RuleDecision {
+    pub rule: String,
+    pub key: String,
+    pub decision: Decision,
+}
+
+/// The outcome for one request.
+#[derive(Debug)]
+pub struct RuleOutcome {
+    /// Some rule applied to this request.
+    pub matched: bool,
+    /// The key of the first matching rule.
+    pub key: Option<String>,
+    /// X-Forwarded-For came from a peer that is not a trusted proxy, and was ignored.
+    pub forwarded_for_ignored: bool,
+    /// A `user` key part came from a verified JWT.
+    pub user_verified: bool,
+    pub decided: Vec<RuleDecision>,
+    /// Rules whose store failed with fallback `error`: they let the request through.
+    pub store_errors: Vec<(String, Error)>,
+    pub headers: Vec<(&'static str, String)>,
+    /// The 429 body when some rule denied.
+    pub body: Option<String>,
+}
+
+impl RuleOutcome {
+    pub fn allowed(&self) -> bool {
+        self.body.is_none()
+    }
+
+    /// The decision a single-limit client hears about (the legacy headers' choice).
+    pub fn binding(&self) -> Option<&Decision> {
+        let pairs: Vec<(&str, &Decision)> = self.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
+        crate::web::headers::binding(&pairs)
+    }
+
+    /// Some rule was answered by the fallback policy.
+    pub fn fallback_rules(&self) -> impl Iterator<Item = &str> {
+        self.decided.iter().filter(|d| d.decision.source == Source::Fallback).map(|d| d.rule.as_str())
+    }
+}
+
+/// A rule's bucket: the rule name with the key, so two rules never share counts.
+pub fn rule_identity(rule: &str, key: &str) -> String {
+    format!("{rule}|{key}")
+}
+
+impl RuleSet {
+    pub fn new(resolver: KeyResolver, rules: Vec<Rule>, style: HeaderStyle) -> Self {
+        RuleSet { resolver, rules, style }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn resolver(&self) -> &KeyResolver {
+        &self.resolver
+    }
+
+    /// Decide every rule that applies, together. `app_key(rule)` gives the key of a rule without
+    /// a scope. A store error reaches the caller only as `store_errors` (never as a failure of the
+    /// request); a missing application key or a bad key is an error.
+    pub async fn decide(&self, req: &HttpRequest<'_>, app_key: impl Fn(&str) -> Option<String>) -> Result<RuleOutcome> {
+        let info = RequestInfo {
+            peer: req.peer,
+            forwarded_for: req.forwarded_for,
+            authorization: req.authorization,
+            api_key: req.api_key,
+            method: req.method,
+            route: req.route.unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+        };
+        let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.applies(req.method, req.path)).collect();
+        let mut out = RuleOutcome {
+            matched: !matching.is_empty(),
+            key: None,
+            forwarded_for_ignored: false,
+            user_verified: false,
+            decided: Vec::new(),
+            store_errors: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+        };
+        if matching.is_empty() {
+            return Ok(out);
+        }
+        let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
+        let mut keys = Vec::with_capacity(matching.len());
+        for rule in &matching {
+            let key = match &rule.scope {
+                Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
+                    Some((_, k)) => k.clone(),
+                    None => {
+                        let r = self.resolver.resolve(scope, &info);
+                        out.forwarded_for_ignored |= r.forwarded_for_ignored;
+                        out.user_verified |= r.user_verified;
+                        resolved.push((scope, r.key.clone()));
+                        r.key
+                    }
+                },
+                None => app_key(&rule.name).ok_or_else(|| {
+                    Error::config("key", &rule.name, "this rule's key comes from the app, and none was given for it")
+                })?,
+            };
+            keys.push(key);
+        }
+        if resolved.is_empty() {
+            // Only application keys: still tell the adapter about an ignored X-Forwarded-For.
+            out.forwarded_for_ignored = self.resolver.client_ip(&info).forwarded_for_ignored;
+        }
+        let checks = matching.iter().zip(&keys).map(|(rule, key)| {
+            let identity = rule_identity(&rule.name, key);
+            let opts = CheckOptions { cost: rule.cost, traceparent: req.traceparent };
+            async move { rule.limiter.check_with(&identity, opts).await }
+        });
+        let results = futures::future::join_all(checks).await;
+        for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
+            match result {
+                Ok(decision) => out.decided.push(RuleDecision { rule: rule.name.clone(), key: key.clone(), decision }),
+                // fallback "error": the limiter returned the store error. A request is never failed
+                // for that; the rule lets it through and the adapter reports it.
+                Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push((rule.name.clone(), e)),
+                Err(e) => return Err(e),
+            }
+        }
+        out.key = keys.into_iter().next();
+        let pairs: Vec<(&str, &Decision)> = out.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
+        out.headers = merged_headers(&pairs, self.style);
+        out.body = merged_limited_body(&pairs);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::ClientIpRule;
+    use crate::{parse_limits, FallbackMode};
+
+    fn rule(name: &str, path: Option<&str>, limits: &str, scope: Option<&str>) -> Rule {
+        Rule {
+            name: name.into(),
+            route: path.map(|p| RouteRule::new(name, p, &[]).unwrap()),
+            limiter: Limiter::in_memory(parse_limits(&[limits]).unwrap()).unwrap(),
+            scope: scope.map(|s| KeyScope::parse(s).unwrap()),
+            cost: 1,
+        }
+    }
+
+    fn req<'a>(path: &'a str, peer: &'a str) -> HttpRequest<'a> {
+        HttpRequest { method: "GET", path, route: None, peer, forwarded_for: None, authorization: None, api_key: None, traceparent: None }
+    }
+
+    fn set(rules: Vec<Rule>) -> RuleSet {
+        RuleSet::new(KeyResolver::new(ClientIpRule::new::<&str>(&[], 64).unwrap(), None), rules, HeaderStyle::Draft10)
+    }
+
+    #[tokio::test]
+    async fn matching_rules_decide_together_in_their_own_buckets() {
+        let s = set(vec![rule("site", None, "3/minute", Some("ip")), rule("login", Some("/login"), "1/minute", Some("ip"))]);
+        let first = s.decide(&req("/login", "203.0.113.7"), |_| None).await.unwrap();
+        assert!(first.allowed() && first.decided.len() == 2, "{first:?}");
+        assert_eq!(first.key.as_deref(), Some("ip:203.0.113.7"));
+        let denied = s.decide(&req("/login", "203.0.113.7"), |_| None).await.unwrap();
+        assert!(!denied.allowed() && denied.body.is_some());
+        assert_eq!(denied.binding().unwrap().limited_by.unwrap().to_string(), "1/minute");
+        assert!(denied.headers.iter().any(|(n, v)| *n == "RateLimit-Policy" && v.contains("q=3") && v.contains("q=1")), "{:?}", denied.headers);
+        // other paths only see the site rule, whose bucket is not the login rule's
+        let other = s.decide(&req("/items", "203.0.113.7"), |_| None).await.unwrap();
+        assert_eq!(other.decided.len(), 1);
+        assert_eq!(other.decided[0].decision.remaining, 0, "site counted all three requests");
+        let none = s.decide(&req("/x", "203.0.113.7"), |_| None).await;
+        assert!(!none.unwrap().allowed(), "site limit reached");
+    }
+
+    #[tokio::test]
+    async fn app_keys_and_store_errors() {
+        let s = set(vec![rule("fn", None, "1/minute", None)]);
+        let e = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap_err();
+        assert!(e.to_string().contains("\"fn\""), "{e}");
+        let d = s.decide(&req("/", "198.51.100.1"), |r| Some(format!("tenant:{r}"))).await.unwrap();
+        assert_eq!(d.key.as_deref(), Some("tenant:fn"));
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let down = Limiter::builder(parse_limits(&["1/minute"]).unwrap())
+            .redis_url(format!("redis://127.0.0.1:{port}"))
+            .fallback(FallbackMode::Error)
+            .build()
+            .unwrap();
+        let s = set(vec![Rule { name: "down".into(), route: None, limiter: down, scope: Some(KeyScope::parse("ip").unwrap()), cost: 1 }]);
+        let d = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap();
+        assert!(d.allowed() && d.decided.is_empty() && d.store_errors.len() == 1, "{d:?}");
+    }
+}
