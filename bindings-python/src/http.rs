@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use floodwall::web::{
-    limited_body, merged_headers, merged_limited_body, rate_limit_headers, ClientIpRule, HeaderStyle, JwtVerifier,
-    KeyResolver, KeyScope, RequestInfo, RouteRule, DEFAULT_IPV6_PREFIX,
+    limited_body, rate_limit_headers, ClientIpRule, HeaderStyle, HttpRequest, JwtVerifier, KeyResolver, KeyScope,
+    RequestInfo, Rule, RouteRule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
 };
-use floodwall::{ErrorKind, Source};
+use floodwall::Source;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -96,18 +96,8 @@ impl PyHttpRule {
     }
 }
 
-struct Rule {
-    name: String,
-    route: Option<RouteRule>,
-    limiter: floodwall::Limiter,
-    scope: Option<KeyScope>,
-    cost: u64,
-}
-
 struct Inner {
-    resolver: KeyResolver,
-    rules: Vec<Rule>,
-    style: HeaderStyle,
+    set: RuleSet,
     /// Every rule decides in process: requests finish on their first poll.
     in_process: bool,
 }
@@ -196,45 +186,39 @@ fn py_bool(b: bool) -> &'static str {
     }
 }
 
-/// Plain data out of the async part; made into Python objects with the interpreter attached.
-struct Outcome {
-    matched: bool,
-    key: Option<String>,
-    forwarded_for_ignored: bool,
-    user_verified: bool,
-    decided: Vec<(String, String, floodwall::Decision)>,
-    store_errors: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
-    body: Option<String>,
-}
+/// The core's outcome, made into Python objects with the interpreter attached.
+struct Outcome(RuleOutcome);
 
 impl<'py> IntoPyObject<'py> for Outcome {
     type Target = PyHttpDecision;
     type Output = Bound<'py, PyHttpDecision>;
     type Error = PyErr;
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let fallback = self.decided.iter().any(|(_, _, d)| d.source == Source::Fallback);
-        let decisions = self
+        let o = self.0;
+        let fallback = o.fallback_rules().next().is_some();
+        let allowed = o.allowed();
+        let decisions = o
             .decided
             .into_iter()
-            .map(|(rule, key, d)| {
-                Py::new(py, PyRuleDecision { rule, key, decision: Py::new(py, PyDecision::from(d))? })
+            .map(|d| {
+                let decision = Py::new(py, PyDecision::from(d.decision))?;
+                Py::new(py, PyRuleDecision { rule: d.rule, key: d.key, decision })
             })
             .collect::<PyResult<Vec<_>>>()?;
         Bound::new(
             py,
             PyHttpDecision {
-                matched: self.matched,
-                allowed: self.body.is_none(),
-                status: if self.body.is_none() { 200 } else { 429 },
-                headers: self.headers,
-                body: self.body,
-                key: self.key,
-                forwarded_for_ignored: self.forwarded_for_ignored,
-                user_verified: self.user_verified,
+                matched: o.matched,
+                allowed,
+                status: if allowed { 200 } else { 429 },
+                headers: o.headers.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+                body: o.body,
+                key: o.key,
+                forwarded_for_ignored: o.forwarded_for_ignored,
+                user_verified: o.user_verified,
                 fallback,
                 decisions,
-                store_errors: self.store_errors,
+                store_errors: o.store_errors.into_iter().map(|(rule, e)| (rule, e.to_string())).collect(),
             },
         )
     }
@@ -254,82 +238,19 @@ struct Request {
     traceparent: Option<String>,
 }
 
+/// The core's rule engine decides; this only carries the request across.
 async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
-    let info = RequestInfo {
+    let request = HttpRequest {
+        method: &req.method,
+        path: &req.path,
+        route: req.route.as_deref(),
         peer: &req.peer,
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
-        method: &req.method,
-        route: req.route.as_deref().unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+        traceparent: req.traceparent.as_deref(),
     };
-    let matching: Vec<&Rule> =
-        inner.rules.iter().filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(&req.method, &req.path))).collect();
-    let mut out = Outcome {
-        matched: !matching.is_empty(),
-        key: None,
-        forwarded_for_ignored: false,
-        user_verified: false,
-        decided: Vec::new(),
-        store_errors: Vec::new(),
-        headers: Vec::new(),
-        body: None,
-    };
-    if matching.is_empty() {
-        return Ok(out);
-    }
-    // Each distinct scope is resolved once: a JWT is verified once per request, not per rule.
-    let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
-    let mut keys = Vec::with_capacity(matching.len());
-    for rule in &matching {
-        let key = match &rule.scope {
-            Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
-                Some((_, k)) => k.clone(),
-                None => {
-                    let r = inner.resolver.resolve(scope, &info);
-                    out.forwarded_for_ignored |= r.forwarded_for_ignored;
-                    out.user_verified |= r.user_verified;
-                    resolved.push((scope, r.key.clone()));
-                    r.key
-                }
-            },
-            None => match req.keys.get(&rule.name) {
-                Some(k) => k.clone(),
-                None => {
-                    return Err(floodwall::Error::InvalidConfig {
-                        what: "key",
-                        value: rule.name.clone(),
-                        reason: "this rule's key comes from the app, and none was given for it".into(),
-                    })
-                }
-            },
-        };
-        keys.push(key);
-    }
-    if resolved.is_empty() {
-        out.forwarded_for_ignored = inner.resolver.client_ip(&info).forwarded_for_ignored;
-    }
-    let checks = matching.iter().zip(&keys).map(|(rule, key)| {
-        // Each rule counts in its own bucket, named as the Node adapter names it.
-        let identity = format!("{}|{}", rule.name, key);
-        let opts = floodwall::CheckOptions { cost: rule.cost, traceparent: req.traceparent.as_deref() };
-        async move { rule.limiter.check_with(&identity, opts).await }
-    });
-    let results = futures::future::join_all(checks).await;
-    for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
-        match result {
-            Ok(d) => out.decided.push((rule.name.clone(), key.clone(), d)),
-            // fallback="error": the limiter raised instead of answering. A request is never failed
-            // for that: the rule lets it through and the adapter logs it (its on_store_error hook).
-            Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push((rule.name.clone(), e.to_string())),
-            Err(e) => return Err(e),
-        }
-    }
-    out.key = keys.into_iter().next();
-    let pairs: Vec<(&str, &floodwall::Decision)> = out.decided.iter().map(|(n, _, d)| (n.as_str(), d)).collect();
-    out.headers = merged_headers(&pairs, inner.style).into_iter().map(|(n, v)| (n.to_string(), v)).collect();
-    out.body = merged_limited_body(&pairs);
-    Ok(out)
+    inner.set.decide(&request, |rule| req.keys.get(rule).cloned()).await.map(Outcome)
 }
 
 fn jwt_arg(d: &Bound<'_, PyDict>) -> PyResult<JwtVerifier> {
@@ -458,7 +379,7 @@ impl PyHttpLimiter {
                 });
             }
             let in_process = built.iter().all(|r| r.limiter.store_kind() == Source::Memory);
-            let inner = Inner { resolver: KeyResolver::new(ip_rule, verifier), rules: built, style, in_process };
+            let inner = Inner { set: RuleSet::new(KeyResolver::new(ip_rule, verifier), built, style), in_process };
             Ok(PyHttpLimiter { inner: Arc::new(inner), rules })
         })
     }
@@ -471,18 +392,17 @@ impl PyHttpLimiter {
     /// Names of the rules whose key the caller supplies (`key=None`).
     #[getter]
     fn custom_key_rules(&self) -> Vec<String> {
-        self.inner.rules.iter().filter(|r| r.scope.is_none()).map(|r| r.name.clone()).collect()
+        self.inner.set.rules().iter().filter(|r| r.scope.is_none()).map(|r| r.name.clone()).collect()
     }
 
     /// Whether some rule applies to this method and path (nothing is counted).
     fn matches(&self, method: &str, path: &str) -> bool {
-        self.inner.rules.iter().any(|r| r.route.as_ref().is_none_or(|rr| rr.matches(method, path)))
+        self.inner.set.rules().iter().any(|r| r.applies(method, path))
     }
 
     /// Names of the rules that apply to this method and path, in order (nothing is counted).
     fn matching(&self, method: &str, path: &str) -> Vec<String> {
-        let rules = self.inner.rules.iter();
-        rules.filter(|r| r.route.as_ref().is_none_or(|rr| rr.matches(method, path))).map(|r| r.name.clone()).collect()
+        self.inner.set.rules().iter().filter(|r| r.applies(method, path)).map(|r| r.name.clone()).collect()
     }
 
     /// Decide a request against every matching rule at once. `route` is the route template when
@@ -551,14 +471,14 @@ impl PyHttpLimiter {
     /// The client as the `ip` key part sees it: (key, forwarded_for_ignored), e.g. ("ip:1.2.3.4", False).
     #[pyo3(signature = (peer, forwarded_for = None))]
     fn client_ip(&self, peer: &str, forwarded_for: Option<&str>) -> (String, bool) {
-        let c = self.inner.resolver.ip_rule().client_ip(peer, forwarded_for);
+        let c = self.inner.set.resolver().ip_rule().client_ip(peer, forwarded_for);
         (c.key, c.forwarded_for_ignored)
     }
 
     /// The verified JWT subject of an Authorization header value, or None.
     fn verified_user(&self, authorization: Option<&str>) -> Option<String> {
         let req = RequestInfo { authorization, ..Default::default() };
-        self.inner.resolver.user(&req)
+        self.inner.set.resolver().user(&req)
     }
 }
 
