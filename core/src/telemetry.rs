@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
@@ -46,13 +46,15 @@ struct TraceState {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static STATE: Mutex<Option<Arc<TraceState>>> = Mutex::new(None);
+// Read on every traced decision, written only when tracing is (re)configured: a read lock lets
+// concurrent decisions in.
+static STATE: RwLock<Option<Arc<TraceState>>> = RwLock::new(None);
 
 fn state() -> Option<Arc<TraceState>> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
-    STATE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    STATE.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
@@ -76,7 +78,7 @@ fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> 
     }
     let provider = builder.build();
     let tracer = provider.tracer("floodwall");
-    let old = STATE.lock().unwrap_or_else(|p| p.into_inner()).replace(Arc::new(TraceState {
+    let old = STATE.write().unwrap_or_else(|p| p.into_inner()).replace(Arc::new(TraceState {
         tracer,
         provider,
         record_raw_keys: opts.record_raw_keys,
@@ -97,7 +99,7 @@ pub fn configure_tracing(opts: &TraceOptions) -> Result<()> {
 /// Turn tracing off; spans already ended are flushed.
 pub fn disable_tracing() {
     ENABLED.store(false, Ordering::Relaxed);
-    if let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(s) = STATE.write().unwrap_or_else(|p| p.into_inner()).take() {
         let _ = s.provider.shutdown();
     }
 }
@@ -120,7 +122,7 @@ pub struct SpanRecord {
 
 /// Spans the test exporter holds, oldest first.
 pub fn finished_spans() -> Vec<SpanRecord> {
-    let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Vec::new() };
+    let Some(s) = STATE.read().unwrap_or_else(|p| p.into_inner()).clone() else { return Vec::new() };
     let Some(exp) = &s.test_exporter else { return Vec::new() };
     exp.get_finished_spans()
         .unwrap_or_default()
@@ -138,7 +140,7 @@ pub fn finished_spans() -> Vec<SpanRecord> {
 
 /// Forget what the test exporter holds.
 pub fn clear_finished_spans() {
-    if let Some(s) = STATE.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+    if let Some(s) = STATE.read().unwrap_or_else(|p| p.into_inner()).clone() {
         if let Some(e) = &s.test_exporter {
             e.reset();
         }
