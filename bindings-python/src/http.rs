@@ -422,17 +422,8 @@ impl PyHttpLimiter {
         keys: Option<HashMap<String, String>>,
         traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let req = Request {
-            method,
-            path,
-            route,
-            peer,
-            forwarded_for,
-            authorization,
-            api_key,
-            keys: keys.unwrap_or_default(),
-            traceparent,
-        };
+        let keys = keys.unwrap_or_default();
+        let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
         let inner = self.inner.clone();
         crate::limiter::awaitable(py, self.inner.in_process, async move { decide(&inner, &req).await })
     }
@@ -453,17 +444,8 @@ impl PyHttpLimiter {
         keys: Option<HashMap<String, String>>,
         traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyHttpDecision>> {
-        let req = Request {
-            method,
-            path,
-            route,
-            peer,
-            forwarded_for,
-            authorization,
-            api_key,
-            keys: keys.unwrap_or_default(),
-            traceparent,
-        };
+        let keys = keys.unwrap_or_default();
+        let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
         let out = crate::limiter::blocking(py, self.inner.in_process, decide(&self.inner, &req))?;
         out.into_pyobject(py)
     }
