@@ -1,7 +1,7 @@
 -- floodwall: exact sliding log in one sorted set per identity (score = arrival time in µs), every
 -- window of the identity checked against it in one atomic call. Twin of core/src/algorithm.rs
 -- (sliding_log). Memory is O(largest limit) per identity: the core refuses limits above
--- MAX_LOG_ENTRIES so a single key can never grow into a Redis stall.
+-- MAX_LOG_ENTRIES so a single key can never grow into a Redis stall. Runs after lua/prelude.lua.
 --
 -- KEYS[1]   sorted set of arrivals;  KEYS[2] string: sequence for unique members
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
@@ -11,13 +11,7 @@
 -- ARGV[4+i] window i length in microseconds;  ARGV[4+n+i] window i limit
 -- returns   {allowed, limited_by (1-based, 0 = none), now_us, then per window: remaining, reset_after_us, retry_after_us}
 
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[1])
 local cost = tonumber(ARGV[2])
 local consume = ARGV[3] == 'c'
 local n = tonumber(ARGV[4])

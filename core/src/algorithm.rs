@@ -111,6 +111,58 @@ impl Outcome {
     }
 }
 
+/// What a sliding-window or token-bucket script read and decided: `{allowed, now, state...}` (the
+/// batch scripts put `granted` first and one flag per cost). The script decides and records; the
+/// answers callers see are computed here, by the twin, from the state the script read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StateReply<'a> {
+    pub now_us: u64,
+    /// The stored numbers: `{i, p, c}` per window or one TAT per limit; empty for a new identity.
+    pub state: &'a [i64],
+}
+
+impl StateReply<'_> {
+    /// The windows as the twin takes them (all `None` for a new identity or a state of another shape).
+    pub(crate) fn windows(&self, n: usize) -> Vec<Option<SwState>> {
+        if self.state.len() != 3 * n {
+            return vec![None; n];
+        }
+        let u = |v: i64| v.max(0) as u64;
+        self.state.chunks(3).map(|c| Some(SwState { idx: u(c[0]), prev: u(c[1]), curr: u(c[2]) })).collect()
+    }
+
+    /// The theoretical arrival times as the twin takes them.
+    pub(crate) fn tats(&self, n: usize) -> Vec<Option<u64>> {
+        if self.state.len() != n {
+            return vec![None; n];
+        }
+        self.state.iter().map(|&t| Some(t.max(0) as u64)).collect()
+    }
+
+    /// The outcome of one request of `cost`, as the single-call script decided it (`allowed`).
+    pub(crate) fn outcome(&self, algorithm: Algorithm, limits: &[Limit], cost: u64, consume: bool, allowed: bool) -> Outcome {
+        let n = limits.len();
+        let out = match algorithm {
+            Algorithm::TokenBucket => token_bucket(&mut self.tats(n), limits, self.now_us, cost, consume),
+            _ => sliding_window(&mut self.windows(n), limits, self.now_us, cost, consume),
+        };
+        agree(out, allowed)
+    }
+}
+
+/// The script's decision is what Redis recorded, so it stands; the twin disagreeing would be a
+/// bug in one of them (the conformance and differential tests exist to make that impossible).
+pub(crate) fn agree(mut out: Outcome, allowed: bool) -> Outcome {
+    if out.allowed != allowed {
+        tracing::error!(script = allowed, twin = out.allowed, now_us = out.now_us, "the Lua script and its Rust twin disagree; keeping the script's decision");
+        out.allowed = allowed;
+        if allowed {
+            out.limited_by = None;
+        }
+    }
+    out
+}
+
 /// Emission interval of a token-bucket limit in whole microseconds, rounded up so the bucket
 /// never refills faster than the limit says.
 pub(crate) fn emission_interval_us(limit: &Limit) -> u64 {

@@ -1,4 +1,4 @@
-//! The one place that lays out Redis keys: `{prefix}:{<identity tag>}:<algorithm>[:<window ms>]`.
+//! The one place that lays out Redis keys: `{prefix}:{<identity tag>}:<algorithm>[:<windows ms>]`.
 //! The identity sits inside a hash tag, so every key of one identity lands in one Cluster slot
 //! (one script call can touch them all) while different identities spread across slots.
 
@@ -81,16 +81,16 @@ impl KeyLayout {
         Ok(format!("{}:{{{}}}", self.prefix, Self::identity_tag(identity)?))
     }
 
-    /// The keys one script call touches, in the order the script expects them.
+    /// The keys one script call touches, in the order the script expects them. Sliding window
+    /// and token bucket keep every limit of the identity in ONE key named by its windows
+    /// (`...:sw:1000,60000`), so a check costs one read and one write in Redis whatever the
+    /// number of limits, and limiters with other windows never share (or expire) its state.
     pub fn keys(&self, identity: &str, algorithm: Algorithm, limits: &[Limit]) -> Result<Vec<String>> {
         let base = self.base(identity)?;
+        let windows = || limits.iter().map(|l| l.window().as_millis().to_string()).collect::<Vec<_>>().join(",");
         Ok(match algorithm {
-            Algorithm::SlidingWindow => {
-                limits.iter().map(|l| format!("{base}:sw:{}", l.window().as_millis())).collect()
-            }
-            Algorithm::TokenBucket => {
-                limits.iter().map(|l| format!("{base}:tb:{}", l.window().as_millis())).collect()
-            }
+            Algorithm::SlidingWindow => vec![format!("{base}:sw:{}", windows())],
+            Algorithm::TokenBucket => vec![format!("{base}:tb:{}", windows())],
             Algorithm::SlidingLog => vec![format!("{base}:log"), format!("{base}:log:seq")],
         })
     }
@@ -131,6 +131,14 @@ mod tests {
                 assert!(keys.iter().all(|k| cluster_slot(k) == slot), "{alg} {id}: {keys:?}");
             }
         }
+    }
+
+    #[test]
+    fn one_key_holds_every_window_of_an_identity() {
+        let layout = KeyLayout::default();
+        let limits = crate::parse_limits(&["5/second", "100/minute"]).unwrap();
+        assert_eq!(layout.keys("user:42", Algorithm::SlidingWindow, &limits).unwrap(), ["floodwall:{user:42}:sw:1000,60000"]);
+        assert_eq!(layout.keys("user:42", Algorithm::TokenBucket, &limits[..1]).unwrap(), ["floodwall:{user:42}:tb:1000"]);
     }
 
     #[test]

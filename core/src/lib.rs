@@ -22,6 +22,7 @@ pub mod limit;
 pub mod limiter;
 pub mod metrics;
 pub(crate) mod remote;
+pub(crate) mod scripts;
 pub mod store;
 pub mod telemetry;
 pub mod web;

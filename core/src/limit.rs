@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 /// The largest `max` a limit may have. Far above any real rate, and low enough that every count
 /// and product in the Lua scripts stays an exact integer in a double (2^53).
 pub const MAX_LIMIT: u64 = 1_000_000_000_000;
+/// Most limits one limiter checks together: their windows name the identity's Redis key
+/// (core/src/keys.rs) and each adds work to every script call.
+pub const MAX_LIMITS: usize = 8;
 /// Shortest window: the scripts keep time in microseconds, and sub-millisecond windows are noise.
 pub const MIN_WINDOW: Duration = Duration::from_millis(1);
 /// Longest window: one year. Longer windows make TTLs and counts meaningless.

@@ -15,7 +15,7 @@ use crate::decision::{Decision, Source};
 use crate::error::{Error, Result};
 use crate::fallback::{Fallback, FallbackMode};
 use crate::keys::KeyLayout;
-use crate::limit::Limit;
+use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
@@ -220,6 +220,10 @@ impl LimiterBuilder {
     pub fn build(self) -> Result<Limiter> {
         if self.limits.is_empty() {
             return Err(Error::config("limits", "[]", "give at least one limit, e.g. \"10/second\""));
+        }
+        if self.limits.len() > MAX_LIMITS {
+            let shown = self.limits.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
+            return Err(Error::config("limits", shown, format!("at most {MAX_LIMITS} limits per limiter")));
         }
         for (i, a) in self.limits.iter().enumerate() {
             if let Some(b) = self.limits[..i].iter().find(|b| b.window() == a.window()) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{limits, ALGORITHMS};
-use floodwall::{Algorithm, FakeClock, Limiter, Source};
+use floodwall::{parse_limits, Algorithm, FakeClock, Limiter, Source};
 use proptest::prelude::*;
 
 const T0: u64 = 1_728_000_000_000_000;
@@ -159,4 +159,13 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[test]
+fn more_limits_than_one_limiter_checks_are_refused_naming_them() {
+    let specs: Vec<String> = (1..=9).map(|i| format!("{}/{i}s", 10 * i)).collect();
+    let err = Limiter::builder(parse_limits(&specs).unwrap()).build().unwrap_err();
+    assert_eq!(err.kind(), floodwall::ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("90/9s") && err.to_string().contains("at most 8"), "{err}");
+    assert!(Limiter::builder(parse_limits(&specs[..8]).unwrap()).build().is_ok());
 }

@@ -208,12 +208,20 @@ async fn every_key_has_a_ttl_within_its_window_and_one_slot_per_identity() {
             limiter.check_n(id, 2).await.unwrap();
         }
         let keys = keys_with_prefix(&server, &prefix).await;
-        let expected_keys = if alg == Algorithm::SlidingLog { 6 } else { 9 };
+        // one key per identity holds every window (the log also keeps its member sequence)
+        let expected_keys = if alg == Algorithm::SlidingLog { 6 } else { 3 };
         assert_eq!(keys.len(), expected_keys, "{alg}: {keys:?}");
         for k in &keys {
             let pttl: i64 = conn.pttl(k).await.unwrap();
-            let window_ms: i64 = if alg == Algorithm::SlidingLog { 3_600_000 } else { k.rsplit(':').next().unwrap().parse().unwrap() };
-            // sliding window keeps the current and the next window; the others at most one window
+            let window_ms: i64 = if alg == Algorithm::SlidingLog {
+                3_600_000
+            } else {
+                let windows = k.rsplit(':').next().unwrap();
+                assert_eq!(windows, "1000,60000,3600000", "{alg}: the key names its windows");
+                3_600_000
+            };
+            // the key lives as long as its longest window needs: the sliding window keeps the
+            // current and the next window; the others at most one window
             let bound = if alg == Algorithm::SlidingWindow { 2 * window_ms } else { window_ms };
             assert!(pttl > 0 && pttl <= bound, "{alg}: {k} has PTTL {pttl}, bound {bound}");
             assert!(!k.contains("long-identity-long"), "long identities are hashed: {k}");
@@ -316,5 +324,27 @@ async fn random_timelines_agree_between_memory_and_redis() {
                 assert_eq!(strip(m), strip(r), "{alg} {specs:?} step {step}");
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_owns_the_key_of_its_windows_and_replaces_keys_of_another_shape() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for (alg, tag) in [(Algorithm::SlidingWindow, "sw"), (Algorithm::TokenBucket, "tb")] {
+        let prefix = unique_prefix("shape");
+        let both = redis_limiter(&server.url(), alg, &["2/second", "10/hour"], &prefix);
+        let one = redis_limiter(&server.url(), alg, &["2/second"], &prefix);
+        both.check_n("k", 2).await.unwrap();
+        // other windows, other key: neither limiter's writes (or TTLs) touch the other's state
+        assert_eq!(one.check("k").await.unwrap().remaining, 1, "{alg}");
+        assert!(!both.check("k").await.unwrap().allowed, "{alg}");
+        // a key of the old hash-per-window layout (or any other type) starts afresh, not an error
+        let old = format!("{prefix}:{{old}}:{tag}:1000");
+        let _: () = conn.hset(&old, "c", 7).await.unwrap();
+        let d = one.check("old").await.unwrap();
+        assert!(d.allowed && d.remaining == 1 && d.source == Source::Redis, "{alg}: {d:?}");
+        let kind: String = redis::cmd("TYPE").arg(&old).query_async(&mut conn).await.unwrap();
+        assert_eq!(kind, "string", "{alg}");
     }
 }

@@ -9,23 +9,20 @@ mod twin;
 mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
+use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
 use crate::decision::Source;
 use crate::error::{Error, Result};
 use crate::limit::Limit;
 use crate::remote::Remote;
+use crate::scripts::{LEASE_RETURN, SW_BATCH, TB_BATCH};
 use crate::store::Request;
 
-static SW_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/sliding_window_batch.lua")));
-static TB_BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/token_bucket_batch.lua")));
-static LEASE_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/lease_return.lua")));
 
 /// Cache settings. Every field has a default; `{}` turns the layer on with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -710,13 +707,14 @@ async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Wait
         }
     }
     let reply = remote.call(remote.store().invoke(&inv)).await?;
-    let n = sh.limits().len();
-    let per = 3 + 3 * n;
     let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
-    if reply.len() != per * batch.len() + 1 + n {
+    let m = batch.len();
+    if reply.len() < 2 + m {
         return Err(bad());
     }
-    let outs = reply[..per * batch.len()].chunks(per).map(|c| Outcome::from_reply(c, n)).collect::<Option<Vec<_>>>().ok_or_else(bad)?;
-    let tail = &reply[per * batch.len()..];
-    Ok((outs, tail[0].max(0) as u64, tail[1..].iter().map(|&v| v.max(0) as u64).collect()))
+    let (granted, read) = (reply[0].max(0) as u64, StateReply { now_us: reply[1].max(0) as u64, state: &reply[2 + m..] });
+    let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
+    let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
+    let (outs, marks) = twin::apply_batch(sh.algorithm(), &read, sh.limits(), &costs, &allowed, granted);
+    Ok((outs, granted, marks))
 }

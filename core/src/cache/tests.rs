@@ -8,7 +8,7 @@ use floodwall_testkit::RedisServer;
 
 use super::twin;
 use super::{LEASE_RETURN, SW_BATCH, TB_BATCH};
-use crate::algorithm::{emission_interval_us, Algorithm, Outcome, SwState};
+use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply, SwState};
 use crate::clock::FakeClock;
 use crate::limit::Limit;
 use crate::store::{RedisOptions, RedisStore};
@@ -25,14 +25,13 @@ impl Rng {
     }
 }
 
+/// One batch script call: the answers (via the twin, from the state the script read and the
+/// decisions it made), permits granted, lease marks, and the raw state the script read.
 #[allow(clippy::too_many_arguments)]
-async fn run_batch(store: &RedisStore, alg: Algorithm, keys: &[String], limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>) {
+async fn run_batch(store: &RedisStore, alg: Algorithm, key: &str, limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
     let script = if alg == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
     let mut inv = script.prepare_invoke();
-    for k in keys {
-        inv.key(k);
-    }
-    inv.key(format!("{}:lease", keys[0]));
+    inv.key(key).key(format!("{key}:lease"));
     inv.arg(store.now_arg()).arg(costs.len());
     for c in costs {
         inv.arg(*c);
@@ -54,11 +53,19 @@ async fn run_batch(store: &RedisStore, alg: Algorithm, keys: &[String], limits: 
         }
     }
     let reply = store.invoke(&inv).await.expect("script");
-    let n = limits.len();
-    let per = 3 + 3 * n;
-    let outs = reply[..per * costs.len()].chunks(per).map(|c| Outcome::from_reply(c, n).unwrap()).collect();
-    let tail = &reply[per * costs.len()..];
-    (outs, tail[0] as u64, tail[1..].iter().map(|&v| v as u64).collect())
+    let m = costs.len();
+    let read = StateReply { now_us: reply[1] as u64, state: &reply[2 + m..] };
+    let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
+    let (outs, marks) = twin::apply_batch(alg, &read, limits, costs, &allowed, reply[0] as u64);
+    (outs, reply[0] as u64, marks, reply[2 + m..].to_vec())
+}
+
+/// The state the twin holds, laid out as the scripts store it (empty for a new identity).
+fn stored(sw: &[Option<SwState>], tb: &[Option<u64>], alg: Algorithm) -> Vec<i64> {
+    match alg {
+        Algorithm::TokenBucket => tb.iter().flatten().map(|&t| t as i64).collect(),
+        _ => sw.iter().flatten().flat_map(|s| [s.idx as i64, s.prev as i64, s.curr as i64]).collect(),
+    }
 }
 
 #[tokio::test]
@@ -73,7 +80,7 @@ async fn batch_scripts_match_their_twins() {
         (Algorithm::TokenBucket, vec!["1000/second"]),
     ] {
         let limits = crate::parse_limits(&specs).unwrap();
-        let keys: Vec<String> = limits.iter().enumerate().map(|(i, _)| format!("parity:{{{alg}{}}}:{i}", specs.len())).collect();
+        let key = format!("parity:{{{alg}{}}}", specs.len());
         let mut sw: Vec<Option<SwState>> = vec![None; limits.len()];
         let mut tb: Vec<Option<u64>> = vec![None; limits.len()];
         // leases outstanding in the twin: (expiry, size)
@@ -89,6 +96,7 @@ async fn batch_scripts_match_their_twins() {
             let budget = [0, 4, 10, 25][rng.next(4) as usize];
             leases.retain(|(exp, _)| *exp > now);
             let outstanding: u64 = leases.iter().map(|(_, k)| k).sum();
+            let before = stored(&sw, &tb, alg);
             let (want_outs, want_granted) = match alg {
                 Algorithm::TokenBucket => twin::token_bucket_batch(&mut tb, &limits, now, &costs, want, budget, outstanding),
                 _ => twin::sliding_window_batch(&mut sw, &limits, now, &costs, want, budget, outstanding),
@@ -96,7 +104,11 @@ async fn batch_scripts_match_their_twins() {
             if want_granted > 0 {
                 leases.push((now + 300_000, want_granted));
             }
-            let (outs, granted, _) = run_batch(&store, alg, &keys, &limits, &costs, want, budget, &format!("m{step}")).await;
+            let (outs, granted, _, read) = run_batch(&store, alg, &key, &limits, &costs, want, budget, &format!("m{step}")).await;
+            // what the script stored last time is what the twin holds (a key past its TTL reads empty)
+            if !read.is_empty() {
+                assert_eq!(read, before, "{alg} {specs:?} step {step}: stored state");
+            }
             assert_eq!(outs, want_outs, "{alg} {specs:?} step {step} costs {costs:?}");
             assert_eq!(granted, want_granted, "{alg} {specs:?} step {step}: lease");
         }
@@ -111,8 +123,8 @@ async fn a_batch_of_ones_is_the_single_script_called_in_order() {
     let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
     let limits = crate::parse_limits(&["5/second"]).unwrap();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
-        let keys = vec![format!("ones:{{{alg}}}")];
-        let (outs, granted, _) = run_batch(&store, alg, &keys, &limits, &[1, 1, 1, 1, 1, 1, 1], 0, 0, "x").await;
+        let key = format!("ones:{{{alg}}}");
+        let (outs, granted, _, _) = run_batch(&store, alg, &key, &limits, &[1, 1, 1, 1, 1, 1, 1], 0, 0, "x").await;
         let allowed: Vec<bool> = outs.iter().map(|o| o.allowed).collect();
         let remaining: Vec<u64> = outs.iter().map(|o| o.windows[0].remaining).collect();
         assert_eq!(allowed, [true, true, true, true, true, false, false], "{alg}");
@@ -129,14 +141,14 @@ async fn returned_permits_count_again() {
     let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
     let limits = crate::parse_limits(&["1000/minute"]).unwrap();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
-        let keys = vec![format!("ret:{{{alg}}}")];
-        let (_, granted, marks) = run_batch(&store, alg, &keys, &limits, &[1], 8, 10, "L").await;
+        let key = format!("ret:{{{alg}}}");
+        let (_, granted, marks, _) = run_batch(&store, alg, &key, &limits, &[1], 8, 10, "L").await;
         assert_eq!(granted, 8, "{alg}");
-        let (outs, _, _) = run_batch(&store, alg, &keys, &[limits[0]], &[1], 0, 10, "-").await;
+        let (outs, _, _, _) = run_batch(&store, alg, &key, &[limits[0]], &[1], 0, 10, "-").await;
         assert_eq!(outs[0].windows[0].remaining, 1000 - 10, "{alg}: the lease counts as consumed");
         // give back 5 of the 8
         let mut inv = LEASE_RETURN.prepare_invoke();
-        inv.key(&keys[0]).key(format!("{}:lease", keys[0]));
+        inv.key(&key).key(format!("{key}:lease"));
         inv.arg(if alg == Algorithm::TokenBucket { "tb" } else { "sw" }).arg(5).arg("L:8").arg(store.now_arg());
         if alg == Algorithm::TokenBucket {
             inv.arg(emission_interval_us(&limits[0]));
@@ -144,7 +156,7 @@ async fn returned_permits_count_again() {
         inv.arg(marks[0]);
         let back = store.invoke(&inv).await.unwrap();
         assert_eq!(back, vec![5], "{alg}");
-        let (outs, _, _) = run_batch(&store, alg, &keys, &limits, &[1], 0, 10, "-").await;
+        let (outs, _, _, _) = run_batch(&store, alg, &key, &limits, &[1], 0, 10, "-").await;
         assert_eq!(outs[0].windows[0].remaining, 1000 - 6, "{alg}: five permits back");
     }
 }

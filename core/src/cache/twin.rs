@@ -2,7 +2,7 @@
 //! the single-request algorithm applied to each cost in arrival order at one `now`, then an
 //! optional lease sized by the same rule as the scripts. Parity tests hold the pairs together.
 
-use crate::algorithm::{self, emission_interval_us, Outcome, SwState};
+use crate::algorithm::{self, agree, emission_interval_us, Algorithm, Outcome, StateReply, SwState};
 use crate::limit::Limit;
 
 /// The lease rule shared by both scripts: nothing unless every request passed; at most `want`,
@@ -72,4 +72,39 @@ pub(crate) fn token_bucket_batch(
         }
     }
     (outs, granted)
+}
+
+/// Answers of a batch script call: per-cost outcomes computed from the state the script read and
+/// the decisions it made (`allowed`, one per cost), then the marks a lease of `granted` permits is
+/// returned by (sliding window: the window number of each window; token bucket: each TAT after the
+/// call, lua/lease_return.lua).
+pub(crate) fn apply_batch(algorithm: Algorithm, read: &StateReply<'_>, limits: &[Limit], costs: &[u64], allowed: &[bool], granted: u64) -> (Vec<Outcome>, Vec<u64>) {
+    let now = read.now_us;
+    match algorithm {
+        Algorithm::TokenBucket => {
+            let mut tats = read.tats(limits.len());
+            let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::token_bucket(&mut tats, limits, now, c, true), a)).collect();
+            let marks = tats
+                .iter()
+                .zip(limits)
+                .map(|(t, l)| {
+                    let base = t.filter(|&s| s >= now).unwrap_or(now);
+                    if granted > 0 {
+                        base + emission_interval_us(l) * granted
+                    } else {
+                        base
+                    }
+                })
+                .collect();
+            (outs, marks)
+        }
+        _ => {
+            let mut states = read.windows(limits.len());
+            let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::sliding_window(&mut states, limits, now, c, true), a)).collect();
+            // the lease is taken in the window holding `now` (a state ahead of it, after Redis time
+            // stepped back, keeps its own number, as SwState::roll does)
+            let marks = states.iter().zip(limits).map(|(s, l)| (now / l.window_us()).max(s.map_or(0, |s| s.idx))).collect();
+            (outs, marks)
+        }
+    }
 }

@@ -17,8 +17,10 @@ const SHARDS: usize = 64;
 
 #[derive(Debug)]
 enum Value {
-    Window(SwState),
-    Tat(u64),
+    /// Every window of one identity, as the sliding-window key holds them in Redis.
+    Windows(Vec<SwState>),
+    /// Every bucket's theoretical arrival time, as the token-bucket key holds them.
+    Tats(Vec<u64>),
     Log(VecDeque<u64>),
 }
 
@@ -103,39 +105,33 @@ impl MemoryStore {
         shard.maybe_sweep(now);
         match req.algorithm {
             Algorithm::SlidingWindow => {
-                let mut states: Vec<Option<SwState>> = req
-                    .keys
-                    .iter()
-                    .map(|k| match shard.live(k, now) {
-                        Some(Entry { value: Value::Window(s), .. }) => Some(*s),
-                        _ => None,
-                    })
-                    .collect();
+                let key = &req.keys[0];
+                let n = req.limits.len();
+                let mut states: Vec<Option<SwState>> = match shard.live(key, now) {
+                    Some(Entry { value: Value::Windows(v), .. }) if v.len() == n => v.iter().copied().map(Some).collect(),
+                    _ => vec![None; n],
+                };
                 let out = algorithm::sliding_window(&mut states, req.limits, now, req.cost, req.consume);
                 if req.consume && out.allowed {
-                    for ((k, s), l) in req.keys.iter().zip(states).zip(req.limits) {
-                        let s = s.expect("consumed windows hold state");
-                        let expires_at_us = s.expires_at_us(l.window().as_micros() as u64);
-                        shard.map.insert(k.clone(), Entry { value: Value::Window(s), expires_at_us });
-                    }
+                    let states: Vec<SwState> = states.into_iter().map(|s| s.expect("consumed windows hold state")).collect();
+                    // as lua/prelude.lua's sw_write: the key lives until the last window's next one ends
+                    let expires_at_us = states.iter().zip(req.limits).map(|(s, l)| s.expires_at_us(l.window_us())).max().unwrap_or(now);
+                    shard.map.insert(key.clone(), Entry { value: Value::Windows(states), expires_at_us });
                 }
                 out
             }
             Algorithm::TokenBucket => {
-                let mut tats: Vec<Option<u64>> = req
-                    .keys
-                    .iter()
-                    .map(|k| match shard.live(k, now) {
-                        Some(Entry { value: Value::Tat(t), .. }) => Some(*t),
-                        _ => None,
-                    })
-                    .collect();
+                let key = &req.keys[0];
+                let n = req.limits.len();
+                let mut tats: Vec<Option<u64>> = match shard.live(key, now) {
+                    Some(Entry { value: Value::Tats(v), .. }) if v.len() == n => v.iter().copied().map(Some).collect(),
+                    _ => vec![None; n],
+                };
                 let out = algorithm::token_bucket(&mut tats, req.limits, now, req.cost, req.consume);
                 if req.consume && out.allowed {
-                    for (k, t) in req.keys.iter().zip(tats) {
-                        let t = t.expect("consumed buckets hold a TAT");
-                        shard.map.insert(k.clone(), Entry { value: Value::Tat(t), expires_at_us: t });
-                    }
+                    let tats: Vec<u64> = tats.into_iter().map(|t| t.expect("consumed buckets hold a TAT")).collect();
+                    let expires_at_us = tats.iter().copied().max().unwrap_or(now);
+                    shard.map.insert(key.clone(), Entry { value: Value::Tats(tats), expires_at_us });
                 }
                 out
             }

@@ -2,33 +2,21 @@
 //! Redis `TIME`, checks every window of the identity and consumes from all only if all allow.
 //! The connection is multiplexed, made on first use and re-made by redis-rs after a failure.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::Script;
 
-use crate::algorithm::{emission_interval_us, Algorithm, Outcome};
+use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 use super::Request;
 
-static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/sliding_window.lua")));
-static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/token_bucket.lua")));
-static SLIDING_LOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../../lua/sliding_log.lua")));
-
-/// The script that implements an algorithm (public so tools can print its SHA).
-pub fn script_for(algorithm: Algorithm) -> &'static Script {
-    match algorithm {
-        Algorithm::SlidingWindow => &SLIDING_WINDOW,
-        Algorithm::TokenBucket => &TOKEN_BUCKET,
-        Algorithm::SlidingLog => &SLIDING_LOG,
-    }
-}
+pub use crate::scripts::script_for;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -289,10 +277,15 @@ impl RedisStore {
             inv.arg(a);
         }
         let reply = self.invoke(&inv).await?;
-        Outcome::from_reply(&reply, req.limits.len()).ok_or_else(|| Error::Store {
-            url: self.inner.shown_url.clone(),
-            message: format!("unexpected script reply {reply:?}"),
-        })
+        let bad = || Error::Store { url: self.inner.shown_url.clone(), message: format!("unexpected script reply {reply:?}") };
+        match req.algorithm {
+            Algorithm::SlidingLog => Outcome::from_reply(&reply, req.limits.len()).ok_or_else(bad),
+            alg => {
+                let [allowed, now, state @ ..] = reply.as_slice() else { return Err(bad()) };
+                let read = StateReply { now_us: (*now).max(0) as u64, state };
+                Ok(read.outcome(alg, req.limits, req.cost, req.consume, *allowed == 1))
+            }
+        }
     }
 
     /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).

@@ -1,0 +1,105 @@
+-- floodwall prelude, prepended to every script by core/src/scripts.rs: Redis time, the packed
+-- state of one identity and the lease bookkeeping, so all scripts share one layout.
+--
+-- The scripts decide and record (atomically) and return the state they read; the answers shown
+-- to callers (remaining, reset, retry, which limit) are computed from that state by the Rust twin
+-- in core/src/algorithm.rs, off Redis's single thread. Lua keeps only the maths that decides.
+--
+-- State: all windows (or buckets) of one identity live in ONE string, a MessagePack array of
+-- numbers, so a check of any number of limits costs one GET and one SET inside Redis whatever the
+-- number of limits (docs/ARCHITECTURE.md).
+
+-- now in µs: `arg` when a test clock sets it, else Redis TIME (the only source in production)
+local function now_us(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The `width` numbers stored at `key` (a MessagePack array: packing and unpacking in C costs a
+-- fraction of formatting and parsing decimal text in Lua); {} when the key is absent, holds another
+-- shape, or is of another type (a key of the hash-per-window layout before 0.2): such state starts
+-- afresh.
+local function read_state(key, width)
+  local raw = redis.pcall('GET', key)
+  if type(raw) ~= 'string' then return {} end
+  local ok, v = pcall(cmsgpack.unpack, raw)
+  if not ok or type(v) ~= 'table' or #v ~= width then return {} end
+  return v
+end
+
+-- Store the numbers `v` at `key` with a TTL of `ttl_us` (rounded up to ms), or keeping the TTL
+-- the key has when `ttl_us` is nil.
+local function write_state(key, v, ttl_us)
+  if ttl_us == nil then
+    redis.call('SET', key, cmsgpack.pack(v), 'KEEPTTL')
+  else
+    local ms = math.ceil(ttl_us / 1000)
+    if ms < 1 then ms = 1 end
+    redis.call('SET', key, cmsgpack.pack(v), 'PX', ms)
+  end
+end
+
+-- Sliding window: move the stored (window number, previous, current) to the window holding `now`
+-- (twin: SwState::roll). Returns window number, previous count, current count, µs elapsed in it.
+local function sw_roll(si, sp, sc, now, w)
+  local cur = math.floor(now / w)
+  sp, sc = sp or 0, sc or 0
+  if si == nil then
+    sp, sc = 0, 0
+  elseif cur == si + 1 then
+    sp, sc = sc, 0
+  elseif cur > si + 1 then
+    sp, sc = 0, 0
+  elseif cur < si then
+    -- Redis time went backwards (failover to a node with an earlier clock): keep the newer state
+    cur = si
+  end
+  local el = now - cur * w
+  if el < 0 then el = 0 end
+  return cur, sp, sc, el
+end
+
+-- Sliding window: store every window; the key lives until the last window's next one ends (after
+-- that no count in it matters).
+local function sw_write(key, n, W, idx, prev, curr, now)
+  local v, expiry = {}, 0
+  for i = 1, n do
+    v[3 * i - 2], v[3 * i - 1], v[3 * i] = idx[i], prev[i], curr[i]
+    local e = (idx[i] + 2) * W[i]
+    if e > expiry then expiry = e end
+  end
+  write_state(key, v, expiry - now)
+end
+
+-- Token bucket: store every theoretical arrival time; the key lives until the latest one passes.
+local function tb_write(key, tat, now)
+  local last = now
+  for i = 1, #tat do
+    if tat[i] > last then last = tat[i] end
+  end
+  write_state(key, tat, last - now)
+end
+
+-- The lease rule shared by both batch scripts (twin: cache::twin::lease_size): drop the spent
+-- lease `release`, expire old ones, and return how many of `want` permits may be leased given the
+-- budget left by every instance's outstanding leases (`remaining` caps it further per window).
+local function lease_size(leases, release, want, budget, now)
+  if release ~= '' then redis.call('ZREM', leases, release) end
+  if want <= 0 then return 0 end
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', string.format('%.0f', now))
+  local outstanding = 0
+  for _, mem in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    outstanding = outstanding + (tonumber(string.match(mem, ':(%d+)$')) or 0)
+  end
+  local k = want
+  if budget - outstanding < k then k = budget - outstanding end
+  return k
+end
+
+-- Record a granted lease of `k` permits (member "id:k", score = expiry µs).
+local function lease_record(leases, member, k, now, ttl)
+  redis.call('ZADD', leases, string.format('%.0f', now + ttl), member .. ':' .. k)
+  redis.call('PEXPIRE', leases, math.ceil(ttl / 1000) + 1)
+end
+
