@@ -9,6 +9,9 @@
 -- numbers, so a check of any number of limits costs one GET and one SET inside Redis whatever the
 -- number of limits (docs/ARCHITECTURE.md).
 
+-- Globals are looked up by name on every use; the hot ones are bound once here.
+local floor, ceil, mp_pack, mp_unpack = math.floor, math.ceil, cmsgpack.pack, cmsgpack.unpack
+
 -- now in µs: `arg` when a test clock sets it, else Redis TIME (the only source in production)
 local function now_us(arg)
   if arg ~= '' then return tonumber(arg) end
@@ -23,7 +26,7 @@ end
 local function read_state(key, width)
   local raw = redis.pcall('GET', key)
   if type(raw) ~= 'string' then return {} end
-  local ok, v = pcall(cmsgpack.unpack, raw)
+  local ok, v = pcall(mp_unpack, raw)
   if not ok or type(v) ~= 'table' or #v ~= width then return {} end
   return v
 end
@@ -32,18 +35,18 @@ end
 -- the key has when `ttl_us` is nil.
 local function write_state(key, v, ttl_us)
   if ttl_us == nil then
-    redis.call('SET', key, cmsgpack.pack(v), 'KEEPTTL')
+    redis.call('SET', key, mp_pack(v), 'KEEPTTL')
   else
-    local ms = math.ceil(ttl_us / 1000)
+    local ms = ceil(ttl_us / 1000)
     if ms < 1 then ms = 1 end
-    redis.call('SET', key, cmsgpack.pack(v), 'PX', ms)
+    redis.call('SET', key, mp_pack(v), 'PX', ms)
   end
 end
 
 -- Sliding window: move the stored (window number, previous, current) to the window holding `now`
 -- (twin: SwState::roll). Returns window number, previous count, current count, µs elapsed in it.
 local function sw_roll(si, sp, sc, now, w)
-  local cur = math.floor(now / w)
+  local cur = floor(now / w)
   sp, sc = sp or 0, sc or 0
   if si == nil then
     sp, sc = 0, 0
@@ -100,6 +103,6 @@ end
 -- Record a granted lease of `k` permits (member "id:k", score = expiry µs).
 local function lease_record(leases, member, k, now, ttl)
   redis.call('ZADD', leases, string.format('%.0f', now + ttl), member .. ':' .. k)
-  redis.call('PEXPIRE', leases, math.ceil(ttl / 1000) + 1)
+  redis.call('PEXPIRE', leases, ceil(ttl / 1000) + 1)
 end
 

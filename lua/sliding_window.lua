@@ -6,18 +6,19 @@
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
 -- ARGV[2]   cost
 -- ARGV[3]   "c" consume, "p" peek (no write)
--- ARGV[3+i] window i length in microseconds;  ARGV[3+n+i] window i limit
+-- ARGV[4]   MessagePack array: window i length in µs at i, window i limit at n+i
 -- returns   {allowed, now_us, then the state read: i, p, c per window (nothing for a new identity)}
 
 local now = now_us(ARGV[1])
 local cost = tonumber(ARGV[2])
-local n = (#ARGV - 3) / 2
+local P = mp_unpack(ARGV[4])
+local n = #P / 2
 local s = read_state(KEYS[1], 3 * n)
 
 local W, idx, prev, curr = {}, {}, {}, {}
 local all_ok = true
 for i = 1, n do
-  local w, limit = tonumber(ARGV[3 + i]), tonumber(ARGV[3 + n + i])
+  local w, limit = P[i], P[n + i]
   local el
   W[i] = w
   idx[i], prev[i], curr[i], el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)

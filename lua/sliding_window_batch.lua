@@ -13,7 +13,7 @@
 -- ARGV[5+m] budget: most permits outstanding in leases of this identity at once (all instances)
 -- ARGV[6+m] lease member id;  ARGV[7+m] member of this instance's previous lease, spent or given
 --           back, to drop from the set ("" none)
--- ARGV[7+m+i] window i length µs;  ARGV[7+m+n+i] window i limit
+-- ARGV[8+m] MessagePack array: window i length µs at i, window i limit at n+i
 -- returns   {granted (permits leased), now, allowed per cost, then the state read: i, p, c per
 --           window (nothing for a new identity)}; cache::twin::apply_batch computes the answers
 
@@ -24,13 +24,13 @@ local ttl = tonumber(ARGV[4 + m])
 local budget = tonumber(ARGV[5 + m])
 local member = ARGV[6 + m]
 local release = ARGV[7 + m]
-local base = 7 + m
-local n = (#ARGV - base) / 2
+local P = mp_unpack(ARGV[8 + m])
+local n = #P / 2
 local s = read_state(KEYS[1], 3 * n)
 
 local W, L, idx, prev, curr, el = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  W[i], L[i] = tonumber(ARGV[base + i]), tonumber(ARGV[base + n + i])
+  W[i], L[i] = P[i], P[n + i]
   idx[i], prev[i], curr[i], el[i] = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, W[i])
 end
 
@@ -61,7 +61,7 @@ end
 -- minus what leases of all instances still hold.
 local k = lease_size(KEYS[2], release, all_admitted and want or 0, budget, now)
 for i = 1, n do
-  local q = math.floor((L[i] - estimate(i)) / 4)
+  local q = floor((L[i] - estimate(i)) / 4)
   if q < k then k = q end
 end
 local granted = 0

@@ -6,18 +6,19 @@
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
 -- ARGV[2]   cost
 -- ARGV[3]   "c" consume, "p" peek (no write)
--- ARGV[3+i] emission interval of limit i in whole microseconds;  ARGV[3+n+i] burst of limit i
+-- ARGV[4]   MessagePack array: emission interval of limit i in whole µs at i, its burst at n+i
 -- returns   {allowed, now_us, then the state read: the TAT of each limit (nothing for a new identity)}
 
 local now = now_us(ARGV[1])
 local cost = tonumber(ARGV[2])
-local n = (#ARGV - 3) / 2
+local P = mp_unpack(ARGV[4])
+local n = #P / 2
 local s = read_state(KEYS[1], n)
 
 local new_tat = {}
 local all_ok = true
 for i = 1, n do
-  local t, burst = tonumber(ARGV[3 + i]), tonumber(ARGV[3 + n + i])
+  local t, burst = P[i], P[n + i]
   local stored = s[i]
   if stored == nil or stored < now then stored = now end
   new_tat[i] = stored + t * cost

@@ -10,7 +10,7 @@
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
 -- ARGV[3+m] want;  ARGV[4+m] lease lifetime µs;  ARGV[5+m] budget;  ARGV[6+m] lease member id
 -- ARGV[7+m] member of this instance's previous lease, spent or given back, to drop ("" none)
--- ARGV[7+m+i] emission interval of limit i µs;  ARGV[7+m+n+i] burst of limit i
+-- ARGV[8+m] MessagePack array: emission interval of limit i µs at i, its burst at n+i
 -- returns   {granted (permits leased), now, allowed per cost, then the state read: the TAT of
 --           each limit (nothing for a new identity)}; cache::twin::apply_batch computes the answers
 
@@ -21,13 +21,13 @@ local ttl = tonumber(ARGV[4 + m])
 local budget = tonumber(ARGV[5 + m])
 local member = ARGV[6 + m]
 local release = ARGV[7 + m]
-local base = 7 + m
-local n = (#ARGV - base) / 2
+local P = mp_unpack(ARGV[8 + m])
+local n = #P / 2
 local s = read_state(KEYS[1], n)
 
 local T, B, tat = {}, {}, {}
 for i = 1, n do
-  T[i], B[i] = tonumber(ARGV[base + i]), tonumber(ARGV[base + n + i])
+  T[i], B[i] = P[i], P[n + i]
   local stored = s[i]
   if stored == nil or stored < now then stored = now end
   tat[i] = stored
@@ -57,7 +57,7 @@ end
 -- the budget left by every instance's outstanding leases).
 local k = lease_size(KEYS[2], release, all_admitted and want or 0, budget, now)
 for i = 1, n do
-  local q = math.floor(math.floor((now - (tat[i] - T[i] * B[i])) / T[i]) / 4)
+  local q = floor(floor((now - (tat[i] - T[i] * B[i])) / T[i]) / 4)
   if q < k then k = q end
 end
 local granted = 0

@@ -20,7 +20,7 @@ use crate::decision::Source;
 use crate::error::{Error, Result};
 use crate::limit::Limit;
 use crate::remote::Remote;
-use crate::scripts::{LEASE_RETURN, SW_BATCH, TB_BATCH};
+use crate::scripts::{limit_args, LEASE_RETURN, SW_BATCH, TB_BATCH};
 use crate::store::Request;
 
 
@@ -688,24 +688,7 @@ async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Wait
         inv.arg(w.cost);
     }
     inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member).arg(release);
-    match sh.algorithm() {
-        Algorithm::TokenBucket => {
-            for l in sh.limits() {
-                inv.arg(emission_interval_us(l));
-            }
-            for l in sh.limits() {
-                inv.arg(l.burst());
-            }
-        }
-        _ => {
-            for l in sh.limits() {
-                inv.arg(l.window_us());
-            }
-            for l in sh.limits() {
-                inv.arg(l.max());
-            }
-        }
-    }
+    inv.arg(limit_args(sh.algorithm(), sh.limits()));
     let reply = remote.call(remote.store().invoke(&inv)).await?;
     let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
     let m = batch.len();

@@ -37,21 +37,7 @@ async fn run_batch(store: &RedisStore, alg: Algorithm, key: &str, limits: &[Limi
         inv.arg(*c);
     }
     inv.arg(want).arg(300_000u64).arg(budget).arg(member).arg("");
-    if alg == Algorithm::TokenBucket {
-        for l in limits {
-            inv.arg(emission_interval_us(l));
-        }
-        for l in limits {
-            inv.arg(l.burst());
-        }
-    } else {
-        for l in limits {
-            inv.arg(l.window_us());
-        }
-        for l in limits {
-            inv.arg(l.max());
-        }
-    }
+    inv.arg(crate::scripts::limit_args(alg, limits));
     let reply = store.invoke(&inv).await.expect("script");
     let m = costs.len();
     let read = StateReply { now_us: reply[1] as u64, state: &reply[2 + m..] };

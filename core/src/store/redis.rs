@@ -10,7 +10,9 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
+use crate::algorithm::{Algorithm, Outcome, StateReply};
+use crate::limit::Limit;
+use crate::scripts::limit_args;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -243,22 +245,12 @@ impl RedisStore {
         Ok(conn)
     }
 
-    /// The script arguments after `now`, per algorithm (see the header of each lua/ file).
-    fn script_args(req: &Request<'_>) -> Vec<u64> {
-        let mut args = Vec::with_capacity(2 + 2 * req.limits.len());
-        if req.algorithm == Algorithm::SlidingLog {
-            args.push(req.limits.len() as u64);
-        }
-        match req.algorithm {
-            Algorithm::SlidingWindow | Algorithm::SlidingLog => {
-                args.extend(req.limits.iter().map(|l| l.window().as_micros() as u64));
-                args.extend(req.limits.iter().map(|l| l.max()));
-            }
-            Algorithm::TokenBucket => {
-                args.extend(req.limits.iter().map(emission_interval_us));
-                args.extend(req.limits.iter().map(|l| l.burst()));
-            }
-        }
+    /// The sliding log's arguments after `now`, cost and mode (see lua/sliding_log.lua).
+    fn log_args(limits: &[Limit]) -> Vec<u64> {
+        let mut args = Vec::with_capacity(1 + 2 * limits.len());
+        args.push(limits.len() as u64);
+        args.extend(limits.iter().map(|l| l.window().as_micros() as u64));
+        args.extend(limits.iter().map(|l| l.max()));
         args
     }
 
@@ -273,8 +265,15 @@ impl RedisStore {
             inv.key(k);
         }
         inv.arg(self.now_arg()).arg(req.cost).arg(if req.consume { "c" } else { "p" });
-        for a in Self::script_args(req) {
-            inv.arg(a);
+        match req.algorithm {
+            Algorithm::SlidingLog => {
+                for a in Self::log_args(req.limits) {
+                    inv.arg(a);
+                }
+            }
+            alg => {
+                inv.arg(limit_args(alg, req.limits));
+            }
         }
         let reply = self.invoke(&inv).await?;
         let bad = || Error::Store { url: self.inner.shown_url.clone(), message: format!("unexpected script reply {reply:?}") };
