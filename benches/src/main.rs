@@ -2,7 +2,7 @@
 //! printed beside the raw floor of the same redis-server (redis-benchmark running EVALSHA of a
 //! trivial script). Starts its own redis-server unless --redis-url is given.
 //!
-//!   cargo run --release -p floodwall-bench -- [--seconds 5] [--concurrency 64] [--redis-url URL]
+//!   cargo run --release -p floodwall-bench -- [--seconds 5] [--concurrency 64] [--redis-url URL] [--redis-only]
 //!   cargo run --release -p floodwall-bench -- cache [--seconds 5] [--concurrency 64] [--algorithm A] [--no-exact]
 //!     (the local cache layer on the issue-5 workloads: see cache_bench.rs)
 
@@ -24,10 +24,11 @@ struct Args {
     concurrency: usize,
     redis_url: Option<String>,
     identities: u64,
+    redis_only: bool,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { seconds: 5.0, concurrency: 64, redis_url: None, identities: 10_000 };
+    let mut a = Args { seconds: 5.0, concurrency: 64, redis_url: None, identities: 10_000, redis_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -36,6 +37,7 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = val().parse().expect("--concurrency N"),
             "--redis-url" => a.redis_url = Some(val()),
             "--identities" => a.identities = val().parse().expect("--identities N"),
+            "--redis-only" => a.redis_only = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -44,15 +46,28 @@ fn parse_args() -> Args {
 
 struct Row {
     name: String,
+    calls: u64,
     per_sec: f64,
     p50_us: u64,
     p99_us: u64,
     p999_us: u64,
+    /// redis-server's CPU time per call (user + sys from INFO cpu): what a row costs Redis,
+    /// which the load of a shared machine moves far less than it moves the throughput
+    redis_cpu_us: Option<f64>,
 }
 
 fn print_row(r: &Row, floor: Option<f64>) {
     let share = floor.map(|f| format!("{:>5.0}%", 100.0 * r.per_sec / f)).unwrap_or_else(|| "    -".into());
-    println!("{:<44} {:>12.0} {:>9} {:>9} {:>9}   {}", r.name, r.per_sec, r.p50_us, r.p99_us, r.p999_us, share);
+    let cpu = r.redis_cpu_us.map(|c| format!("{c:>8.1}")).unwrap_or_else(|| "       -".into());
+    println!("{:<44} {:>12.0} {:>9} {:>9} {:>9}   {:>6}  {}", r.name, r.per_sec, r.p50_us, r.p99_us, r.p999_us, share, cpu);
+}
+
+/// redis-server's CPU seconds so far (user + sys).
+fn redis_cpu(port: u16) -> Option<f64> {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "cpu"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<f64>().ok());
+    Some(get("used_cpu_user:")? + get("used_cpu_sys:")?)
 }
 
 /// Drive `concurrency` tasks calling check on random identities for `seconds`.
@@ -95,10 +110,12 @@ async fn drive(name: String, limiter: Limiter, args: &Args) -> Row {
     let elapsed = started.elapsed().as_secs_f64();
     Row {
         name,
+        calls: total,
         per_sec: total as f64 / elapsed,
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
         p999_us: hist.value_at_quantile(0.999),
+        redis_cpu_us: None,
     }
 }
 
@@ -107,6 +124,7 @@ fn redis_floor(port: u16, seconds: f64, concurrency: usize) -> Option<Row> {
     let cli = |a: &[&str]| Command::new("redis-cli").arg("-p").arg(port.to_string()).args(a).output().ok();
     let sha = String::from_utf8(cli(&["SCRIPT", "LOAD", "return 1"])?.stdout).ok()?.trim().to_string();
     let requests = (120_000.0 * seconds) as u64;
+    let cpu0 = redis_cpu(port);
     let out = Command::new("redis-benchmark")
         .args(["-p", &port.to_string(), "-c", &concurrency.to_string(), "-n", &requests.to_string(), "--csv"])
         .args(["EVALSHA", &sha, "0"])
@@ -118,10 +136,12 @@ fn redis_floor(port: u16, seconds: f64, concurrency: usize) -> Option<Row> {
     let f: Vec<f64> = line.split(',').skip(1).map(|v| v.trim_matches('"').parse().unwrap_or(0.0)).collect();
     Some(Row {
         name: "redis-benchmark EVALSHA 'return 1' (floor)".into(),
+        calls: requests,
         per_sec: f[0],
         p50_us: (f[3] * 1000.0) as u64,
         p99_us: (f[5] * 1000.0) as u64,
         p999_us: 0,
+        redis_cpu_us: cpu0.zip(redis_cpu(port)).map(|(a, b)| (b - a) * 1e6 / requests as f64),
     })
 }
 
@@ -148,12 +168,12 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         url
     );
-    println!("{:<44} {:>12} {:>9} {:>9} {:>9}   {}", "case", "decisions/s", "p50 µs", "p99 µs", "p99.9 µs", "of floor");
+    println!("{:<44} {:>12} {:>9} {:>9} {:>9}   {:>6}  {}", "case", "decisions/s", "p50 µs", "p99 µs", "p99.9 µs", "floor", "redis cpu µs/call");
     let limit_sets: [(&str, &[&str]); 2] = [("1 limit", &["1000000/minute"]), ("3 limits", &["100000/second", "1000000/minute", "10000000/hour"])];
     rt.block_on(async {
         for (label, specs) in limit_sets {
             for alg in [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket] {
-                if alg == Algorithm::SlidingLog && label != "1 limit" {
+                if (alg == Algorithm::SlidingLog && label != "1 limit") || args.redis_only {
                     continue;
                 }
                 let specs: Vec<&str> = if alg == Algorithm::SlidingLog { vec!["10000/second"] } else { specs.to_vec() };
@@ -187,7 +207,10 @@ fn main() {
                     Some(f) => print_row(f, None),
                     None => println!("(redis-benchmark not available: no floor)"),
                 }
-                print_row(&drive(format!("redis   {alg} ({label})"), l, &args).await, floor.as_ref().map(|f| f.per_sec));
+                let cpu0 = redis_cpu(port);
+                let mut row = drive(format!("redis   {alg} ({label})"), l, &args).await;
+                row.redis_cpu_us = cpu0.zip(redis_cpu(port)).map(|(a, b)| (b - a) * 1e6 / row.calls as f64);
+                print_row(&row, floor.as_ref().map(|f| f.per_sec));
             }
         }
     });
