@@ -134,6 +134,9 @@ test('a bad cache option is ERR_FLOODWALL_CONFIG naming the value', () => {
 test('the Express middleware builds its limiter with the cache', async () => {
   config(() => rateLimit({ limits: '3/minute', redisUrl: redis.url, cache: { leaseMs: 5 } }), /cache\.leaseMs "5"/)
   config(() => rateLimit({ rules: [{ name: 'r', limits: '3/minute', redisUrl: redis.url, cache: 'on' }] }), /invalid cache "on"/)
+  // the cache belongs to a limiter: a shared one brings its own
+  const shared = new Limiter({ limits: '3/minute', redisUrl: redis.url })
+  config(() => rateLimit({ limiter: shared, cache: true }), /either `limiter` or `limits`/)
   const app = express()
   app.use(rateLimit({ limits: '2/minute', key: 'global', cache: true, ...onRedis('express') }))
   app.get('/', (req, res) => res.json({ ok: true }))
