@@ -25,6 +25,11 @@ export interface LimiterOptions {
   /** The circuit breaker in front of Redis. */
   breaker?: BreakerOptions
   /**
+   * The local cache layer in front of Redis (Redis only; default off): `true` for its defaults, or
+   * some options over them. Decisions it makes say `source: 'cache'` or `'lease'`.
+   */
+  cache?: boolean | CacheOptions
+  /**
    * A ManualClock. The embedded store decides on it. With `redisUrl` too, the Redis scripts take
    * their time from it instead of Redis `TIME`: for tests only (the conformance scenarios), never
    * in production.
@@ -65,6 +70,46 @@ export interface BreakerOptions {
    * deadline starts, so a burst in this process is not taken for a sick Redis.
    */
   maxInFlight?: number
+}
+
+/** Absent fields keep the defaults (in parentheses). */
+export interface CacheOptions {
+  /** Answer a denied identity locally until the retry time Redis gave; never admits (true). */
+  denialCache?: boolean
+  /** Concurrent checks of one identity become one script call, answered in arrival order (true). */
+  coalesce?: boolean
+  /** Most checks in one coalesced call (256). */
+  maxBatch?: number
+  /** Wait this long, 0-500 µs, before a coalesced call to gather more arrivals (0). */
+  batchWindowUs?: number
+  /** Hot identities reserve permits in one call and are admitted locally from them (true). */
+  leases?: boolean
+  /** Lifetime of a lease, 100-500 ms (250). */
+  leaseMs?: number
+  /**
+   * Most permits in leases of one identity, over all instances, as a share of its smallest limit,
+   * at most 0.1 (0.01): how far the instances together may deny early. Under 2 permits, no leases.
+   */
+  driftRatio?: number
+  /** Largest single lease (1000). */
+  maxLease?: number
+  /** Size cap of the cache in bytes (64 MiB). */
+  maxBytes?: number
+  /** Entries unused this long are dropped and their lease given back, ms (10000). */
+  idleMs?: number
+  /** Cached denials and leases end up to this share early, at random, below 0.5 (0.1). */
+  jitterRatio?: number
+}
+
+/** What the cache holds now, and its leases since the limiter was made. */
+export interface CacheStats {
+  entries: number
+  /** Sum of entry weights, what `maxBytes` bounds. */
+  weightedBytes: number
+  maxBytes: number
+  leasesGranted: number
+  permitsLeased: number
+  permitsReturned: number
 }
 
 /** One limit's state. Times are seconds. */
@@ -136,6 +181,8 @@ export declare class Limiter {
   get store(): 'redis' | 'memory'
   /** The largest cost one check may ask for. */
   get maxCost(): number
+  /** The local cache layer's size and leases; `null` without a cache (or on the embedded store). */
+  cacheStats(): CacheStats | null
 }
 
 /** A clock that moves only when told to (milliseconds since the epoch). For tests. */
@@ -180,6 +227,7 @@ export interface RuleOptions {
   timeoutMs?: number
   fallback?: Fallback
   breaker?: BreakerOptions
+  cache?: boolean | CacheOptions
   clock?: ManualClock
   /** A shared limiter instead of `limits`. */
   limiter?: Limiter
@@ -198,6 +246,7 @@ export interface HttpLimiterOptions {
   timeoutMs?: number
   fallback?: Fallback
   breaker?: BreakerOptions
+  cache?: boolean | CacheOptions
   clock?: ManualClock
   limiter?: Limiter
   /** Default `'ip'`. A function key is resolved by the adapter and passed as `HttpRequest.key`. */

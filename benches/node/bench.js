@@ -3,9 +3,12 @@
 //      (RateLimiterRedis over ioredis), closed loop with a fixed number of calls in flight;
 //   2. HTTP requests/s of an Express app with floodwall/express vs express-rate-limit +
 //      rate-limit-redis (and no limiter, for reference), driven by autocannon.
+// floodwall is measured twice: exact (every decision a Redis script call) and with the core's local
+// cache layer (`cache: true`: denial cache, coalescing, leases), which trades up to its drift budget
+// (1% of a limit) of accuracy for fewer Redis calls.
 // Run: (cd bindings-node && npm ci && npm run build) && node benches/node/bench.js
 // Env: BENCH_SECONDS (per measurement, default 5), BENCH_CONCURRENCY (default 64), BENCH_ROUNDS (default 3),
-//      BENCH_HTTP_CONNECTIONS (default 50).
+//      BENCH_KEYS (identities, default 10000), BENCH_HTTP (0: skip the HTTP part), BENCH_HTTP_CONNECTIONS (default 50).
 'use strict'
 
 const path = require('node:path')
@@ -25,7 +28,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS || 5)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY || 64)
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS || 50)
-const KEYS = 10_000
+const KEYS = Number(process.env.BENCH_KEYS || 10_000)
+const HTTP = process.env.BENCH_HTTP !== '0'
 
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
@@ -77,11 +81,15 @@ async function measure(op, redis) {
   }
 }
 
+const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
+
 function fmt(r) {
   const outcomes = [...r.outcomes].map(([k, v]) => `${k}:${v}`).join(' ')
   const cpu = `cpu/decision: node ${r.nodeUs.toFixed(1)} us, redis ${r.redisUs.toFixed(1)} us`
   return `${Math.round(r.perSec).toLocaleString('en-US').padStart(9)} decisions/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  ${cpu}  (${outcomes})`
 }
+
+const cacheLines = []
 
 async function decisions(redis) {
   const ioredis = new Redis(redis.port, '127.0.0.1', { enableOfflineQueue: true, lazyConnect: false })
@@ -93,13 +101,18 @@ async function decisions(redis) {
   const onRedis = { redisUrl: redis.url, timeoutMs: 1000, breaker: { slowCallMs: 1000 } }
   const fw1 = new Limiter({ limits: '100000000/minute', prefix: 'bench-fw1', ...onRedis })
   const fw2 = new Limiter({ limits: ['10000000/second', '100000000/minute'], prefix: 'bench-fw2', ...onRedis })
-  await fw1.connect()
-  await fw2.connect()
+  const fwc1 = new Limiter({ limits: '100000000/minute', prefix: 'bench-fwc1', cache: true, ...onRedis })
+  const fwc2 = new Limiter({ limits: ['10000000/second', '100000000/minute'], prefix: 'bench-fwc2', cache: true, ...onRedis })
+  for (const l of [fw1, fw2, fwc1, fwc2]) await l.connect()
   const rlfMinute = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf1', points: 100_000_000, duration: 60 })
   const rlfSecond = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf2', points: 10_000_000, duration: 1 })
   const variants = [
     ['floodwall, 1 limit (sliding window)', async (k) => {
       const d = await fw1.check(k)
+      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+    }],
+    ['floodwall with cache, 1 limit', async (k) => {
+      const d = await fwc1.check(k)
       return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
     }],
     ['rate-limiter-flexible, 1 limit (fixed window)', async (k) => {
@@ -113,6 +126,10 @@ async function decisions(redis) {
     }],
     ['floodwall, 2 limits in one call', async (k) => {
       const d = await fw2.check(k)
+      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+    }],
+    ['floodwall with cache, 2 limits', async (k) => {
+      const d = await fwc2.check(k)
       return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
     }],
     ['rate-limiter-flexible, 2 limiters', async (k) => {
@@ -134,8 +151,12 @@ async function decisions(redis) {
     for (const [name, op] of variants) {
       const r = await measure(op, redis)
       results.get(name).push(r)
-      console.log(`round ${round}  ${name.padEnd(46)} ${fmt(r)}`)
+      console.log(`round ${round}  ${name.padEnd(46)} ${fmt(r)}  load ${load()}`)
     }
+  }
+  for (const [name, l] of [['1 limit', fwc1], ['2 limits', fwc2]]) {
+    const c = l.cacheStats()
+    cacheLines.push(`cache, ${name}: ${c.entries} entries, ${c.leasesGranted} leases, ${c.permitsLeased} permits leased, ${c.permitsReturned} given back`)
   }
   await ioredis.quit()
   // Report the median round of each variant by decisions/s.
@@ -171,26 +192,34 @@ async function http(redis) {
 async function main() {
   const redis = await RedisServer.start()
   try {
-    console.log(`# load average before: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
+    console.log(`# load average before: ${load()}`)
     console.log(`# node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0].model}), redis-server on ${redis.url}`)
     console.log(`# ${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${KEYS} keys, median of ${ROUNDS} rounds`)
     const d = await decisions(redis)
-    const h = await http(redis)
+    const h = HTTP ? await http(redis) : new Map()
     console.log('\n## decisions (median round)')
     for (const [name, r] of d) console.log(`${name.padEnd(46)} ${fmt(r)}`)
-    const fw = d.get('floodwall, 1 limit (sliding window)')
-    const rlf = d.get('rate-limiter-flexible, 1 limit (fixed window)')
-    console.log(`floodwall / rate-limiter-flexible, 1 limit: ${(fw.perSec / rlf.perSec).toFixed(2)}x decisions/s, p99 ${fw.p99.toFixed(3)} vs ${rlf.p99.toFixed(3)} ms`)
-    const fw2 = d.get('floodwall, 2 limits in one call')
-    const rlf2 = d.get('rate-limiter-flexible, 2 limiters')
     for (const [name, r] of d) {
-      const other = [...r.outcomes.keys()].filter((k) => k.includes('/') && !k.endsWith('/redis'))
-      if (other.length) console.log(`WARNING: ${name} had answers not from Redis (${other.join(', ')}); its numbers do not compare`)
+      // exact rows must be all Redis; cached rows may also say cache or lease, never fallback
+      const ok = name.includes('with cache') ? ['/redis', '/cache', '/lease'] : ['/redis']
+      const other = [...r.outcomes.keys()].filter((k) => k.includes('/') && !ok.some((s) => k.endsWith(s)))
+      if (other.length) console.log(`WARNING: ${name} had answers from elsewhere (${other.join(', ')}); its numbers do not compare`)
     }
-    console.log(`floodwall / rate-limiter-flexible, 2 limits: ${(fw2.perSec / rlf2.perSec).toFixed(2)}x decisions/s, p99 ${fw2.p99.toFixed(3)} vs ${rlf2.p99.toFixed(3)} ms`)
-    console.log(`# load average after: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
-    console.log(`\n## HTTP (autocannon, ${CONNECTIONS} connections, ${SECONDS * 2} s)`)
-    for (const [name, line] of h) console.log(`${name.padEnd(20)} ${line}`)
+    const ratio = (a, b, label) => {
+      const x = d.get(a)
+      const y = d.get(b)
+      console.log(`${label}: ${(x.perSec / y.perSec).toFixed(2)}x decisions/s, p99 ${x.p99.toFixed(3)} vs ${y.p99.toFixed(3)} ms`)
+    }
+    ratio('floodwall, 1 limit (sliding window)', 'rate-limiter-flexible, 1 limit (fixed window)', 'floodwall / rate-limiter-flexible, 1 limit')
+    ratio('floodwall with cache, 1 limit', 'rate-limiter-flexible, 1 limit (fixed window)', 'floodwall with cache / rate-limiter-flexible, 1 limit')
+    ratio('floodwall, 2 limits in one call', 'rate-limiter-flexible, 2 limiters', 'floodwall / rate-limiter-flexible, 2 limits')
+    ratio('floodwall with cache, 2 limits', 'rate-limiter-flexible, 2 limiters', 'floodwall with cache / rate-limiter-flexible, 2 limits')
+    for (const line of cacheLines) console.log(line)
+    console.log(`# load average after: ${load()}`)
+    if (HTTP) {
+      console.log(`\n## HTTP (autocannon, ${CONNECTIONS} connections, ${SECONDS * 2} s)`)
+      for (const [name, line] of h) console.log(`${name.padEnd(20)} ${line}`)
+    }
   } finally {
     await redis.stop()
   }

@@ -50,7 +50,7 @@ pub fn fmt_number(n: f64) -> String {
     }
 }
 
-fn is_array(v: &Unknown) -> bool {
+pub fn is_array(v: &Unknown) -> bool {
     let mut result = false;
     unsafe { napi::sys::napi_is_array(v.value().env, v.raw(), &mut result) };
     result
@@ -69,6 +69,13 @@ pub fn string(what: &str, v: &Unknown) -> Outcome<String> {
         return Err(Failure::Arg(format!("invalid {what} {}: must be a string", describe(v))));
     }
     Ok(unsafe { String::from_napi_value(v.value().env, v.raw()) }?)
+}
+
+pub fn boolean(what: &str, v: &Unknown) -> Outcome<bool> {
+    if type_of(v) != ValueType::Boolean {
+        return Err(Failure::Arg(format!("invalid {what} {}: must be true or false", describe(v))));
+    }
+    Ok(unsafe { bool::from_napi_value(v.value().env, v.raw()) }?)
 }
 
 /// A whole number in [min, 2^53].

@@ -19,12 +19,12 @@ use crate::limiter::{build_limiter, nullable, settle, JsLimiter, Nullable, LIMIT
 
 /// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
 const HTTP_OPTIONS: &[&str] = &[
-    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock",
-    "limiter", "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
+    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "cache",
+    "clock", "limiter", "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
 ];
 const RULE_OPTIONS: &[&str] = &[
     "name", "path", "methods", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback",
-    "breaker", "clock", "limiter", "key", "cost",
+    "breaker", "cache", "clock", "limiter", "key", "cost",
 ];
 /// Options that build a limiter. `name` is not one of them here: it names the middleware or the
 /// rule (headers, keys), and the limiter built for it takes that name as its metrics label.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Algorithm, BreakerOptions, FakeClock, FallbackMode};
+use floodwall::{Algorithm, BreakerOptions, CacheOptions, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{
     ClassInstance, Either, Float64Array, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown,
 };
@@ -145,8 +145,9 @@ impl JsManualClock {
 }
 
 /// `name` comes first: http.rs builds limiters from the rest (there `name` names the rule).
-pub const LIMITER_OPTIONS: &[&str] =
-    &["name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "clock"];
+pub const LIMITER_OPTIONS: &[&str] = &[
+    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "cache", "clock",
+];
 const BREAKER_OPTIONS: &[&str] = &[
     "failureThreshold", "slowCallMs", "slowCallRatio", "slowCallWindow", "slowCallMinCalls", "openMs",
     "halfOpenProbes", "healthCheckMs", "maxInFlight",
@@ -231,6 +232,88 @@ fn fallback_arg(v: &Unknown) -> Outcome<FallbackMode> {
     Ok(mode)
 }
 
+/// The cache options as JS spells them, beside the core's field names: the core's range checks
+/// run at build, and their messages are given back under the name the caller wrote.
+const CACHE_FIELDS: &[(&str, &str)] = &[
+    ("denialCache", "denial_cache"), ("coalesce", "coalesce"), ("maxBatch", "max_batch"),
+    ("batchWindowUs", "batch_window_us"), ("leases", "leases"), ("leaseMs", "lease_ms"),
+    ("driftRatio", "drift_ratio"), ("maxLease", "max_lease"), ("maxBytes", "max_bytes"),
+    ("idleMs", "idle_ms"), ("jitterRatio", "jitter_ratio"),
+];
+
+/// `true` (the core's defaults), or `{ leaseMs, driftRatio, ... }` over them; `false`: no cache.
+fn cache_arg(v: &Unknown) -> Outcome<Option<CacheOptions>> {
+    if args::type_of(v) == napi::ValueType::Boolean {
+        return Ok(args::boolean("cache", v)?.then(CacheOptions::default));
+    }
+    let known: Vec<&str> = CACHE_FIELDS.iter().map(|(js, _)| *js).collect();
+    let obj = match args::type_of(v) {
+        napi::ValueType::Object if !args::is_array(v) => args::options("cache option", Some(v), &known)?,
+        _ => None,
+    };
+    let Some(obj) = obj else {
+        return Err(Failure::Arg(format!("invalid cache {}: expected true or {{ leaseMs, driftRatio, ... }}", args::describe(v))));
+    };
+    let mut c = CacheOptions::default();
+    let flag = |name: &str| -> Outcome<Option<bool>> {
+        args::field(&obj, name)?.map(|v| args::boolean(&format!("cache.{name}"), &v)).transpose()
+    };
+    let int = |name: &str, min: u64| -> Outcome<Option<u64>> {
+        args::field(&obj, name)?.map(|v| args::whole(&format!("cache.{name}"), &v, min)).transpose()
+    };
+    let ratio = |name: &str| -> Outcome<Option<f64>> {
+        args::field(&obj, name)?.map(|v| args::non_negative(&format!("cache.{name}"), &v)).transpose()
+    };
+    if let Some(b) = flag("denialCache")? {
+        c.denial_cache = b;
+    }
+    if let Some(b) = flag("coalesce")? {
+        c.coalesce = b;
+    }
+    if let Some(n) = int("maxBatch", 1)? {
+        c.max_batch = n as usize;
+    }
+    if let Some(n) = int("batchWindowUs", 0)? {
+        c.batch_window_us = n;
+    }
+    if let Some(b) = flag("leases")? {
+        c.leases = b;
+    }
+    if let Some(n) = int("leaseMs", 0)? {
+        c.lease_ms = n;
+    }
+    if let Some(r) = ratio("driftRatio")? {
+        c.drift_ratio = r;
+    }
+    if let Some(n) = int("maxLease", 0)? {
+        c.max_lease = n;
+    }
+    if let Some(n) = int("maxBytes", 0)? {
+        c.max_bytes = n;
+    }
+    if let Some(n) = int("idleMs", 1)? {
+        c.idle_ms = n;
+    }
+    if let Some(r) = ratio("jitterRatio")? {
+        c.jitter_ratio = r;
+    }
+    Ok(Some(c))
+}
+
+/// A core refusal of a cache option, under the option's JS name (`cache.lease_ms` → `cache.leaseMs`).
+fn cache_error(e: floodwall::Error) -> Failure {
+    match e {
+        floodwall::Error::InvalidConfig { what, .. } if what.starts_with("cache") => {
+            let mut msg = e.to_string();
+            for (js, core) in CACHE_FIELDS {
+                msg = msg.replace(core, js);
+            }
+            Failure::Arg(msg)
+        }
+        e => Failure::Core(e),
+    }
+}
+
 fn manual_clock(env: &Env, v: &Unknown) -> Outcome<FakeClock> {
     if !JsManualClock::instance_of(env, v)? {
         return Err(Failure::Arg(format!("invalid clock {}: must be a ManualClock", args::describe(v))));
@@ -269,6 +352,9 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     if let Some(v) = args::field(&obj, "breaker")? {
         b = b.breaker(breaker_arg(&v)?);
     }
+    if let Some(c) = args::field(&obj, "cache")?.map(|v| cache_arg(&v)).transpose()?.flatten() {
+        b = b.cache(c);
+    }
     let clock = args::field(&obj, "clock")?.map(|v| manual_clock(env, &v)).transpose()?;
     if let Some(c) = &clock {
         b = b.clock(Arc::new(c.clone()));
@@ -294,7 +380,7 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
         // Test-only: the scripts take `now` from the manual clock instead of Redis TIME.
         b = b.redis_time_from_clock();
     }
-    Ok(b.build()?)
+    b.build().map_err(cache_error)
 }
 
 /// The `limiter` label on metrics: a non-empty string.
@@ -522,4 +608,29 @@ impl JsLimiter {
     pub fn max_cost(&self) -> f64 {
         self.inner.max_cost() as f64
     }
+
+    /// What the local cache layer holds now; `null` without a cache (or on the embedded store).
+    #[napi(ts_return_type = "CacheStats | null")]
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache_stats().map(|c| CacheStats {
+            entries: c.entries as f64,
+            weighted_bytes: c.weighted_bytes as f64,
+            max_bytes: c.max_bytes as f64,
+            leases_granted: c.leases_granted as f64,
+            permits_leased: c.permits_leased as f64,
+            permits_returned: c.permits_returned as f64,
+        })
+    }
+}
+
+/// `Limiter.cacheStats()`: the cache's entries and their weight against its cap, and the leases
+/// granted and permits leased and given back since the limiter was made.
+#[napi(object)]
+pub struct CacheStats {
+    pub entries: f64,
+    pub weighted_bytes: f64,
+    pub max_bytes: f64,
+    pub leases_granted: f64,
+    pub permits_leased: f64,
+    pub permits_returned: f64,
 }

@@ -1,5 +1,5 @@
 // Compiled (never run) by types.test.js: the .d.ts files describe what users write.
-import { Limiter, ManualClock, HttpLimiter, telemetry, type Decision, type FloodwallError, type SpanRecord } from 'floodwall'
+import { Limiter, ManualClock, HttpLimiter, telemetry, type Decision, type FloodwallError, type CacheStats, type SpanRecord } from 'floodwall'
 import { rateLimit } from 'floodwall/express'
 import express from 'express'
 import { Registry } from 'prom-client'
@@ -20,6 +20,11 @@ async function main(): Promise<void> {
   new Limiter({ limits: '1/second', clock })
   new Limiter({ limits: '1/second', redisUrl: 'redis://x', fallback: { mode: 'local', expectedInstances: 3 }, breaker: { slowCallMs: 50, maxInFlight: 64 } })
   new Limiter({ name: 'api', limits: '1/second' })
+  const cached = new Limiter({ limits: '1/second', redisUrl: 'redis://x', cache: { leaseMs: 200, driftRatio: 0.01, denialCache: true } })
+  new Limiter({ limits: '1/second', redisUrl: 'redis://x', cache: true })
+  const stats: CacheStats | null = cached.cacheStats()
+  const leased: number | undefined = stats?.permitsLeased
+  void leased
   try {
     new Limiter({ limits: 'x' })
   } catch (e) {
@@ -29,7 +34,8 @@ async function main(): Promise<void> {
   const app = express()
   app.use(rateLimit({ limits: '100/minute', key: 'user+endpoint+ip', trustedProxies: ['10.0.0.0/8'], jwt: { secret: 's' }, headers: 'both' }))
   app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (req, res) => res.end())
-  app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute' }] }))
+  app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute', cache: true }] }))
+  app.use(rateLimit({ limits: '100/minute', redisUrl: 'redis://x', cache: { leases: false } }))
   const h = new HttpLimiter({ limits: '1/second' })
   const hd = await h.decide('GET', '/', undefined, '127.0.0.1')
   const status: 200 | 429 = hd.status
