@@ -84,6 +84,43 @@ local function tb_write(key, tat, now)
   write_state(key, tat, last - now)
 end
 
+-- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
+-- then n limits) and, when `consume` and every window allows, record it. Returns allowed and the
+-- state read (the Rust twin computes the answers from it).
+local function sw_decide(key, P, n, cost, consume, now)
+  local s = read_state(key, 3 * n)
+  -- v: the state after this request, written only if every window allows it
+  local v, expiry, ok = {}, 0, true
+  for i = 1, n do
+    local w, limit = P[i], P[n + i]
+    local cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
+    if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
+    v[3 * i - 2], v[3 * i - 1], v[3 * i] = cur, prev, curr + cost
+    -- the key lives until the last window's next one ends (after that no count in it matters)
+    local e = (cur + 2) * w
+    if e > expiry then expiry = e end
+  end
+  if ok and consume then write_state(key, v, expiry - now) end
+  return ok, s
+end
+
+-- Token bucket (GCRA): decide one request of `cost` against every limit (P: n emission intervals
+-- in µs, then n bursts) and, when `consume` and every limit allows, record it. Returns allowed and
+-- the state read.
+local function tb_decide(key, P, n, cost, consume, now)
+  local s = read_state(key, n)
+  local tat, ok = {}, true
+  for i = 1, n do
+    local t, burst = P[i], P[n + i]
+    local stored = s[i]
+    if stored == nil or stored < now then stored = now end
+    tat[i] = stored + t * cost
+    if not (now >= tat[i] - t * burst) then ok = false end
+  end
+  if ok and consume then tb_write(key, tat, now) end
+  return ok, s
+end
+
 -- The lease rule shared by both batch scripts (twin: cache::twin::lease_size): drop the spent
 -- lease `release`, expire old ones, and return how many of `want` permits may be leased given the
 -- budget left by every instance's outstanding leases (`remaining` caps it further per window).

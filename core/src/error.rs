@@ -10,7 +10,8 @@ pub enum ErrorKind {
     Store,
 }
 
-#[derive(Debug, thiserror::Error)]
+// Clone: one failed script call answers every caller batched into it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("invalid limit {input:?}: {reason}")]

@@ -15,8 +15,7 @@ macro_rules! script {
     };
 }
 
-script!(SLIDING_WINDOW, "sliding_window.lua");
-script!(TOKEN_BUCKET, "token_bucket.lua");
+script!(DECIDE, "decide.lua");
 script!(SLIDING_LOG, "sliding_log.lua");
 script!(SW_BATCH, "sliding_window_batch.lua");
 script!(TB_BATCH, "token_bucket_batch.lua");
@@ -25,8 +24,7 @@ script!(LEASE_RETURN, "lease_return.lua");
 /// The script that implements an algorithm (public so tools can print its SHA).
 pub fn script_for(algorithm: Algorithm) -> &'static Script {
     match algorithm {
-        Algorithm::SlidingWindow => &SLIDING_WINDOW,
-        Algorithm::TokenBucket => &TOKEN_BUCKET,
+        Algorithm::SlidingWindow | Algorithm::TokenBucket => &DECIDE,
         Algorithm::SlidingLog => &SLIDING_LOG,
     }
 }
@@ -49,6 +47,18 @@ pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     }
     for &(_, b) in &pairs {
         let _ = rmp::encode::write_uint(&mut buf, b);
+    }
+    buf
+}
+
+/// The requests of one lua/decide.lua call: cost and consume (1) or peek (0) of each, as one
+/// MessagePack array.
+pub(crate) fn request_args(requests: impl ExactSizeIterator<Item = (u64, bool)>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + 10 * requests.len());
+    let _ = rmp::encode::write_array_len(&mut buf, 2 * requests.len() as u32);
+    for (cost, consume) in requests {
+        let _ = rmp::encode::write_uint(&mut buf, cost);
+        let _ = rmp::encode::write_uint(&mut buf, consume as u64);
     }
     buf
 }

@@ -348,3 +348,43 @@ async fn a_limiter_owns_the_key_of_its_windows_and_replaces_keys_of_another_shap
         assert_eq!(kind, "string", "{alg}");
     }
 }
+
+/// EVALSHA calls redis-server has run since its stats were reset.
+async fn evalsha_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_share_script_calls_and_stay_exact() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let limiter = redis_limiter(&server.url(), alg, &["50/minute", "1000/hour"], &unique_prefix("batch"));
+        limiter.connect().await.unwrap();
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        // 4 identities x 100 requests, interleaved: batches mix identities and repeat them
+        let ds = futures::future::join_all((0..400).map(|i| {
+            let l = limiter.clone();
+            async move { (i % 4, l.check(&format!("k{}", i % 4)).await.unwrap()) }
+        }))
+        .await;
+        for k in 0..4 {
+            let allowed = ds.iter().filter(|(id, d)| *id == k && d.allowed).count();
+            assert_eq!(allowed, 50, "{alg}: identity k{k}");
+        }
+        // the remaining counts down per identity in the order Redis decided: each admitted
+        // decision of an identity saw a distinct count
+        for k in 0..4 {
+            let mut seen: Vec<u64> = ds.iter().filter(|(id, d)| *id == k && d.allowed).map(|(_, d)| d.remaining).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..50).collect::<Vec<u64>>(), "{alg}: identity k{k}");
+        }
+        let calls = evalsha_calls(&mut conn).await;
+        assert!(calls <= 100, "{alg}: 400 concurrent decisions took {calls} script calls");
+    }
+}

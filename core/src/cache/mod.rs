@@ -500,15 +500,6 @@ fn lease_key(first_key: &str) -> String {
     format!("{first_key}:lease")
 }
 
-fn dup(e: &Error) -> Error {
-    match e {
-        Error::Store { url, message } => Error::Store { url: url.clone(), message: message.clone() },
-        Error::Timeout { url, timeout_ms } => Error::Timeout { url: url.clone(), timeout_ms: *timeout_ms },
-        Error::Unavailable { url } => Error::Unavailable { url: url.clone() },
-        other => Error::Store { url: String::new(), message: other.to_string() },
-    }
-}
-
 /// Redis calls without a lease request after a lease expired untouched.
 const LEASE_COOLDOWN_CALLS: u8 = 8;
 
@@ -568,8 +559,8 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Wai
         Err(e) => {
             for w in batch {
                 match w.tx {
-                    Some(tx) => drop(tx.send(Err(dup(&e)))),
-                    None => own = Some(Err(dup(&e))),
+                    Some(tx) => drop(tx.send(Err(e.clone()))),
+                    None => own = Some(Err(e.clone())),
                 }
             }
         }

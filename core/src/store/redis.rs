@@ -12,10 +12,11 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
 use crate::limit::Limit;
-use crate::scripts::limit_args;
+use crate::scripts::{limit_args, request_args, DECIDE, SLIDING_LOG};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
+use super::batch::{self, Ask, Decided};
 use super::Request;
 
 pub use crate::scripts::script_for;
@@ -141,6 +142,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// Conformance tests only: replaces Redis `TIME` so scripted timelines are deterministic.
     test_clock: Option<Arc<dyn Clock>>,
+    /// Decisions waiting to share a script call (store/batch.rs).
+    queue: std::sync::Mutex<batch::Queue>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -196,7 +199,7 @@ impl RedisStore {
             (shown, Client::Cluster(c))
         };
         Ok(RedisStore {
-            inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock }),
+            inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock, queue: Default::default() }),
         })
     }
 
@@ -260,31 +263,62 @@ impl RedisStore {
     }
 
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
-        let mut inv = script_for(req.algorithm).prepare_invoke();
+        if req.algorithm == Algorithm::SlidingLog {
+            return self.evaluate_log(req).await;
+        }
+        let ask = Ask { key: req.keys[0].clone(), algorithm: req.algorithm, limits: limit_args(req.algorithm, req.limits), cost: req.cost, consume: req.consume };
+        // a Cluster call must keep to one slot: there each request is its own call
+        let d = if self.is_cluster() {
+            self.decide(&[&ask]).await?.pop().ok_or_else(|| self.bad_reply("no answer"))?
+        } else {
+            batch::submit(self, ask).await?
+        };
+        let read = StateReply { now_us: d.now_us, state: &d.state };
+        Ok(read.outcome(req.algorithm, req.limits, req.cost, req.consume, d.allowed))
+    }
+
+    pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, batch::Queue> {
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One call of lua/decide.lua for `asks` (one algorithm and limits): what it decided for each.
+    pub(crate) async fn decide(&self, asks: &[&Ask]) -> Result<Vec<Decided>> {
+        let Some(first) = asks.first() else { return Ok(Vec::new()) };
+        let mut inv = DECIDE.prepare_invoke();
+        for a in asks {
+            inv.key(&a.key);
+        }
+        inv.arg(self.now_arg())
+            .arg(if first.algorithm == Algorithm::TokenBucket { "tb" } else { "sw" })
+            .arg(&first.limits[..])
+            .arg(request_args(asks.iter().map(|a| (a.cost, a.consume))));
+        let reply = self.invoke(&inv).await?;
+        let bad = || self.bad_reply(&format!("unexpected script reply of {} values for {} requests", reply.len(), asks.len()));
+        let (&now, mut rest) = reply.split_first().ok_or_else(bad)?;
+        let mut out = Vec::with_capacity(asks.len());
+        for _ in asks {
+            let [allowed, m, tail @ ..] = rest else { return Err(bad()) };
+            let m = (*m).max(0) as usize;
+            if tail.len() < m {
+                return Err(bad());
+            }
+            out.push(Decided { allowed: *allowed == 1, now_us: now.max(0) as u64, state: tail[..m].to_vec() });
+            rest = &tail[m..];
+        }
+        Ok(out)
+    }
+
+    async fn evaluate_log(&self, req: &Request<'_>) -> Result<Outcome> {
+        let mut inv = SLIDING_LOG.prepare_invoke();
         for k in req.keys {
             inv.key(k);
         }
         inv.arg(self.now_arg()).arg(req.cost).arg(if req.consume { "c" } else { "p" });
-        match req.algorithm {
-            Algorithm::SlidingLog => {
-                for a in Self::log_args(req.limits) {
-                    inv.arg(a);
-                }
-            }
-            alg => {
-                inv.arg(limit_args(alg, req.limits));
-            }
+        for a in Self::log_args(req.limits) {
+            inv.arg(a);
         }
         let reply = self.invoke(&inv).await?;
-        let bad = || Error::Store { url: self.inner.shown_url.clone(), message: format!("unexpected script reply {reply:?}") };
-        match req.algorithm {
-            Algorithm::SlidingLog => Outcome::from_reply(&reply, req.limits.len()).ok_or_else(bad),
-            alg => {
-                let [allowed, now, state @ ..] = reply.as_slice() else { return Err(bad()) };
-                let read = StateReply { now_us: (*now).max(0) as u64, state };
-                Ok(read.outcome(alg, req.limits, req.cost, req.consume, *allowed == 1))
-            }
-        }
+        Outcome::from_reply(&reply, req.limits.len()).ok_or_else(|| self.bad_reply(&format!("unexpected script reply {reply:?}")))
     }
 
     /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).
