@@ -255,6 +255,11 @@ impl LimiterBuilder {
             }
             (None, None) => None,
         };
+        if let (None, Some(c)) = (&store, &self.cache) {
+            // the embedded store is local already and has no cache, but a wrong option is still
+            // wrong: say so now rather than when a Redis URL is added
+            c.validate()?;
+        }
         let backend = match store {
             None => Backend::Memory(MemoryStore::new(clock.clone())),
             Some(store) => Backend::Redis {

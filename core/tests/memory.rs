@@ -169,3 +169,10 @@ fn more_limits_than_one_limiter_checks_are_refused_naming_them() {
     assert!(err.to_string().contains("90/9s") && err.to_string().contains("at most 8"), "{err}");
     assert!(Limiter::builder(parse_limits(&specs[..8]).unwrap()).build().is_ok());
 }
+
+#[test]
+fn bad_cache_options_are_refused_on_the_embedded_store_too() {
+    let opts = floodwall::CacheOptions { lease_ms: 50, ..Default::default() };
+    let err = Limiter::builder(parse_limits(&["5/second"]).unwrap()).cache(opts).build().unwrap_err();
+    assert!(err.to_string().contains("cache.lease_ms") && err.to_string().contains("50"), "{err}");
+}

@@ -73,7 +73,7 @@ impl Default for CacheOptions {
 }
 
 impl CacheOptions {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(100..=500).contains(&self.lease_ms) {
             return Err(Error::config("cache.lease_ms", self.lease_ms, "must be 100–500"));
         }
