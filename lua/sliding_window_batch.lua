@@ -1,11 +1,11 @@
 -- floodwall: sliding window for a batch of coalesced requests of one identity, plus an optional
 -- lease. Each cost is decided in arrival order at one `now`, exactly as if the requests had made
--- single calls of sliding_window.lua one after another at that instant (core/src/cache/twin.rs is
+-- single calls of decide.lua one after another at that instant (core/src/cache/twin.rs is
 -- the Rust twin). Then, if every request was admitted and a lease is wanted, up to `want` permits
 -- more are consumed for the caller to spend locally (core/src/cache/mod.rs, docs/ARCHITECTURE.md).
 -- Runs after lua/prelude.lua.
 --
--- KEYS[1]   string: {i, p, c} per window (as sliding_window.lua);  KEYS[2] sorted set of leases
+-- KEYS[1]   string: {i, p, c} per window (as decide.lua);  KEYS[2] sorted set of leases
 --           outstanding (member "id:size", score = expiry µs)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j

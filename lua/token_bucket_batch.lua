@@ -1,10 +1,10 @@
 -- floodwall: token bucket (GCRA) for a batch of coalesced requests of one identity, plus an
 -- optional lease. Each cost is decided in arrival order at one `now`, exactly as single calls of
--- token_bucket.lua one after another at that instant would be (Rust twin: core/src/cache/twin.rs).
+-- decide.lua one after another at that instant would be (Rust twin: core/src/cache/twin.rs).
 -- Then, if every request was admitted and a lease is wanted, up to `want` permits more are taken.
 -- Runs after lua/prelude.lua.
 --
--- KEYS[1]   string: TAT µs of each limit (as token_bucket.lua);  KEYS[2] sorted set of leases
+-- KEYS[1]   string: TAT µs of each limit (as decide.lua);  KEYS[2] sorted set of leases
 --           outstanding (member "id:size", score = expiry µs)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
