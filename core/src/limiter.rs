@@ -447,11 +447,15 @@ impl Limiter {
         }
     }
 
-    /// Make sure Redis answers (no-op on the embedded store). Not subject to the breaker.
+    /// Make sure Redis answers and holds the decision script (no-op on the embedded store), so the
+    /// first decision is not the one that connects. Not subject to the breaker.
     pub async fn connect(&self) -> Result<()> {
         match &self.inner.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis { remote, .. } => remote.store().ping().await,
+            Backend::Redis { remote, .. } => {
+                remote.store().ping().await?;
+                remote.store().load_scripts().await
+            }
         }
     }
 

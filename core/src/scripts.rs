@@ -16,7 +16,6 @@ macro_rules! script {
 }
 
 script!(DECIDE, "decide.lua");
-script!(SLIDING_LOG, "sliding_log.lua");
 script!(SW_BATCH, "sliding_window_batch.lua");
 script!(TB_BATCH, "token_bucket_batch.lua");
 script!(LEASE_RETURN, "lease_return.lua");
@@ -24,16 +23,15 @@ script!(LEASE_RETURN, "lease_return.lua");
 /// The script that implements an algorithm (public so tools can print its SHA).
 pub fn script_for(algorithm: Algorithm) -> &'static Script {
     match algorithm {
-        Algorithm::SlidingWindow | Algorithm::TokenBucket => &DECIDE,
-        Algorithm::SlidingLog => &SLIDING_LOG,
+        Algorithm::SlidingWindow | Algorithm::TokenBucket | Algorithm::SlidingLog => &DECIDE,
     }
 }
 
-/// The numbers that describe the limits, as the sliding-window and token-bucket scripts take them:
+/// The numbers that describe the limits, as the scripts take them:
 /// ONE argument holding a MessagePack array (unpacked in C by `cmsgpack.unpack`; parsing one
 /// decimal argument per number costs Redis more than the rest of a one-window check).
-/// Sliding window: every window in µs, then every limit. Token bucket: every emission interval in
-/// µs, then every burst.
+/// Sliding window and log: every window in µs, then every limit. Token bucket: every emission
+/// interval in µs, then every burst.
 pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(2 + 18 * limits.len());
     let pairs: Vec<(u64, u64)> = match algorithm {

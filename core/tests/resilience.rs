@@ -129,6 +129,9 @@ async fn slow_redis_opens_the_breaker_and_recovery_closes_it() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    // connected and the script loaded first: the 50 ms deadline of the first check must not
+    // cover a connect and a script load on a loaded machine
+    l.connect().await.unwrap();
     assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
 
     // 15 ms per hop: calls still succeed within the 50 ms deadline, but each one is slow.
@@ -164,6 +167,9 @@ async fn blackholed_redis_times_out_at_the_deadline_then_opens() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    // connected and the script loaded first: the 50 ms deadline of the first check must not
+    // cover a connect and a script load on a loaded machine
+    l.connect().await.unwrap();
     assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
     proxy.set(Fault::Blackhole);
     for i in 0..3 {
@@ -185,6 +191,9 @@ async fn reset_connections_fall_back_and_recover() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let l = limiter(&proxy.url(), FallbackMode::Open, &["1000/minute"]);
+    // connected and the script loaded first: the 50 ms deadline of the first check must not
+    // cover a connect and a script load on a loaded machine
+    l.connect().await.unwrap();
     assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
     proxy.set(Fault::Reset);
     for _ in 0..5 {

@@ -1,5 +1,4 @@
-//! Batches concurrent sliding-window and token-bucket decisions of one Redis store into one call
-//! of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
+//! Batches concurrent decisions of one Redis store into one call of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
 //! A caller with no company calls alone; callers arriving while calls are in flight wait and go together.
 
 use tokio::sync::oneshot;
@@ -18,7 +17,8 @@ const MAX_CALLS: usize = 2;
 /// One decision to make. Requests share a call only with the same algorithm and limits.
 #[derive(Debug)]
 pub(crate) struct Ask {
-    pub key: String,
+    /// The request's keys (one; the sliding log's two)
+    pub keys: Vec<String>,
     pub algorithm: Algorithm,
     /// scripts::limit_args of the limiter's limits
     pub limits: Vec<u8>,

@@ -11,8 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::limit::Limit;
-use crate::scripts::{limit_args, request_args, DECIDE, SLIDING_LOG};
+use crate::scripts::{limit_args, request_args, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -248,31 +247,23 @@ impl RedisStore {
         Ok(conn)
     }
 
-    /// The sliding log's arguments after `now`, cost and mode (see lua/sliding_log.lua).
-    fn log_args(limits: &[Limit]) -> Vec<u64> {
-        let mut args = Vec::with_capacity(1 + 2 * limits.len());
-        args.push(limits.len() as u64);
-        args.extend(limits.iter().map(|l| l.window().as_micros() as u64));
-        args.extend(limits.iter().map(|l| l.max()));
-        args
-    }
-
     /// `now` for a script: empty (the script reads Redis `TIME`) unless a test clock is set.
     pub(crate) fn now_arg(&self) -> String {
         self.inner.test_clock.as_ref().map(|c| c.now_us().to_string()).unwrap_or_default()
     }
 
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
-        if req.algorithm == Algorithm::SlidingLog {
-            return self.evaluate_log(req).await;
-        }
-        let ask = Ask { key: req.keys[0].clone(), algorithm: req.algorithm, limits: limit_args(req.algorithm, req.limits), cost: req.cost, consume: req.consume };
+        let ask = Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits: limit_args(req.algorithm, req.limits), cost: req.cost, consume: req.consume };
         // a Cluster call must keep to one slot: there each request is its own call
         let d = if self.is_cluster() {
             self.decide(&[&ask]).await?.pop().ok_or_else(|| self.bad_reply("no answer"))?
         } else {
             batch::submit(self, ask).await?
         };
+        if req.algorithm == Algorithm::SlidingLog {
+            // the log's script answers in full (its state is the log itself)
+            return Outcome::from_reply(&d.state, req.limits.len()).ok_or_else(|| self.bad_reply(&format!("unexpected log answer {:?}", d.state)));
+        }
         let read = StateReply { now_us: d.now_us, state: &d.state };
         Ok(read.outcome(req.algorithm, req.limits, req.cost, req.consume, d.allowed))
     }
@@ -285,11 +276,16 @@ impl RedisStore {
     pub(crate) async fn decide(&self, asks: &[&Ask]) -> Result<Vec<Decided>> {
         let Some(first) = asks.first() else { return Ok(Vec::new()) };
         let mut inv = DECIDE.prepare_invoke();
-        for a in asks {
-            inv.key(&a.key);
+        for k in asks.iter().flat_map(|a| &a.keys) {
+            inv.key(k);
         }
+        let mode = match first.algorithm {
+            Algorithm::SlidingWindow => "sw",
+            Algorithm::TokenBucket => "tb",
+            Algorithm::SlidingLog => "log",
+        };
         inv.arg(self.now_arg())
-            .arg(if first.algorithm == Algorithm::TokenBucket { "tb" } else { "sw" })
+            .arg(mode)
             .arg(&first.limits[..])
             .arg(request_args(asks.iter().map(|a| (a.cost, a.consume))));
         let reply = self.invoke(&inv).await?;
@@ -306,19 +302,6 @@ impl RedisStore {
             rest = &tail[m..];
         }
         Ok(out)
-    }
-
-    async fn evaluate_log(&self, req: &Request<'_>) -> Result<Outcome> {
-        let mut inv = SLIDING_LOG.prepare_invoke();
-        for k in req.keys {
-            inv.key(k);
-        }
-        inv.arg(self.now_arg()).arg(req.cost).arg(if req.consume { "c" } else { "p" });
-        for a in Self::log_args(req.limits) {
-            inv.arg(a);
-        }
-        let reply = self.invoke(&inv).await?;
-        Outcome::from_reply(&reply, req.limits.len()).ok_or_else(|| self.bad_reply(&format!("unexpected script reply {reply:?}")))
     }
 
     /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).
@@ -344,6 +327,15 @@ impl RedisStore {
     /// Round trip to Redis; used by health checks and `Limiter::connect`. On a cluster one node
     /// answers (a plain PING goes to every node and would fail while any node is down; whether
     /// a given slot is served again is for the half-open probes to find out).
+    /// Loads the decision script into a standalone server now, so the first decision does not
+    /// pay for NOSCRIPT and a load inside its deadline. (On a Cluster each node loads it on first use.)
+    pub(crate) async fn load_scripts(&self) -> Result<()> {
+        if let Conn::Single(mut c) = self.connection().await? {
+            DECIDE.prepare_invoke().load_async(&mut c).await.map_err(|e| self.store_error(e))?;
+        }
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<()> {
         match self.connection().await? {
             Conn::Single(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await.map_err(|e| self.store_error(e)),
