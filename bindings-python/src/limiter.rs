@@ -336,6 +336,8 @@ pub struct PyLimiter {
     prefix: String,
     fallback: &'static str,
     name: String,
+    /// Names this limiter in each thread's set of own connections (runtime::block_here).
+    token: Arc<()>,
 }
 
 /// A Python awaitable for `fut`. In-process stores (`in_process`) finish on the first poll and
@@ -405,6 +407,16 @@ pub fn _use_loop_bridge(enabled: bool) {
     USE_LOOP_BRIDGE.store(enabled, Ordering::Relaxed);
 }
 
+/// Whether sync calls on Redis run on their caller's thread (default) or hand off to the shared
+/// runtime (kept to compare the two; see benches/python).
+static SYNC_HERE: AtomicBool = AtomicBool::new(true);
+
+/// Choose where sync calls on Redis run; for benchmarks and tests.
+#[pyfunction]
+pub fn _sync_on_caller_thread(enabled: bool) {
+    SYNC_HERE.store(enabled, Ordering::Relaxed);
+}
+
 /// Wait for `fut` without holding the interpreter (in place when `in_process`).
 pub(crate) fn blocking<T: Send>(
     py: Python<'_>,
@@ -435,6 +447,26 @@ impl PyLimiter {
     }
     fn blocking<T: Send>(&self, py: Python<'_>, fut: impl Future<Output = floodwall::Result<T>> + Send) -> PyResult<T> {
         blocking(py, self.in_process(), fut)
+    }
+    /// A sync call on Redis over this thread's own connection (runtime::block_here), else like
+    /// `blocking`.
+    fn blocking_here<T: Send, Fut>(
+        &self,
+        py: Python<'_>,
+        on_own: impl FnOnce(floodwall::OwnConnection) -> Fut + Send,
+        otherwise: impl Future<Output = floodwall::Result<T>> + Send,
+    ) -> PyResult<T>
+    where
+        Fut: Future<Output = floodwall::Result<T>>,
+    {
+        if self.in_process() || !SYNC_HERE.load(Ordering::Relaxed) {
+            return self.blocking(py, otherwise);
+        }
+        let here = guard(|| Ok(py.detach(|| runtime::block_here(&self.inner, &self.token, on_own))))?;
+        match here {
+            Some(r) => r.map_err(to_py),
+            None => self.blocking(py, otherwise),
+        }
     }
 }
 
@@ -515,7 +547,7 @@ impl PyLimiter {
             }
             let inner = b.build().map_err(to_py)?;
             let name = name.unwrap_or_else(|| prefix.to_owned());
-            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name })
+            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name, token: Arc::new(()) })
         })
     }
 
@@ -534,7 +566,10 @@ impl PyLimiter {
     #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
     fn check_sync(&self, py: Python<'_>, key: &str, cost: i64, traceparent: Option<&str>) -> PyResult<PyDecision> {
         let cost = cost_arg(cost)?;
-        self.blocking(py, self.inner.check_with(key, CheckOptions { cost, traceparent })).map(PyDecision::from)
+        let opts = CheckOptions { cost, traceparent };
+        let limiter = &self.inner;
+        self.blocking_here(py, |c| async move { limiter.check_on(&c, key, opts).await }, limiter.check_with(key, opts))
+            .map(PyDecision::from)
     }
 
     /// Would one more request pass? Consumes nothing.
@@ -546,7 +581,9 @@ impl PyLimiter {
 
     #[pyo3(signature = (key, *, traceparent = None))]
     fn peek_sync(&self, py: Python<'_>, key: &str, traceparent: Option<&str>) -> PyResult<PyDecision> {
-        self.blocking(py, self.inner.peek_with(key, traceparent)).map(PyDecision::from)
+        let limiter = &self.inner;
+        self.blocking_here(py, |c| async move { limiter.peek_on(&c, key, traceparent).await }, limiter.peek_with(key, traceparent))
+            .map(PyDecision::from)
     }
 
     /// Forget every count of `key`.
@@ -565,8 +602,10 @@ impl PyLimiter {
         self.awaitable(py, async move { limiter.connect().await.map(none) })
     }
 
+    /// Connects this thread's own connection too (sync calls on Redis use it).
     fn connect_sync(&self, py: Python<'_>) -> PyResult<()> {
-        self.blocking(py, self.inner.connect())
+        self.blocking(py, self.inner.connect())?;
+        self.blocking_here(py, |c| async move { c.connect().await }, async { Ok(()) })
     }
 
     /// The limits, normalised, e.g. ["5/second", "100/minute"].
