@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::errors::{guard, to_py};
-use crate::limiter::{config_error, PyDecision, PyLimiter};
+use crate::limiter::{config_error, Place, PyDecision, PyLimiter};
 
 /// One rule: a limiter, the requests it applies to and how their key is made.
 #[pyclass(name = "HttpRule", module = "floodwall._floodwall", frozen)]
@@ -425,7 +425,8 @@ impl PyHttpLimiter {
         let keys = keys.unwrap_or_default();
         let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
         let inner = self.inner.clone();
-        crate::limiter::awaitable(py, self.inner.in_process, async move { decide(&inner, &req).await })
+        let place = if self.inner.in_process { Place::InProcess } else { Place::Runtime };
+        crate::limiter::awaitable(py, place, async move { decide(&inner, &req).await })
     }
 
     /// As `decide`, waiting without holding the interpreter.

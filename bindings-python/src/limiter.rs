@@ -338,19 +338,39 @@ pub struct PyLimiter {
     name: String,
     /// Names this limiter in each thread's set of own connections (runtime::block_here).
     token: Arc<()>,
+    place: Place,
 }
 
-/// A Python awaitable for `fut`. In-process stores (`in_process`) finish on the first poll and
-/// never touch the runtime; Redis calls run on the runtime and resolve an asyncio future on the
-/// caller's loop. Only pass `in_process` for futures that cannot need the runtime.
-pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, in_process: bool, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// Where a call's future is first polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The embedded store: done on the first poll, without the runtime.
+    InProcess,
+    /// A local cache layer in front of Redis: it answers most hot identities without a round
+    /// trip, so the first poll is made here (inside the runtime's context); only a call that must
+    /// wait for Redis goes on to the runtime and the event loop.
+    Cached,
+    /// Every call a Redis round trip: straight to the runtime.
+    Runtime,
+}
+
+/// A Python awaitable for `fut`. A call done on its first poll (`InProcess`, often `Cached`)
+/// returns an awaitable that is already done: no runtime, no asyncio future. The rest run on the
+/// runtime and resolve an asyncio future on the caller's loop. Only pass `InProcess` for futures
+/// that cannot need the runtime.
+pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, place: Place, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = floodwall::Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let mut fut = Box::pin(fut);
-    if in_process {
-        let polled = guard(|| Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))))?;
+    if place != Place::Runtime {
+        let polled = guard(|| {
+            // A noop waker is enough: a future still pending is polled again on the runtime at
+            // once, which registers the runtime's waker with whatever it waits on.
+            let _context = (place == Place::Cached).then(|| runtime::get().enter());
+            Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())))
+        })?;
         if let Poll::Ready(r) = polled {
             let result = r.map_err(to_py).and_then(|v| v.into_py_any(py));
             return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
@@ -391,8 +411,8 @@ pub fn _panic<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>>
     match where_ {
         "call" => guard(|| panic!("a test panic in a call")),
         "sync" => blocking(py, false, boom()).map(|b| b.into_bound_py_any(py))?,
-        "async" => awaitable(py, false, boom()),
-        "in_place" => awaitable(py, true, async { panic!("a test panic polled in place") as floodwall::Result<bool> }),
+        "async" => awaitable(py, Place::Runtime, boom()),
+        "in_place" => awaitable(py, Place::InProcess, async { panic!("a test panic polled in place") as floodwall::Result<bool> }),
         _ => Err(config_error("where", where_, "expected call, sync, async or in_place")),
     }
 }
@@ -436,14 +456,14 @@ pub(crate) fn blocking<T: Send>(
 
 impl PyLimiter {
     fn in_process(&self) -> bool {
-        self.inner.store_kind() == Source::Memory
+        self.place == Place::InProcess
     }
     fn awaitable<'py, T, F>(&self, py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
     where
         F: Future<Output = floodwall::Result<T>> + Send + 'static,
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
-        awaitable(py, self.in_process(), fut)
+        awaitable(py, self.place, fut)
     }
     fn blocking<T: Send>(&self, py: Python<'_>, fut: impl Future<Output = floodwall::Result<T>> + Send) -> PyResult<T> {
         blocking(py, self.in_process(), fut)
@@ -547,7 +567,13 @@ impl PyLimiter {
             }
             let inner = b.build().map_err(to_py)?;
             let name = name.unwrap_or_else(|| prefix.to_owned());
-            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name, token: Arc::new(()) })
+            let place = match (inner.store_kind(), inner.cache_stats()) {
+                (Source::Memory, _) => Place::InProcess,
+                (_, Some(_)) => Place::Cached,
+                (_, None) => Place::Runtime,
+            };
+            let token = Arc::new(());
+            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name, token, place })
         })
     }
 
