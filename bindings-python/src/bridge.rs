@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
@@ -72,13 +73,16 @@ impl LoopBridge {
         if jobs.is_empty() {
             return;
         }
-        crate::runtime::get().spawn(async move {
-            // Spawned from a runtime thread, each call goes on that worker's local queue: no
-            // wake-up syscalls, and idle workers steal from it.
-            for job in jobs {
-                tokio::spawn(job);
-            }
-        });
+        // One task polls the whole turn's calls, so each queues its command on the Redis
+        // connection before the connection's writer runs, and the turn goes out in one write.
+        // Spawned as tasks of their own, each call woke the writer into tokio's LIFO slot and went
+        // out in a write (and Redis read) of its own. Unconstrained: tokio's per-task budget would
+        // otherwise cut a turn of more than a few dozen calls into several writes; a turn is
+        // bounded by what the event loop submitted.
+        crate::runtime::get().spawn(tokio::task::unconstrained(async move {
+            let mut calls: FuturesUnordered<Job> = jobs.into_iter().collect();
+            while calls.next().await.is_some() {}
+        }));
     }
 
     /// The loop's reader callback: resolve every queued future.

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::errors::{guard, to_py};
-use crate::limiter::{config_error, PyDecision, PyLimiter};
+use crate::limiter::{config_error, Place, PyDecision, PyLimiter};
 
 /// One rule: a limiter, the requests it applies to and how their key is made.
 #[pyclass(name = "HttpRule", module = "floodwall._floodwall", frozen)]
@@ -98,8 +98,9 @@ impl PyHttpRule {
 
 struct Inner {
     set: RuleSet,
-    /// Every rule decides in process: requests finish on their first poll.
-    in_process: bool,
+    /// Where a request's future is first polled: in place when every rule decides in process
+    /// or through a cache layer (most requests then finish on that poll), else on the runtime.
+    place: Place,
 }
 
 /// One rule's decision about one request.
@@ -378,8 +379,14 @@ impl PyHttpLimiter {
                     cost: r.cost,
                 });
             }
-            let in_process = built.iter().all(|r| r.limiter.store_kind() == Source::Memory);
-            let inner = Inner { set: RuleSet::new(KeyResolver::new(ip_rule, verifier), built, style), in_process };
+            let place = if built.iter().all(|r| r.limiter.store_kind() == Source::Memory) {
+                Place::InProcess
+            } else if built.iter().all(|r| r.limiter.store_kind() == Source::Memory || r.limiter.cache_stats().is_some()) {
+                Place::Cached
+            } else {
+                Place::Runtime
+            };
+            let inner = Inner { set: RuleSet::new(KeyResolver::new(ip_rule, verifier), built, style), place };
             Ok(PyHttpLimiter { inner: Arc::new(inner), rules })
         })
     }
@@ -425,7 +432,7 @@ impl PyHttpLimiter {
         let keys = keys.unwrap_or_default();
         let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
         let inner = self.inner.clone();
-        crate::limiter::awaitable(py, self.inner.in_process, async move { decide(&inner, &req).await })
+        crate::limiter::awaitable(py, self.inner.place, async move { decide(&inner, &req).await })
     }
 
     /// As `decide`, waiting without holding the interpreter.
@@ -446,7 +453,7 @@ impl PyHttpLimiter {
     ) -> PyResult<Bound<'py, PyHttpDecision>> {
         let keys = keys.unwrap_or_default();
         let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
-        let out = crate::limiter::blocking(py, self.inner.in_process, decide(&self.inner, &req))?;
+        let out = crate::limiter::blocking(py, self.inner.place == Place::InProcess, decide(&self.inner, &req))?;
         out.into_pyobject(py)
     }
 

@@ -28,6 +28,7 @@ fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(http::py_rate_limit_headers, m)?)?;
     m.add_function(wrap_pyfunction!(http::py_limited_body, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::_use_loop_bridge, m)?)?;
+    m.add_function(wrap_pyfunction!(limiter::_sync_on_caller_thread, m)?)?;
     m.add_function(wrap_pyfunction!(limiter::_panic, m)?)?;
     for f in [
         wrap_pyfunction!(telemetry::configure_tracing, m)?,

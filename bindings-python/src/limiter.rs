@@ -336,19 +336,41 @@ pub struct PyLimiter {
     prefix: String,
     fallback: &'static str,
     name: String,
+    /// Names this limiter in each thread's set of own connections (runtime::block_here).
+    token: Arc<()>,
+    place: Place,
 }
 
-/// A Python awaitable for `fut`. In-process stores (`in_process`) finish on the first poll and
-/// never touch the runtime; Redis calls run on the runtime and resolve an asyncio future on the
-/// caller's loop. Only pass `in_process` for futures that cannot need the runtime.
-pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, in_process: bool, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// Where a call's future is first polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The embedded store: done on the first poll, without the runtime.
+    InProcess,
+    /// A local cache layer in front of Redis: it answers most hot identities without a round
+    /// trip, so the first poll is made here (inside the runtime's context); only a call that must
+    /// wait for Redis goes on to the runtime and the event loop.
+    Cached,
+    /// Every call a Redis round trip: straight to the runtime.
+    Runtime,
+}
+
+/// A Python awaitable for `fut`. A call done on its first poll (`InProcess`, often `Cached`)
+/// returns an awaitable that is already done: no runtime, no asyncio future. The rest run on the
+/// runtime and resolve an asyncio future on the caller's loop. Only pass `InProcess` for futures
+/// that cannot need the runtime.
+pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, place: Place, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = floodwall::Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let mut fut = Box::pin(fut);
-    if in_process {
-        let polled = guard(|| Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))))?;
+    if place != Place::Runtime {
+        let polled = guard(|| {
+            // A noop waker is enough: a future still pending is polled again on the runtime at
+            // once, which registers the runtime's waker with whatever it waits on.
+            let _context = (place == Place::Cached).then(|| runtime::get().enter());
+            Ok(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())))
+        })?;
         if let Poll::Ready(r) = polled {
             let result = r.map_err(to_py).and_then(|v| v.into_py_any(py));
             return Ok(Bound::new(py, Ready { result: Some(result) })?.into_any());
@@ -389,8 +411,8 @@ pub fn _panic<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>>
     match where_ {
         "call" => guard(|| panic!("a test panic in a call")),
         "sync" => blocking(py, false, boom()).map(|b| b.into_bound_py_any(py))?,
-        "async" => awaitable(py, false, boom()),
-        "in_place" => awaitable(py, true, async { panic!("a test panic polled in place") as floodwall::Result<bool> }),
+        "async" => awaitable(py, Place::Runtime, boom()),
+        "in_place" => awaitable(py, Place::InProcess, async { panic!("a test panic polled in place") as floodwall::Result<bool> }),
         _ => Err(config_error("where", where_, "expected call, sync, async or in_place")),
     }
 }
@@ -403,6 +425,16 @@ static USE_LOOP_BRIDGE: AtomicBool = AtomicBool::new(true);
 #[pyfunction]
 pub fn _use_loop_bridge(enabled: bool) {
     USE_LOOP_BRIDGE.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether sync calls on Redis run on their caller's thread (default) or hand off to the shared
+/// runtime (kept to compare the two; see benches/python).
+static SYNC_HERE: AtomicBool = AtomicBool::new(true);
+
+/// Choose where sync calls on Redis run; for benchmarks and tests.
+#[pyfunction]
+pub fn _sync_on_caller_thread(enabled: bool) {
+    SYNC_HERE.store(enabled, Ordering::Relaxed);
 }
 
 /// Wait for `fut` without holding the interpreter (in place when `in_process`).
@@ -424,17 +456,37 @@ pub(crate) fn blocking<T: Send>(
 
 impl PyLimiter {
     fn in_process(&self) -> bool {
-        self.inner.store_kind() == Source::Memory
+        self.place == Place::InProcess
     }
     fn awaitable<'py, T, F>(&self, py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
     where
         F: Future<Output = floodwall::Result<T>> + Send + 'static,
         T: for<'a> IntoPyObject<'a> + Send + 'static,
     {
-        awaitable(py, self.in_process(), fut)
+        awaitable(py, self.place, fut)
     }
     fn blocking<T: Send>(&self, py: Python<'_>, fut: impl Future<Output = floodwall::Result<T>> + Send) -> PyResult<T> {
         blocking(py, self.in_process(), fut)
+    }
+    /// A sync call on Redis over this thread's own connection (runtime::block_here), else like
+    /// `blocking`.
+    fn blocking_here<T: Send, Fut>(
+        &self,
+        py: Python<'_>,
+        on_own: impl FnOnce(floodwall::OwnConnection) -> Fut + Send,
+        otherwise: impl Future<Output = floodwall::Result<T>> + Send,
+    ) -> PyResult<T>
+    where
+        Fut: Future<Output = floodwall::Result<T>>,
+    {
+        if self.in_process() || !SYNC_HERE.load(Ordering::Relaxed) {
+            return self.blocking(py, otherwise);
+        }
+        let here = guard(|| Ok(py.detach(|| runtime::block_here(&self.inner, &self.token, on_own))))?;
+        match here {
+            Some(r) => r.map_err(to_py),
+            None => self.blocking(py, otherwise),
+        }
     }
 }
 
@@ -515,7 +567,13 @@ impl PyLimiter {
             }
             let inner = b.build().map_err(to_py)?;
             let name = name.unwrap_or_else(|| prefix.to_owned());
-            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name })
+            let place = match (inner.store_kind(), inner.cache_stats()) {
+                (Source::Memory, _) => Place::InProcess,
+                (_, Some(_)) => Place::Cached,
+                (_, None) => Place::Runtime,
+            };
+            let token = Arc::new(());
+            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name, token, place })
         })
     }
 
@@ -534,7 +592,10 @@ impl PyLimiter {
     #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
     fn check_sync(&self, py: Python<'_>, key: &str, cost: i64, traceparent: Option<&str>) -> PyResult<PyDecision> {
         let cost = cost_arg(cost)?;
-        self.blocking(py, self.inner.check_with(key, CheckOptions { cost, traceparent })).map(PyDecision::from)
+        let opts = CheckOptions { cost, traceparent };
+        let limiter = &self.inner;
+        self.blocking_here(py, |c| async move { limiter.check_on(&c, key, opts).await }, limiter.check_with(key, opts))
+            .map(PyDecision::from)
     }
 
     /// Would one more request pass? Consumes nothing.
@@ -546,7 +607,9 @@ impl PyLimiter {
 
     #[pyo3(signature = (key, *, traceparent = None))]
     fn peek_sync(&self, py: Python<'_>, key: &str, traceparent: Option<&str>) -> PyResult<PyDecision> {
-        self.blocking(py, self.inner.peek_with(key, traceparent)).map(PyDecision::from)
+        let limiter = &self.inner;
+        self.blocking_here(py, |c| async move { limiter.peek_on(&c, key, traceparent).await }, limiter.peek_with(key, traceparent))
+            .map(PyDecision::from)
     }
 
     /// Forget every count of `key`.
@@ -565,8 +628,10 @@ impl PyLimiter {
         self.awaitable(py, async move { limiter.connect().await.map(none) })
     }
 
+    /// Connects this thread's own connection too (sync calls on Redis use it).
     fn connect_sync(&self, py: Python<'_>) -> PyResult<()> {
-        self.blocking(py, self.inner.connect())
+        self.blocking(py, self.inner.connect())?;
+        self.blocking_here(py, |c| async move { c.connect().await }, async { Ok(()) })
     }
 
     /// The limits, normalised, e.g. ["5/second", "100/minute"].

@@ -1,10 +1,13 @@
 //! The one tokio runtime of this process, and the `pyo3_async_runtimes::generic` glue that spawns
 //! onto it. A runtime is per pid: after `fork()` its worker threads exist only in the parent, so a
 //! child (gunicorn, uvicorn workers) that reused it would hang. A new pid builds a new runtime.
+//! Also the per-thread driver that sync calls on Redis run on while their caller waits.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Weak};
 
 use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime};
 use pyo3_async_runtimes::TaskLocals;
@@ -116,4 +119,69 @@ impl ContextExt for ForkSafeRuntime {
     fn get_task_locals() -> Option<TaskLocals> {
         TASK_LOCALS.try_with(|l| l.clone()).ok()
     }
+}
+
+/// A thread's own current-thread runtime and its connections, for sync calls on Redis. A sync
+/// caller waits anyway; driving its own connection while it waits makes a round trip one write
+/// and one read on its thread, as redis-py does, where the shared runtime costs a wake-up of a
+/// worker and another of the caller per call (measured in docs/BENCHMARKS.md, Python). This is
+/// not a second place where work runs: it runs only inside the caller's own `check_sync`.
+struct Here {
+    pid: u32,
+    /// Per limiter (by the address of its token, which its `Weak` keeps from being reused).
+    /// Declared before `rt`: connections drop before the runtime they live on.
+    conns: Vec<(Weak<()>, floodwall::OwnConnection)>,
+    rt: tokio::runtime::Runtime,
+}
+
+thread_local! {
+    static HERE: RefCell<Option<Here>> = const { RefCell::new(None) };
+}
+
+/// Run `f` over this thread's connection for the limiter `token` stands for, on this thread's
+/// runtime, blocking until it finishes. None when the limiter has no connection to give (the
+/// embedded store, a cache layer): the caller then uses the shared runtime.
+pub fn block_here<T, Fut>(
+    limiter: &floodwall::Limiter,
+    token: &Arc<()>,
+    f: impl FnOnce(floodwall::OwnConnection) -> Fut,
+) -> Option<floodwall::Result<T>>
+where
+    Fut: Future<Output = floodwall::Result<T>>,
+{
+    let pid = std::process::id();
+    // Taken out while in use: nothing in a check calls back into Python, but if something ever
+    // did and re-entered, it would find no runtime here and fall back instead of aliasing it.
+    let mut here = HERE.with(|h| h.borrow_mut().take());
+    if here.as_ref().is_some_and(|h| h.pid != pid) {
+        // Inherited through fork(): its driver's fds are shared with the parent; never drop it.
+        std::mem::forget(here.take());
+    }
+    let mut here = match here {
+        Some(h) => h,
+        None => Here {
+            pid,
+            conns: Vec::new(),
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?,
+        },
+    };
+    let conn = match here.conns.iter().find(|(w, _)| w.as_ptr() == Arc::as_ptr(token)) {
+        Some((_, c)) => Some(c.clone()),
+        None => match limiter.own_connection(get().handle().clone()) {
+            None => None,
+            Some(Err(e)) => {
+                HERE.with(|h| *h.borrow_mut() = Some(here));
+                return Some(Err(e));
+            }
+            Some(Ok(c)) => {
+                // Limiters dropped since: close their connections.
+                here.conns.retain(|(w, _)| w.strong_count() > 0);
+                here.conns.push((Arc::downgrade(token), c.clone()));
+                Some(c)
+            }
+        },
+    };
+    let result = conn.map(|c| here.rt.block_on(f(c)));
+    HERE.with(|h| *h.borrow_mut() = Some(here));
+    result
 }

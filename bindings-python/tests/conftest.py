@@ -115,6 +115,17 @@ def async_path(request: pytest.FixtureRequest) -> Iterator[str]:
     _floodwall._use_loop_bridge(True)
 
 
+@pytest.fixture(params=["caller_thread", "runtime"])
+def sync_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test over both ways a sync call reaches Redis: on the calling thread over its own
+    connection (the default) and handed to the shared runtime."""
+    from floodwall import _floodwall
+
+    _floodwall._sync_on_caller_thread(request.param == "caller_thread")
+    yield request.param
+    _floodwall._sync_on_caller_thread(True)
+
+
 @pytest.fixture
 def prefix() -> str:
     """A per-test key prefix, so tests never share Redis keys."""

@@ -34,7 +34,7 @@ async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str) -> None:
+def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str, sync_path: str) -> None:
     limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     workers = 32
     start = threading.Barrier(workers)
@@ -48,7 +48,7 @@ def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str)
     assert admitted == 100
 
 
-def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str, async_path: str) -> None:
+def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str, async_path: str, sync_path: str) -> None:
     """Sync callers in threads while an event loop awaits the same identity."""
     limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     counts: list[int] = []

@@ -60,7 +60,9 @@ def child_checks(limiter: Limiter) -> list[int]:
     return [sync.remaining, a, p]
 
 
-def test_child_after_parent_used_redis_sync_and_async(redis_server: RedisServer, prefix: str, async_path: str) -> None:
+def test_child_after_parent_used_redis_sync_and_async(
+    redis_server: RedisServer, prefix: str, async_path: str, sync_path: str
+) -> None:
     limiter = Limiter("10/hour", redis_url=redis_server.url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
     assert limiter.check_sync("shared").remaining == 9
     assert asyncio.run(_check(limiter)) == 8

@@ -35,7 +35,7 @@ pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
 pub use cache::{CacheOptions, CacheStats};
 pub use fallback::FallbackMode;
-pub use limiter::{CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
+pub use limiter::{CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use remote::BreakerOptions;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

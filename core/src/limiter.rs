@@ -118,6 +118,26 @@ struct Inner {
     limits_label: String,
     /// Redis failed on the last call: log the first failure loudly, the rest quietly.
     store_failing: AtomicBool,
+    /// How to open another connection like the limiter's own, for `own_connection` (None: the
+    /// embedded store, a cache layer, or a store handed in ready-made).
+    own: Option<(RedisOptions, bool)>,
+}
+
+/// A Redis connection of one limiter's that a blocking caller drives on a current-thread runtime
+/// of its own (`Limiter::check_on`): its round trip is then a write and a read on that thread, with
+/// no hand-off to a runtime worker and back. Deadline, breaker, metrics and fallback stay the
+/// limiter's; `home` is where background work (the breaker's health check) goes instead.
+#[derive(Debug, Clone)]
+pub struct OwnConnection {
+    store: RedisStore,
+    home: tokio::runtime::Handle,
+}
+
+impl OwnConnection {
+    /// Connect now (and PING), instead of on the first check.
+    pub async fn connect(&self) -> Result<()> {
+        self.store.ping().await
+    }
 }
 
 /// Per-call options beyond the key.
@@ -242,11 +262,16 @@ impl LimiterBuilder {
         let layout = KeyLayout::new(&self.prefix)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::default());
+        let mut own = None;
         let store = match (self.redis_store, self.redis) {
             (Some(store), _) => Some(store),
             (None, Some(mut options)) => {
                 // calls are bounded by the limiter's deadline; the client's own bound is a backstop
                 options.response_timeout = Some(options.response_timeout.unwrap_or(self.timeout).max(self.timeout));
+                // A cache coalesces calls of all threads on the limiter's connection and runtime.
+                if self.cache.is_none() {
+                    own = Some((options.clone(), self.redis_time_from_clock));
+                }
                 Some(if self.redis_time_from_clock {
                     RedisStore::with_test_clock(options, clock.clone())?
                 } else {
@@ -291,6 +316,7 @@ impl LimiterBuilder {
                 skew_warned: AtomicBool::new(false),
                 limits_label,
                 store_failing: AtomicBool::new(false),
+                own,
             }),
         })
     }
@@ -395,7 +421,7 @@ impl Limiter {
     }
 
     pub async fn check(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, true, None).await
+        self.run(key, 1, true, None, None).await
     }
 
     /// Consume `cost` units from every limit, or nothing if any limit would be exceeded.
@@ -405,6 +431,33 @@ impl Limiter {
 
     /// `check_n` with a trace parent (what the HTTP adapters call).
     pub async fn check_with(&self, key: &str, opts: CheckOptions<'_>) -> Result<Decision> {
+        self.consume(key, opts, None).await
+    }
+
+    /// A new connection for `check_on` / `peek_on`; None where this limiter has none to give (the
+    /// embedded store, a cache layer, a store handed in ready-made). It connects on first use, on
+    /// the runtime polling it then, and lives on that runtime: one connection per blocking thread.
+    pub fn own_connection(&self, home: tokio::runtime::Handle) -> Option<Result<OwnConnection>> {
+        let (options, test_time) = self.inner.own.as_ref()?;
+        let store = if *test_time {
+            RedisStore::with_test_clock(options.clone(), self.inner.clock.clone())
+        } else {
+            RedisStore::new(options.clone())
+        };
+        Some(store.map(|store| OwnConnection { store, home }))
+    }
+
+    /// `check_with` over `conn` (from `own_connection`) instead of the limiter's shared connection.
+    pub async fn check_on(&self, conn: &OwnConnection, key: &str, opts: CheckOptions<'_>) -> Result<Decision> {
+        self.consume(key, opts, Some(conn)).await
+    }
+
+    /// `peek_with` over `conn` (from `own_connection`).
+    pub async fn peek_on(&self, conn: &OwnConnection, key: &str, traceparent: Option<&str>) -> Result<Decision> {
+        self.run(key, 1, false, traceparent, Some(conn)).await
+    }
+
+    async fn consume(&self, key: &str, opts: CheckOptions<'_>, via: Option<&OwnConnection>) -> Result<Decision> {
         let cost = opts.cost;
         if cost == 0 {
             return Err(Error::config("cost", cost, "must be at least 1 (use peek to look without consuming)"));
@@ -416,17 +469,17 @@ impl Limiter {
                 format!("exceeds the smallest limit ({}); such a request could never pass", self.inner.max_cost),
             ));
         }
-        self.run(key, cost, true, opts.traceparent).await
+        self.run(key, cost, true, opts.traceparent, via).await
     }
 
     /// Would one more request pass? Consumes nothing.
     pub async fn peek(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, false, None).await
+        self.run(key, 1, false, None, None).await
     }
 
     /// `peek` with a trace parent.
     pub async fn peek_with(&self, key: &str, traceparent: Option<&str>) -> Result<Decision> {
-        self.run(key, 1, false, traceparent).await
+        self.run(key, 1, false, traceparent, None).await
     }
 
     /// Forget every count of the identity (in Redis and in the local fallback).
@@ -469,11 +522,11 @@ impl Limiter {
         self.clock_offset_us().is_some_and(|o| o.abs() > self.inner.skew_threshold_us)
     }
 
-    async fn run(&self, key: &str, cost: u64, consume: bool, traceparent: Option<&str>) -> Result<Decision> {
+    async fn run(&self, key: &str, cost: u64, consume: bool, traceparent: Option<&str>, via: Option<&OwnConnection>) -> Result<Decision> {
         let inner = &*self.inner;
         let op = if consume { "check" } else { "peek" };
         let mut span = CheckSpan::start(traceparent, key, op, cost, inner.algorithm.as_str(), &inner.limits_label);
-        let result = self.decide(key, cost, consume, span.as_ref().and_then(|s| s.trace_id())).await;
+        let result = self.decide(key, cost, consume, span.as_ref().and_then(|s| s.trace_id()), via).await;
         match (&result, span.as_mut()) {
             (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
             (Err(e), Some(s)) => s.failed(e),
@@ -485,7 +538,14 @@ impl Limiter {
     }
 
     /// The decision and, when Redis answered, how long it took (µs).
-    async fn decide(&self, key: &str, cost: u64, consume: bool, trace_id: Option<&str>) -> Result<(Decision, Option<u64>)> {
+    async fn decide(
+        &self,
+        key: &str,
+        cost: u64,
+        consume: bool,
+        trace_id: Option<&str>,
+        via: Option<&OwnConnection>,
+    ) -> Result<(Decision, Option<u64>)> {
         let inner = &*self.inner;
         let keys = inner.layout.keys(key, inner.algorithm, &inner.limits)?;
         let req = Request { keys: &keys, limits: &inner.limits, algorithm: inner.algorithm, cost, consume };
@@ -494,9 +554,10 @@ impl Limiter {
             return Ok((Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory), None));
         };
         let t0 = inner.clock.now_us();
-        let result = match cache {
-            Some(c) => c.check(remote, &req).await,
-            None => remote.evaluate(&req).await.map(|o| (o, Source::Redis)),
+        let result = match (cache, via) {
+            (Some(c), _) => c.check(remote, &req).await,
+            (None, Some(v)) => remote.call_from(v.store.evaluate(&req), &v.home).await.map(|o| (o, Source::Redis)),
+            (None, None) => remote.evaluate(&req).await.map(|o| (o, Source::Redis)),
         };
         let t1 = inner.clock.now_us();
         match result {

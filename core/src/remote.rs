@@ -270,6 +270,22 @@ impl Remote {
     where
         F: Future<Output = Result<T>>,
     {
+        self.guarded(fut, None).await
+    }
+
+    /// `call` from a runtime other than the limiter's (a blocking caller's own): background work
+    /// goes to `home`, since the caller's runtime runs only while the caller waits on it.
+    pub(crate) async fn call_from<T, F>(&self, fut: F, home: &tokio::runtime::Handle) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.guarded(fut, Some(home)).await
+    }
+
+    async fn guarded<T, F>(&self, fut: F, home: Option<&tokio::runtime::Handle>) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
         let inner = &*self.inner;
         // Wait for a slot first (the semaphore is never closed, so acquire cannot fail), then
         // ask the breaker: a call that waited while the breaker opened goes to the fallback.
@@ -287,7 +303,7 @@ impl Remote {
         let ok = result.is_ok();
         inner.metrics.redis_call(elapsed, ok, matches!(result, Err(Error::Timeout { .. })));
         if inner.breaker.record(&mut permit, ok, elapsed > inner.slow) {
-            self.start_health_check();
+            self.start_health_check(home);
         }
         result
     }
@@ -297,7 +313,7 @@ impl Remote {
     }
 
     /// While open: PING on an interval; the first answer moves the breaker to half-open.
-    fn start_health_check(&self) {
+    fn start_health_check(&self, home: Option<&tokio::runtime::Handle>) {
         {
             let mut g = self.inner.breaker.lock();
             if g.health_running {
@@ -306,7 +322,7 @@ impl Remote {
             g.health_running = true;
         }
         let weak: Weak<RemoteInner> = Arc::downgrade(&self.inner);
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Some(handle) = home.cloned().or_else(|| tokio::runtime::Handle::try_current().ok()) else { return };
         handle.spawn(async move {
             loop {
                 let every = match weak.upgrade() {

@@ -21,6 +21,7 @@ __all__ = [
     "_finished_spans",
     "_metric_families",
     "_panic",
+    "_sync_on_caller_thread",
     "_use_loop_bridge",
     "configure_tracing",
     "disable_tracing",
@@ -260,6 +261,10 @@ def limited_body(decision: Decision) -> str: ...
 def _use_loop_bridge(enabled: bool) -> None:
     """Benchmarks and tests: resolve async results through the batched loop bridge (True, the
     default) or one by one through pyo3-async-runtimes (False)."""
+
+def _sync_on_caller_thread(enabled: bool) -> None:
+    """Benchmarks and tests: run sync calls on Redis on the calling thread over its own connection
+    (True, the default) or hand each to the shared runtime (False)."""
 
 def _panic(where_: str) -> Any:
     """Tests only: panic in a call ("call"), while a sync call waits ("sync"), in a future on the
