@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceId, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
@@ -150,60 +150,76 @@ pub fn clear_finished_spans() {
 /// A decision's span while it runs. Ends when dropped.
 pub(crate) struct CheckSpan {
     span: opentelemetry_sdk::trace::Span,
-    trace_id: Option<String>,
+    trace_id: TraceId,
+}
+
+/// The caller's `traceparent` as the only header: the propagator reads it without a map.
+struct Traceparent<'a>(&'a str);
+
+impl Extractor for Traceparent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0)
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
 }
 
 impl CheckSpan {
     /// Starts `floodwall.check` under the W3C `traceparent` if given; None when tracing is off.
-    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &str, limits: &str) -> Option<CheckSpan> {
+    /// This runs on every decision: nothing is formatted or hashed until the sampler has kept
+    /// the span, and the per-limiter strings are shared, not copied.
+    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &'static str, limits: &Arc<str>) -> Option<CheckSpan> {
         let st = state()?;
         let parent = match traceparent {
-            Some(tp) => {
-                let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
-                TraceContextPropagator::new().extract(&carrier)
-            }
+            Some(tp) => TraceContextPropagator::new().extract(&Traceparent(tp)),
             None => Context::new(),
         };
-        let key_attr = if st.record_raw_keys {
-            KeyValue::new("floodwall.key", key.to_string())
-        } else {
-            KeyValue::new("floodwall.key_hash", key_hash(key))
-        };
-        let span = st
-            .tracer
-            .span_builder("floodwall.check")
-            .with_kind(SpanKind::Internal)
-            .with_attributes([
+        let mut span = st.tracer.span_builder("floodwall.check").with_kind(SpanKind::Internal).start_with_context(&st.tracer, &parent);
+        if span.is_recording() {
+            let key_attr = if st.record_raw_keys {
+                KeyValue::new("floodwall.key", key.to_string())
+            } else {
+                KeyValue::new("floodwall.key_hash", key_hash(key))
+            };
+            span.set_attributes([
                 key_attr,
                 KeyValue::new("floodwall.op", op),
                 KeyValue::new("floodwall.cost", cost as i64),
-                KeyValue::new("floodwall.algorithm", algorithm.to_string()),
-                KeyValue::new("floodwall.limits", limits.to_string()),
-            ])
-            .start_with_context(&st.tracer, &parent);
-        let sc = span.span_context().clone();
-        let trace_id = sc.is_valid().then(|| sc.trace_id().to_string());
+                KeyValue::new("floodwall.algorithm", algorithm),
+                KeyValue::new("floodwall.limits", limits.clone()),
+            ]);
+        }
+        let trace_id = span.span_context().trace_id();
         Some(CheckSpan { span, trace_id })
     }
 
-    pub(crate) fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+    /// For log lines written during the decision (formatted only if one is).
+    pub(crate) fn trace_id(&self) -> LogTraceId {
+        LogTraceId(Some(self.trace_id).filter(|t| *t != TraceId::INVALID))
     }
 
     pub(crate) fn decided(&mut self, d: &Decision, redis_latency_us: Option<u64>) {
-        self.span.set_attribute(KeyValue::new("floodwall.allowed", d.allowed));
-        self.span.set_attribute(KeyValue::new("floodwall.remaining", d.remaining as i64));
-        self.span.set_attribute(KeyValue::new("floodwall.source", d.source.as_str()));
-        if let Some(l) = d.limited_by {
-            self.span.set_attribute(KeyValue::new("floodwall.limited_by", l.to_string()));
+        if !self.span.is_recording() {
+            return;
         }
-        if let Some(us) = redis_latency_us {
-            self.span.set_attribute(KeyValue::new("floodwall.redis_latency_ms", us as f64 / 1000.0));
-        }
+        self.span.set_attributes(
+            [
+                Some(KeyValue::new("floodwall.allowed", d.allowed)),
+                Some(KeyValue::new("floodwall.remaining", d.remaining as i64)),
+                Some(KeyValue::new("floodwall.source", d.source.as_str())),
+                d.limited_by.map(|l| KeyValue::new("floodwall.limited_by", l.to_string())),
+                redis_latency_us.map(|us| KeyValue::new("floodwall.redis_latency_ms", us as f64 / 1000.0)),
+            ]
+            .into_iter()
+            .flatten(),
+        );
     }
 
     pub(crate) fn failed(&mut self, e: &Error) {
-        self.span.set_status(Status::error(e.to_string()));
+        if self.span.is_recording() {
+            self.span.set_status(Status::error(e.to_string()));
+        }
     }
 }
 
@@ -213,10 +229,29 @@ impl Drop for CheckSpan {
     }
 }
 
+/// The `trace_id` field of a log line: the hex id inside a traced decision, else empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogTraceId(Option<TraceId>);
+
+impl std::fmt::Display for LogTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{t}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What spans record instead of the key: identities are user ids and IPs.
 pub fn key_hash(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(key.as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut s = String::with_capacity(16);
+    for b in &d[..8] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------------
