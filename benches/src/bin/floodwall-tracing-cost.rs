@@ -1,6 +1,7 @@
 //! What tracing costs: decision latency and process CPU with floodwall's spans off, on (100%
 //! sampled) with OTLP/HTTP export to a collector stand-in in its own process, and on without an
-//! exporter (the instrumentation alone); on the Redis path, the cached path and the memory path.
+//! exporter (the instrumentation alone), and with export when the caller samples 1 request in 10;
+//! on the Redis path, the cached path and the memory path.
 //! Settings rotate within each round so drift in a shared machine's load hits all alike.
 //!
 //!   cargo run --release -p floodwall-bench --bin floodwall-tracing-cost -- [--calls 10000] [--rounds 10] [--path redis]
@@ -108,6 +109,8 @@ enum Setting {
     Off,
     Export,
     NoExport,
+    /// As Export, but the caller sampled 1 request in 10 (the others pass an unsampled parent).
+    Export10,
 }
 
 impl Setting {
@@ -116,12 +119,13 @@ impl Setting {
             Setting::Off => "off",
             Setting::Export => "on+otlp",
             Setting::NoExport => "on,no-exp",
+            Setting::Export10 => "on+otlp10%",
         }
     }
     fn apply(self, sink: u16) {
         match self {
             Setting::Off => telemetry::disable_tracing(),
-            Setting::Export => {
+            Setting::Export | Setting::Export10 => {
                 let opts = telemetry::TraceOptions { otlp_endpoint: Some(format!("http://127.0.0.1:{sink}/v1/traces")), sampling_ratio: 1.0, ..Default::default() };
                 telemetry::configure_tracing(&opts).expect("tracing");
             }
@@ -132,7 +136,7 @@ impl Setting {
     }
 }
 
-const SETTINGS: [Setting; 3] = [Setting::Off, Setting::Export, Setting::NoExport];
+const SETTINGS: [Setting; 4] = [Setting::Off, Setting::Export, Setting::NoExport, Setting::Export10];
 
 #[derive(Default)]
 struct Tally {
@@ -150,11 +154,15 @@ impl Tally {
     }
 }
 
-async fn round(l: &Limiter, calls: u64, keys: u64, tp: &str, t: &mut Tally) {
+async fn round(l: &Limiter, calls: u64, keys: u64, s: Setting, t: &mut Tally) {
+    // a sampled parent: every decision is traced when tracing is on (ParentBased sampler)
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let names: Vec<String> = (0..keys).map(|i| format!("id:{i}")).collect();
     for i in 0..calls {
         let key = &names[(i % keys) as usize];
+        let tp = if s == Setting::Export10 && i % 10 != 0 { unsampled } else { sampled };
         let t0 = Instant::now();
         let d = l.check_with(key, CheckOptions { cost: 1, traceparent: Some(tp) }).await.expect("check");
         h.record(t0.elapsed().as_nanos() as u64).ok();
@@ -184,8 +192,6 @@ async fn switch(s: Setting, sink: u16) {
 }
 
 async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option<String>) {
-    // a sampled parent: every decision is traced when tracing is on (ParentBased sampler)
-    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let limits = floodwall::parse_limits(&["1000000/minute"]).unwrap();
     let redis = Limiter::builder(limits.clone())
         .redis_url(url.clone())
@@ -205,12 +211,12 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
     // Redis path: 1,000 identities, each decision one script call. Cached: 10 hot identities,
     // answered mostly from leases. Memory: the embedded store.
     let paths: [(&str, &Limiter, u64, u64); 3] = [("redis", &redis, calls, 1000), ("cached", &cached, calls * 10, 10), ("memory", &memory, calls * 10, 1000)];
-    println!("{:<7} {:<10} {:>9} {:>9} {:>9} {:>9}  sources", "path", "tracing", "mean µs", "p50 µs", "p99 µs", "cpu µs");
+    println!("{:<7} {:<11} {:>9} {:>9} {:>9} {:>9}  sources", "path", "tracing", "mean µs", "p50 µs", "p99 µs", "cpu µs");
     for (name, l, n, keys) in paths.into_iter().filter(|p| only.as_deref().is_none_or(|o| o == p.0)) {
         let mut tallies: Vec<Tally> = SETTINGS.iter().map(|_| Tally::default()).collect();
         for s in SETTINGS {
             switch(s, sink).await;
-            round(l, n / 10, keys, tp, &mut Tally::default()).await; // warm up
+            round(l, n / 10, keys, s, &mut Tally::default()).await; // warm up
         }
         let received0 = spans_received(sink);
         for r in 0..rounds {
@@ -218,7 +224,7 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
                 let i = (j + r) % SETTINGS.len();
                 let cpu0 = process_cpu_us();
                 switch(SETTINGS[i], sink).await;
-                round(l, n, keys, tp, &mut tallies[i]).await;
+                round(l, n, keys, SETTINGS[i], &mut tallies[i]).await;
                 switch(Setting::Off, sink).await; // flushes the round's spans: their CPU counts here
                 tallies[i].cpu_us += process_cpu_us() - cpu0;
             }
@@ -227,7 +233,7 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
             let h = t.hist();
             let sources: Vec<String> = t.sources.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             println!(
-                "{:<7} {:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+                "{:<7} {:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
                 name,
                 s.label(),
                 h.mean() / 1000.0,
@@ -241,7 +247,7 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
         for (s, t) in SETTINGS.iter().zip(&tallies).skip(1) {
             let ratios: Vec<f64> = t.round_means.iter().zip(&off.round_means).map(|(a, b)| pct(*a, *b)).collect();
             println!(
-                "{:<7} {:<10} {:>8.1}% {:>8.1}% {:>8.1}% {:>+9.2}  (median of per-round mean changes {:+.1}%)",
+                "{:<7} {:<11} {:>8.1}% {:>8.1}% {:>8.1}% {:>+9.2}  (median of per-round mean changes {:+.1}%)",
                 name,
                 format!("+{}", s.label()),
                 pct(t.hist().mean(), off.hist().mean()),
@@ -251,8 +257,8 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
                 median(ratios)
             );
         }
-        let exported = tallies[1].calls;
-        println!("{name}: spans received by the collector: {} of {exported} traced with export", spans_received(sink) - received0);
+        let exported = tallies[1].calls + tallies[3].calls / 10;
+        println!("{name}: spans received by the collector: {} of {exported} sampled with export", spans_received(sink) - received0);
         println!("load average after {name}: {}", load_average());
     }
 }
