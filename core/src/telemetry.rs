@@ -7,10 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceId, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -156,16 +154,38 @@ pub(crate) struct CheckSpan {
 /// At most: key, op, cost, algorithm, limits; allowed, remaining, source, limited_by, Redis latency.
 const SPAN_ATTRIBUTES: usize = 10;
 
-/// The caller's `traceparent` as the only header: the propagator reads it without a map.
-struct Traceparent<'a>(&'a str);
-
-impl Extractor for Traceparent<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
+/// The caller's span from a W3C `traceparent` ("00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>"), by the rules of the SDK's TraceContextPropagator (lowercase hex, ids not all zero,
+/// version ff refused, a version-00 header has exactly four fields, only the sampled flag kept) but
+/// without its allocations and string splitting: this runs on every traced decision.
+fn remote_parent(tp: &str) -> Option<SpanContext> {
+    fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+        let b = s.as_bytes();
+        if b.len() != 2 * N {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+        }
+        Some(out)
     }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
+    let mut parts = tp.trim().split('-');
+    let [version] = hex::<1>(parts.next()?)?;
+    let trace_id = TraceId::from_bytes(hex::<16>(parts.next()?)?);
+    let span_id = SpanId::from_bytes(hex::<8>(parts.next()?)?);
+    let [flags] = hex::<1>(parts.next()?)?;
+    // later versions may append fields; version 00 may not
+    if version == 0xff || (version == 0 && parts.next().is_some()) {
+        return None;
     }
+    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED, true, opentelemetry::trace::TraceState::default());
+    sc.is_valid().then_some(sc)
 }
 
 impl CheckSpan {
@@ -175,7 +195,7 @@ impl CheckSpan {
     pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &'static str, limits: &Arc<str>) -> Option<CheckSpan> {
         let st = state()?;
         let parent = match traceparent {
-            Some(tp) => TraceContextPropagator::new().extract(&Traceparent(tp)),
+            Some(tp) => remote_parent(tp).map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc)),
             None => Context::new(),
         };
         // Sized for every attribute the span will get: one allocation rather than three as it
@@ -414,4 +434,52 @@ pub fn prometheus_text() -> String {
 /// Label value of a source, for callers building their own metrics.
 pub fn source_label(s: Source) -> &'static str {
     s.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::remote_parent;
+
+    /// The SDK's reading of the same header: the parser must agree with it where the W3C format
+    /// is kept, and refuses what the format refuses even where the SDK is lenient (lengths).
+    fn sdk(tp: &str) -> Option<String> {
+        let carrier: std::collections::HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| format!("{}-{}-{}", sc.trace_id(), sc.span_id(), sc.is_sampled()))
+    }
+
+    #[test]
+    fn traceparent_cases() {
+        const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        const S: &str = "00f067aa0ba902b7";
+        let cases: &[(String, bool, bool)] = &[
+            // (header, accepted, sampled)
+            (format!("00-{T}-{S}-01"), true, true),
+            (format!("00-{T}-{S}-00"), true, false),
+            (format!("00-{T}-{S}-03"), true, true),
+            (format!(" 00-{T}-{S}-01 "), true, true),
+            (format!("01-{T}-{S}-01-extra"), true, true),
+            (format!("00-{T}-{S}-01-extra"), false, false),
+            (format!("ff-{T}-{S}-01"), false, false),
+            (format!("00-{}-{S}-01", T.to_uppercase()), false, false),
+            (format!("00-{}-{S}-01", "0".repeat(32)), false, false),
+            (format!("00-{T}-{}-01", "0".repeat(16)), false, false),
+            (format!("00-{T}-{S}"), false, false),
+            (format!("0g-{T}-{S}-01"), false, false),
+            (String::new(), false, false),
+        ];
+        for (tp, accepted, sampled) in cases {
+            let got = remote_parent(tp).map(|sc| format!("{}-{}-{}", sc.trace_id(), sc.span_id(), sc.is_sampled()));
+            let want = accepted.then(|| format!("{T}-{S}-{sampled}"));
+            assert_eq!(got, want, "{tp:?}");
+            assert_eq!(got, sdk(tp), "{tp:?}: the SDK reads it otherwise");
+        }
+        // stricter than the SDK: W3C ids have fixed lengths
+        assert_eq!(remote_parent(&format!("00-{}-{S}-01", &T[1..])), None);
+    }
 }
