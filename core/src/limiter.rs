@@ -19,7 +19,7 @@ use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
-use crate::telemetry::{self, CheckSpan};
+use crate::telemetry::{self, CheckSpan, LogTraceId};
 
 /// Warn when local time and Redis time differ by more than this (windows never depend on it;
 /// a large offset still means something is wrong with a host's clock).
@@ -114,8 +114,8 @@ struct Inner {
     offset_us: AtomicI64,
     offset_known: AtomicBool,
     skew_warned: AtomicBool,
-    /// "5/second,100/minute", for spans.
-    limits_label: String,
+    /// "5/second,100/minute", for spans (shared by each span, not copied).
+    limits_label: Arc<str>,
     /// Redis failed on the last call: log the first failure loudly, the rest quietly.
     store_failing: AtomicBool,
     /// How to open another connection like the limiter's own, for `own_connection` (None: the
@@ -294,7 +294,7 @@ impl LimiterBuilder {
             },
         };
         telemetry::register(self.name.as_deref().unwrap_or(&self.prefix), &metrics);
-        let limits_label = self.limits.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+        let limits_label: Arc<str> = self.limits.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",").into();
         let max_cost = self
             .limits
             .iter()
@@ -526,7 +526,7 @@ impl Limiter {
         let inner = &*self.inner;
         let op = if consume { "check" } else { "peek" };
         let mut span = CheckSpan::start(traceparent, key, op, cost, inner.algorithm.as_str(), &inner.limits_label);
-        let result = self.decide(key, cost, consume, span.as_ref().and_then(|s| s.trace_id()), via).await;
+        let result = self.decide(key, cost, consume, span.as_ref().map(|s| s.trace_id()).unwrap_or_default(), via).await;
         match (&result, span.as_mut()) {
             (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
             (Err(e), Some(s)) => s.failed(e),
@@ -543,7 +543,7 @@ impl Limiter {
         key: &str,
         cost: u64,
         consume: bool,
-        trace_id: Option<&str>,
+        trace_id: LogTraceId,
         via: Option<&OwnConnection>,
     ) -> Result<(Decision, Option<u64>)> {
         let inner = &*self.inner;
@@ -572,9 +572,9 @@ impl Limiter {
             Err(e) => {
                 let mode = fallback.mode().as_str();
                 if !inner.store_failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, fallback = mode, trace_id = trace_id.unwrap_or(""), "Redis unavailable; deciding by the fallback policy");
+                    tracing::warn!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable; deciding by the fallback policy");
                 } else {
-                    tracing::debug!(error = %e, fallback = mode, trace_id = trace_id.unwrap_or(""), "Redis unavailable");
+                    tracing::debug!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable");
                 }
                 Ok((fallback.decide(e, &req, t1)?, None))
             }

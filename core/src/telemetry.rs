@@ -7,10 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -150,60 +148,108 @@ pub fn clear_finished_spans() {
 /// A decision's span while it runs. Ends when dropped.
 pub(crate) struct CheckSpan {
     span: opentelemetry_sdk::trace::Span,
-    trace_id: Option<String>,
+    trace_id: TraceId,
+}
+
+/// At most: key, op, cost, algorithm, limits; allowed, remaining, source, limited_by, Redis latency.
+const SPAN_ATTRIBUTES: usize = 10;
+
+/// The caller's span from a W3C `traceparent` ("00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>"), by the rules of the SDK's TraceContextPropagator (lowercase hex, ids not all zero,
+/// version ff refused, a version-00 header has exactly four fields, only the sampled flag kept) but
+/// without its allocations and string splitting: this runs on every traced decision.
+fn remote_parent(tp: &str) -> Option<SpanContext> {
+    fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+        let b = s.as_bytes();
+        if b.len() != 2 * N {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+        }
+        Some(out)
+    }
+    let mut parts = tp.trim().split('-');
+    let [version] = hex::<1>(parts.next()?)?;
+    let trace_id = TraceId::from_bytes(hex::<16>(parts.next()?)?);
+    let span_id = SpanId::from_bytes(hex::<8>(parts.next()?)?);
+    let [flags] = hex::<1>(parts.next()?)?;
+    // later versions may append fields; version 00 may not
+    if version == 0xff || (version == 0 && parts.next().is_some()) {
+        return None;
+    }
+    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED, true, opentelemetry::trace::TraceState::default());
+    sc.is_valid().then_some(sc)
 }
 
 impl CheckSpan {
     /// Starts `floodwall.check` under the W3C `traceparent` if given; None when tracing is off.
-    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &str, limits: &str) -> Option<CheckSpan> {
+    /// This runs on every decision: nothing is formatted or hashed until the sampler has kept
+    /// the span, and the per-limiter strings are shared, not copied.
+    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &'static str, limits: &Arc<str>) -> Option<CheckSpan> {
         let st = state()?;
         let parent = match traceparent {
-            Some(tp) => {
-                let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
-                TraceContextPropagator::new().extract(&carrier)
-            }
+            Some(tp) => remote_parent(tp).map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc)),
             None => Context::new(),
         };
-        let key_attr = if st.record_raw_keys {
-            KeyValue::new("floodwall.key", key.to_string())
-        } else {
-            KeyValue::new("floodwall.key_hash", key_hash(key))
-        };
-        let span = st
+        // Sized for every attribute the span will get: one allocation rather than three as it
+        // grows (with export, the exporter's thread frees them, dearer in glibc than a local free).
+        let mut attributes = Vec::with_capacity(SPAN_ATTRIBUTES);
+        attributes.extend([
+            KeyValue::new("floodwall.op", op),
+            KeyValue::new("floodwall.cost", cost as i64),
+            KeyValue::new("floodwall.algorithm", algorithm),
+            KeyValue::new("floodwall.limits", limits.clone()),
+        ]);
+        let mut span = st
             .tracer
             .span_builder("floodwall.check")
             .with_kind(SpanKind::Internal)
-            .with_attributes([
-                key_attr,
-                KeyValue::new("floodwall.op", op),
-                KeyValue::new("floodwall.cost", cost as i64),
-                KeyValue::new("floodwall.algorithm", algorithm.to_string()),
-                KeyValue::new("floodwall.limits", limits.to_string()),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&st.tracer, &parent);
-        let sc = span.span_context().clone();
-        let trace_id = sc.is_valid().then(|| sc.trace_id().to_string());
+        if span.is_recording() {
+            span.set_attribute(if st.record_raw_keys {
+                KeyValue::new("floodwall.key", key.to_string())
+            } else {
+                KeyValue::new("floodwall.key_hash", key_hash(key))
+            });
+        }
+        let trace_id = span.span_context().trace_id();
         Some(CheckSpan { span, trace_id })
     }
 
-    pub(crate) fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+    /// For log lines written during the decision (formatted only if one is).
+    pub(crate) fn trace_id(&self) -> LogTraceId {
+        LogTraceId(Some(self.trace_id).filter(|t| *t != TraceId::INVALID))
     }
 
     pub(crate) fn decided(&mut self, d: &Decision, redis_latency_us: Option<u64>) {
-        self.span.set_attribute(KeyValue::new("floodwall.allowed", d.allowed));
-        self.span.set_attribute(KeyValue::new("floodwall.remaining", d.remaining as i64));
-        self.span.set_attribute(KeyValue::new("floodwall.source", d.source.as_str()));
-        if let Some(l) = d.limited_by {
-            self.span.set_attribute(KeyValue::new("floodwall.limited_by", l.to_string()));
+        if !self.span.is_recording() {
+            return;
         }
-        if let Some(us) = redis_latency_us {
-            self.span.set_attribute(KeyValue::new("floodwall.redis_latency_ms", us as f64 / 1000.0));
-        }
+        self.span.set_attributes(
+            [
+                Some(KeyValue::new("floodwall.allowed", d.allowed)),
+                Some(KeyValue::new("floodwall.remaining", d.remaining as i64)),
+                Some(KeyValue::new("floodwall.source", d.source.as_str())),
+                d.limited_by.map(|l| KeyValue::new("floodwall.limited_by", l.to_string())),
+                redis_latency_us.map(|us| KeyValue::new("floodwall.redis_latency_ms", us as f64 / 1000.0)),
+            ]
+            .into_iter()
+            .flatten(),
+        );
     }
 
     pub(crate) fn failed(&mut self, e: &Error) {
-        self.span.set_status(Status::error(e.to_string()));
+        if self.span.is_recording() {
+            self.span.set_status(Status::error(e.to_string()));
+        }
     }
 }
 
@@ -213,10 +259,29 @@ impl Drop for CheckSpan {
     }
 }
 
+/// The `trace_id` field of a log line: the hex id inside a traced decision, else empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogTraceId(Option<TraceId>);
+
+impl std::fmt::Display for LogTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{t}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What spans record instead of the key: identities are user ids and IPs.
 pub fn key_hash(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(key.as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut s = String::with_capacity(16);
+    for b in &d[..8] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,4 +434,52 @@ pub fn prometheus_text() -> String {
 /// Label value of a source, for callers building their own metrics.
 pub fn source_label(s: Source) -> &'static str {
     s.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::remote_parent;
+
+    /// The SDK's reading of the same header: the parser must agree with it where the W3C format
+    /// is kept, and refuses what the format refuses even where the SDK is lenient (lengths).
+    fn sdk(tp: &str) -> Option<String> {
+        let carrier: std::collections::HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| format!("{}-{}-{}", sc.trace_id(), sc.span_id(), sc.is_sampled()))
+    }
+
+    #[test]
+    fn traceparent_cases() {
+        const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        const S: &str = "00f067aa0ba902b7";
+        let cases: &[(String, bool, bool)] = &[
+            // (header, accepted, sampled)
+            (format!("00-{T}-{S}-01"), true, true),
+            (format!("00-{T}-{S}-00"), true, false),
+            (format!("00-{T}-{S}-03"), true, true),
+            (format!(" 00-{T}-{S}-01 "), true, true),
+            (format!("01-{T}-{S}-01-extra"), true, true),
+            (format!("00-{T}-{S}-01-extra"), false, false),
+            (format!("ff-{T}-{S}-01"), false, false),
+            (format!("00-{}-{S}-01", T.to_uppercase()), false, false),
+            (format!("00-{}-{S}-01", "0".repeat(32)), false, false),
+            (format!("00-{T}-{}-01", "0".repeat(16)), false, false),
+            (format!("00-{T}-{S}"), false, false),
+            (format!("0g-{T}-{S}-01"), false, false),
+            (String::new(), false, false),
+        ];
+        for (tp, accepted, sampled) in cases {
+            let got = remote_parent(tp).map(|sc| format!("{}-{}-{}", sc.trace_id(), sc.span_id(), sc.is_sampled()));
+            let want = accepted.then(|| format!("{T}-{S}-{sampled}"));
+            assert_eq!(got, want, "{tp:?}");
+            assert_eq!(got, sdk(tp), "{tp:?}: the SDK reads it otherwise");
+        }
+        // stricter than the SDK: W3C ids have fixed lengths
+        assert_eq!(remote_parent(&format!("00-{}-{S}-01", &T[1..])), None);
+    }
 }

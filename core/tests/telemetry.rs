@@ -52,7 +52,10 @@ async fn spans_metrics_and_logs() {
         assert!(!s.attributes.contains_key("floodwall.key"), "raw keys stay out by default");
         assert_eq!(s.attributes["floodwall.algorithm"], "sliding_window");
         assert_eq!(s.attributes["floodwall.limits"], "2/minute");
+        assert_eq!((s.attributes["floodwall.op"].as_str(), s.attributes["floodwall.cost"].as_str()), ("check", "1"));
     }
+    // the first 8 bytes of SHA-256, in hex: what dashboards and earlier spans already hold
+    assert_eq!(telemetry::key_hash("user:42"), "ea3fd43be1e57d62");
     assert_eq!(spans[2].attributes["floodwall.allowed"], "false");
     assert_eq!(spans[2].attributes["floodwall.limited_by"], "2/minute");
     assert_ne!(spans[3].trace_id, TRACE, "no parent: a new trace");
