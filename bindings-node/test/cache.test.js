@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const { Limiter } = require('..')
 const { rateLimit } = require('../express')
 const express = require('express')
-const { RedisServer, uniquePrefix, listen } = require('./helpers')
+const { RedisServer, uniquePrefix, listen, throwsConfig: config } = require('./helpers')
 
 let redis
 before(async () => {
@@ -23,14 +23,6 @@ after(async () => {
 const onRedis = (name) => ({
   redisUrl: redis.url, prefix: uniquePrefix(name), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 },
 })
-
-const config = (fn, pattern) =>
-  assert.throws(fn, (e) => {
-    assert.ok(e instanceof Error)
-    assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
-    assert.match(e.message, pattern)
-    return true
-  })
 
 test('a denied identity is answered by the cache until its retry time', async () => {
   // 5/minute: 1% of it is under 2 permits, so no leases; only the denial cache answers locally.

@@ -146,4 +146,15 @@ function recordingLogger() {
   return { lines, warn: (m) => lines.push(String(m)) }
 }
 
-module.exports = { RedisServer, freePort, uniquePrefix, listen, recordingLogger }
+/** Asserts that `fn` throws a config Error (code ERR_FLOODWALL_CONFIG) whose message matches `pattern`. */
+function throwsConfig(fn, pattern) {
+  const assert = require('node:assert/strict')
+  assert.throws(fn, (e) => {
+    assert.ok(e instanceof Error)
+    assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
+    assert.match(e.message, pattern)
+    return true
+  })
+}
+
+module.exports = { RedisServer, freePort, uniquePrefix, listen, recordingLogger, throwsConfig }

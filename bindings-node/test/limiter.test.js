@@ -5,7 +5,7 @@
 const { test, before, after, describe } = require('node:test')
 const assert = require('node:assert/strict')
 const { Limiter, ManualClock } = require('..')
-const { RedisServer, uniquePrefix } = require('./helpers')
+const { RedisServer, uniquePrefix, throwsConfig } = require('./helpers')
 
 const T0 = 1_728_000_000_000
 
@@ -71,13 +71,7 @@ test('the manual clock moves only when told', () => {
 })
 
 describe('errors are Errors with a code and name the bad value', () => {
-  const config = (fn, pattern) =>
-    assert.throws(fn, (e) => {
-      assert.ok(e instanceof Error)
-      assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
-      assert.match(e.message, pattern)
-      return true
-    })
+  const config = throwsConfig
 
   test('constructor', () => {
     config(() => new Limiter(), /limits/)
