@@ -89,7 +89,7 @@ local function log_decide(log, seq, P, n, cost, consume, now)
       end
     end
     if #batch > 0 then redis.call('ZADD', log, unpack(batch)) end
-    local ttl = ceil(longest / 1000)
+    local ttl = ceil(longest / 1000) + ttl_pad_ms
     redis.call('PEXPIRE', log, ttl)
     redis.call('PEXPIRE', seq, ttl)
   end

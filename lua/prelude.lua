@@ -12,9 +12,18 @@
 -- Globals are looked up by name on every use; the hot ones are bound once here.
 local floor, ceil, mp_pack, mp_unpack = math.floor, math.ceil, cmsgpack.pack, cmsgpack.unpack
 
+-- TTLs run on Redis's real clock. Under a test clock (tests only) time is moved by hand, far
+-- faster or slower than real time, so key lifetimes get this much slack lest a key vanish while
+-- the manual timeline still needs it. State past its time reads as if absent anyway (windows roll,
+-- a TAT in the past counts as now, the log drops old entries), so the slack changes no answer.
+local ttl_pad_ms = 0
+
 -- now in µs: `arg` when a test clock sets it, else Redis TIME (the only source in production)
 local function now_us(arg)
-  if arg ~= '' then return tonumber(arg) end
+  if arg ~= '' then
+    ttl_pad_ms = 60000
+    return tonumber(arg)
+  end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
@@ -39,7 +48,7 @@ local function write_state(key, v, ttl_us)
   else
     local ms = ceil(ttl_us / 1000)
     if ms < 1 then ms = 1 end
-    redis.call('SET', key, mp_pack(v), 'PX', ms)
+    redis.call('SET', key, mp_pack(v), 'PX', ms + ttl_pad_ms)
   end
 end
 
@@ -103,6 +112,6 @@ end
 -- Record a granted lease of `k` permits (member "id:k", score = expiry µs).
 local function lease_record(leases, member, k, now, ttl)
   redis.call('ZADD', leases, string.format('%.0f', now + ttl), member .. ':' .. k)
-  redis.call('PEXPIRE', leases, ceil(ttl / 1000) + 1)
+  redis.call('PEXPIRE', leases, ceil(ttl / 1000) + 1 + ttl_pad_ms)
 end
 
