@@ -148,9 +148,9 @@ struct SlotState {
     /// Lease size to ask for next (adapted to how fast leases are spent).
     next_want: u64,
     last_remote: Option<Instant>,
-    /// Redis calls to make without asking for a lease, after a lease expired untouched: an
-    /// identity seen about once per lease lifetime is not hot, and each unused lease costs a
-    /// return call (the Node bench's 10,000 identities lost throughput to exactly that).
+    /// Redis calls to make without asking for a lease, after a lease expired having served at
+    /// most one caller: an identity seen about once per lease lifetime is not hot, and each such
+    /// lease costs a return call (the Node bench's 10,000 identities lost throughput to that).
     lease_cooldown: u8,
 }
 
@@ -500,7 +500,7 @@ fn lease_key(first_key: &str) -> String {
     format!("{first_key}:lease")
 }
 
-/// Redis calls without a lease request after a lease expired untouched.
+/// Redis calls without a lease request after a lease expired having served at most one caller.
 const LEASE_COOLDOWN_CALLS: u8 = 8;
 
 /// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
@@ -511,7 +511,8 @@ fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: u
         let used = l.granted - l.left;
         // spent before expiry: ask for twice as much; expired part-used: ask for what was used
         st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
-        if used == 0 && now >= l.expires {
+        // expired having saved at most one Redis call: the lease and its return cost more than that
+        if used <= 1 && now >= l.expires {
             st.lease_cooldown = LEASE_COOLDOWN_CALLS;
         }
         release = Some(l.member.clone());
