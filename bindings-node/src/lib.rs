@@ -8,7 +8,8 @@ mod error;
 mod http;
 mod limiter;
 mod runtime;
-mod telemetry;
+// public so its #[napi] items count as used in test builds too (napi registers them only outside tests)
+pub mod telemetry;
 
 pub use http::JsHttpLimiter;
 pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};
