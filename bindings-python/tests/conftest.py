@@ -7,12 +7,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from floodwall import Limiter
 
 REPO = Path(__file__).resolve().parents[2]
 CONFORMANCE = REPO / "tests" / "conformance"
@@ -20,6 +24,19 @@ CONFORMANCE = REPO / "tests" / "conformance"
 
 # Tests that count exact decisions must hear about every Redis failure instead of a fallback
 # answering, and must not trip the breaker because a loaded 2-core machine was slow.
+def admitted_by_threads(limiter: Limiter, key: str, workers: int, calls: int = 1000) -> int:
+    """`calls` (rounded up to a multiple of `workers`) check_sync calls on `key` from `workers` threads
+    released together; how many were allowed."""
+    start = threading.Barrier(workers)
+
+    def worker(_: int) -> int:
+        start.wait()
+        return sum(limiter.check_sync(key).allowed for _ in range(calls // workers + 1))
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(worker, range(workers)))
+
+
 STRICT: dict[str, object] = {
     "fallback": "error",
     "timeout_ms": 10_000,

@@ -4,14 +4,12 @@ that are already done, the rest go to Redis; admission stays within the limit ei
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from floodwall import Limiter
 
-from conftest import STRICT, RedisServer
+from conftest import STRICT, RedisServer, admitted_by_threads
 
 ALGORITHMS = ["sliding_window", "sliding_log", "token_bucket"]
 
@@ -33,15 +31,7 @@ async def test_asyncio_1000_at_limit_100_with_cache(
 
 def test_threads_1000_at_limit_100_with_cache(redis_server: RedisServer, prefix: str) -> None:
     limiter = Limiter("100/hour", redis_url=redis_server.url, prefix=prefix, cache=True, **STRICT)  # type: ignore[arg-type]
-    workers = 16
-    start = threading.Barrier(workers)
-
-    def worker(_: int) -> int:
-        start.wait()
-        return sum(limiter.check_sync("hot").allowed for _ in range(1000 // workers + 1))
-
-    with ThreadPoolExecutor(workers) as pool:
-        assert sum(pool.map(worker, range(workers))) == 100
+    assert admitted_by_threads(limiter, "hot", workers=16) == 100
 
 
 async def test_a_hot_identity_is_served_from_leases_within_the_limit(redis_server: RedisServer, prefix: str) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from floodwall import Limiter
 
-from conftest import STRICT, RedisServer
+from conftest import STRICT, RedisServer, admitted_by_threads
 
 ALGORITHMS = ["sliding_window", "sliding_log", "token_bucket"]
 
@@ -36,16 +35,7 @@ async def test_asyncio_1000_at_limit_100(url: str | None, prefix: str, algorithm
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_threads_1000_at_limit_100(url: str | None, prefix: str, algorithm: str, sync_path: str) -> None:
     limiter = Limiter("100/hour", algorithm=algorithm, redis_url=url, prefix=prefix, **STRICT)  # type: ignore[arg-type]
-    workers = 32
-    start = threading.Barrier(workers)
-
-    def worker(_: int) -> int:
-        start.wait()
-        return sum(limiter.check_sync("hot").allowed for _ in range(1000 // workers + 1))
-
-    with ThreadPoolExecutor(workers) as pool:
-        admitted = sum(pool.map(worker, range(workers)))
-    assert admitted == 100
+    assert admitted_by_threads(limiter, "hot", workers=32) == 100
 
 
 def test_threads_and_asyncio_together(redis_server: RedisServer, prefix: str, async_path: str, sync_path: str) -> None:
