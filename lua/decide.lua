@@ -22,17 +22,16 @@
 local function sw_decide(key, P, n, cost, consume, now)
   local s = read_state(key, 3 * n)
   -- v: the state after this request, written only if every window allows it
-  local v, expiry, ok = {}, 0, true
+  local v, ok = {}, true
   for i = 1, n do
     local w, limit = P[i], P[n + i]
     local cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
-    v[3 * i - 2], v[3 * i - 1], v[3 * i] = cur, prev, curr + cost
-    -- the key lives until the last window's next one ends (after that no count in it matters)
-    local e = (cur + 2) * w
-    if e > expiry then expiry = e end
+    v[3 * i - 2] = cur
+    v[3 * i - 1] = prev
+    v[3 * i] = curr + cost
   end
-  if ok and consume then write_state(key, v, expiry - now) end
+  if ok and consume then sw_write(key, v, P, now) end
   return ok, s
 end
 

@@ -72,13 +72,12 @@ local function sw_roll(si, sp, sc, now, w)
   return cur, sp, sc, el
 end
 
--- Sliding window: store every window; the key lives until the last window's next one ends (after
--- that no count in it matters).
-local function sw_write(key, n, W, idx, prev, curr, now)
-  local v, expiry = {}, 0
-  for i = 1, n do
-    v[3 * i - 2], v[3 * i - 1], v[3 * i] = idx[i], prev[i], curr[i]
-    local e = (idx[i] + 2) * W[i]
+-- Sliding window: store `v` ({i, p, c} per window; W: window lengths µs). The key lives until the
+-- last window's next one ends (after that no count in it matters).
+local function sw_write(key, v, W, now)
+  local expiry = 0
+  for i = 1, #v / 3 do
+    local e = (v[3 * i - 2] + 2) * W[i]
     if e > expiry then expiry = e end
   end
   write_state(key, v, expiry - now)

@@ -72,7 +72,15 @@ if k > 0 then
   lease_record(KEYS[2], member, k, now, ttl)
 end
 
-if total > 0 then sw_write(KEYS[1], n, W, idx, prev, curr, now) end
+if total > 0 then
+  local v = {}
+  for i = 1, n do
+    v[3 * i - 2] = idx[i]
+    v[3 * i - 1] = prev[i]
+    v[3 * i] = curr[i]
+  end
+  sw_write(KEYS[1], v, W, now)
+end
 out[1] = granted
 for i = 1, #s do out[#out + 1] = s[i] end
 return out

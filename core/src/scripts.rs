@@ -34,17 +34,13 @@ pub fn script_for(algorithm: Algorithm) -> &'static Script {
 /// interval in µs, then every burst.
 pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(2 + 18 * limits.len());
-    let pairs: Vec<(u64, u64)> = match algorithm {
-        Algorithm::TokenBucket => limits.iter().map(|l| (emission_interval_us(l), l.burst())).collect(),
-        _ => limits.iter().map(|l| (l.window_us(), l.max())).collect(),
-    };
+    let token_bucket = algorithm == Algorithm::TokenBucket;
+    let first = |l: &Limit| if token_bucket { emission_interval_us(l) } else { l.window_us() };
+    let second = |l: &Limit| if token_bucket { l.burst() } else { l.max() };
     // writing into a Vec cannot fail
-    let _ = rmp::encode::write_array_len(&mut buf, 2 * pairs.len() as u32);
-    for &(a, _) in &pairs {
-        let _ = rmp::encode::write_uint(&mut buf, a);
-    }
-    for &(_, b) in &pairs {
-        let _ = rmp::encode::write_uint(&mut buf, b);
+    let _ = rmp::encode::write_array_len(&mut buf, 2 * limits.len() as u32);
+    for v in limits.iter().map(first).chain(limits.iter().map(second)) {
+        let _ = rmp::encode::write_uint(&mut buf, v);
     }
     buf
 }

@@ -64,14 +64,20 @@ pub(crate) fn token_bucket_batch(
             })
             .collect();
         granted = lease_size(want, budget, outstanding, rem.into_iter());
-        if granted > 0 {
-            for (t, l) in tats.iter_mut().zip(limits) {
-                let base = t.filter(|&s| s >= now).unwrap_or(now);
-                *t = Some(base + emission_interval_us(l) * granted);
-            }
-        }
+        lease_tokens(tats, limits, now, granted);
     }
     (outs, granted)
+}
+
+/// Token bucket: take a lease of `granted` permits from every bucket (as token_bucket_batch.lua).
+fn lease_tokens(tats: &mut [Option<u64>], limits: &[Limit], now: u64, granted: u64) {
+    if granted == 0 {
+        return;
+    }
+    for (t, l) in tats.iter_mut().zip(limits) {
+        let base = t.filter(|&s| s >= now).unwrap_or(now);
+        *t = Some(base + emission_interval_us(l) * granted);
+    }
 }
 
 /// Answers of a batch script call: per-cost outcomes computed from the state the script read and
@@ -84,27 +90,17 @@ pub(crate) fn apply_batch(algorithm: Algorithm, read: &StateReply<'_>, limits: &
         Algorithm::TokenBucket => {
             let mut tats = read.tats(limits.len());
             let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::token_bucket(&mut tats, limits, now, c, true), a)).collect();
-            let marks = tats
-                .iter()
-                .zip(limits)
-                .map(|(t, l)| {
-                    let base = t.filter(|&s| s >= now).unwrap_or(now);
-                    if granted > 0 {
-                        base + emission_interval_us(l) * granted
-                    } else {
-                        base
-                    }
-                })
-                .collect();
-            (outs, marks)
+            lease_tokens(&mut tats, limits, now, granted);
+            (outs, tats.iter().map(|t| t.filter(|&s| s >= now).unwrap_or(now)).collect())
         }
         _ => {
             let mut states = read.windows(limits.len());
             let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::sliding_window(&mut states, limits, now, c, true), a)).collect();
-            // the lease is taken in the window holding `now` (a state ahead of it, after Redis time
-            // stepped back, keeps its own number, as SwState::roll does)
-            let marks = states.iter().zip(limits).map(|(s, l)| (now / l.window_us()).max(s.map_or(0, |s| s.idx))).collect();
-            (outs, marks)
+            if granted > 0 {
+                algorithm::sliding_window(&mut states, limits, now, granted, true);
+            }
+            // the window each lease permit was counted in (state rolled by the consumption above)
+            (outs, states.iter().zip(limits).map(|(s, l)| s.map_or(now / l.window_us(), |s| s.idx)).collect())
         }
     }
 }

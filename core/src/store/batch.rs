@@ -4,7 +4,7 @@
 use tokio::sync::oneshot;
 
 use crate::algorithm::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::redis::RedisStore;
 
@@ -48,17 +48,23 @@ pub(crate) struct Queue {
     calls: usize,
 }
 
+/// What an arriving request does: call Redis itself, or wait for a drain to answer it.
+enum Turn {
+    Call(Ask),
+    Wait(oneshot::Receiver<Result<Decided>>),
+}
+
 /// Decide `ask`: alone when a call slot is free and nobody waits, otherwise with whoever waits.
 pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     let pid = std::process::id();
-    let (ask, rx) = {
+    let turn = {
         let mut q = store.queue();
         if q.pid != pid {
             *q = Queue { pid, ..Default::default() };
         }
         if q.calls < MAX_CALLS && q.waiting.is_empty() {
             q.calls += 1;
-            (Some(ask), None)
+            Turn::Call(ask)
         } else {
             let (tx, rx) = oneshot::channel();
             q.waiting.push(Waiting { ask, tx });
@@ -67,17 +73,15 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
                 drop(q);
                 start_drain(store);
             }
-            (None, Some(rx))
+            Turn::Wait(rx)
         }
     };
-    match (ask, rx) {
-        (Some(ask), _) => {
+    match turn {
+        Turn::Call(ask) => {
             let _slot = CallSlot(store.clone());
-            let mut one = store.decide(&[&ask]).await?;
-            one.pop().ok_or_else(|| store.bad_reply("no answer"))
+            store.decide_one(&ask).await
         }
-        (None, Some(rx)) => rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned"))),
-        (None, None) => unreachable!("a request either calls or waits"),
+        Turn::Wait(rx) => rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned"))),
     }
 }
 
@@ -122,15 +126,11 @@ async fn drain(store: RedisStore) {
             let mut q = store.queue();
             let Some(first) = q.waiting.first() else { return };
             let (alg, limits) = (first.ask.algorithm, first.ask.limits.clone());
-            let mut batch = Vec::with_capacity(q.waiting.len().min(MAX_BATCH));
-            let mut i = 0;
-            while i < q.waiting.len() && batch.len() < MAX_BATCH {
-                if q.waiting[i].ask.algorithm == alg && q.waiting[i].ask.limits == limits {
-                    batch.push(q.waiting.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
+            // requests of the same shape, in arrival order; the others keep their places
+            let (mut batch, rest): (Vec<Waiting>, Vec<Waiting>) =
+                std::mem::take(&mut q.waiting).into_iter().partition(|w| w.ask.algorithm == alg && w.ask.limits == limits);
+            let over = batch.split_off(batch.len().min(MAX_BATCH));
+            q.waiting = over.into_iter().chain(rest).collect();
             batch
         };
         let asks: Vec<&Ask> = batch.iter().map(|w| &w.ask).collect();
@@ -146,11 +146,5 @@ async fn drain(store: RedisStore) {
                 }
             }
         }
-    }
-}
-
-impl RedisStore {
-    pub(crate) fn bad_reply(&self, message: &str) -> Error {
-        Error::Store { url: self.url().to_string(), message: message.to_string() }
     }
 }

@@ -256,7 +256,7 @@ impl RedisStore {
         let ask = Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits: limit_args(req.algorithm, req.limits), cost: req.cost, consume: req.consume };
         // a Cluster call must keep to one slot: there each request is its own call
         let d = if self.is_cluster() {
-            self.decide(&[&ask]).await?.pop().ok_or_else(|| self.bad_reply("no answer"))?
+            self.decide_one(&ask).await?
         } else {
             batch::submit(self, ask).await?
         };
@@ -266,6 +266,15 @@ impl RedisStore {
         }
         let read = StateReply { now_us: d.now_us, state: &d.state };
         Ok(read.outcome(req.algorithm, req.limits, req.cost, req.consume, d.allowed))
+    }
+
+    pub(crate) fn bad_reply(&self, message: &str) -> Error {
+        Error::Store { url: self.inner.shown_url.clone(), message: message.to_string() }
+    }
+
+    /// One request alone in its script call.
+    pub(crate) async fn decide_one(&self, ask: &Ask) -> Result<Decided> {
+        self.decide(&[ask]).await?.pop().ok_or_else(|| self.bad_reply("no answer"))
     }
 
     pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, batch::Queue> {
