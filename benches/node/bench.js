@@ -16,6 +16,8 @@ const os = require('node:os')
 const { fork } = require('node:child_process')
 const { createRequire } = require('node:module')
 
+const { closedLoop, latencies, percentile, tally } = require('./closed_loop.js')
+
 const PKG = path.join(__dirname, '..', '..', 'bindings-node')
 const requireDev = createRequire(path.join(PKG, 'package.json'))
 const { Limiter } = require(PKG)
@@ -31,9 +33,6 @@ const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS || 50)
 const KEYS = Number(process.env.BENCH_KEYS || 10_000)
 const HTTP = process.env.BENCH_HTTP !== '0'
 
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
-}
 
 /** Redis's CPU seconds so far (user + sys), from INFO cpu. */
 async function redisCpu(redis) {
@@ -47,30 +46,14 @@ async function redisCpu(redis) {
  * each decision cost in this process (all threads) and in redis-server.
  */
 async function measure(op, redis) {
-  const lat = []
-  let outcomes = new Map()
-  const end = performance.now() + SECONDS * 1000
-  let n = 0
-  async function worker(w) {
-    let i = w
-    while (performance.now() < end) {
-      const key = `k${(i * 7919) % KEYS}`
-      i += CONCURRENCY
-      const t0 = performance.now()
-      const tag = await op(key)
-      lat.push(performance.now() - t0)
-      outcomes.set(tag, (outcomes.get(tag) || 0) + 1)
-      n += 1
-    }
-  }
   const r0 = await redisCpu(redis)
   const c0 = process.cpuUsage()
-  const t0 = performance.now()
-  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)))
-  const elapsed = (performance.now() - t0) / 1000
+  const { calls, elapsed } = await closedLoop(op, { seconds: SECONDS, concurrency: CONCURRENCY, keys: KEYS })
   const c = process.cpuUsage(c0)
   const redisUs = ((await redisCpu(redis)) - r0) * 1e6
-  lat.sort((a, b) => a - b)
+  const n = calls.length
+  const lat = latencies(calls)
+  const outcomes = tally(calls)
   return {
     perSec: n / elapsed,
     p50: percentile(lat, 50),

@@ -12,6 +12,8 @@ const os = require('node:os')
 const path = require('node:path')
 const { createRequire } = require('node:module')
 
+const { closedLoop, latencies, percentile } = require('./closed_loop.js')
+
 const PKG = path.join(__dirname, '..', '..', 'bindings-node')
 const requireDev = createRequire(path.join(PKG, 'package.json'))
 const { Limiter } = require(PKG)
@@ -25,7 +27,6 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
 const KEYS = Number(process.env.BENCH_KEYS || 10_000)
 const STALL_MS = 2
 
-const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
 
 /** Per thread name: [run ns, run-queue wait ns], summed over the threads of `pid`. */
@@ -51,29 +52,15 @@ async function redisStats(client) {
 }
 
 async function measure(op, redisPid, stats) {
-  const calls = [] // [start, end]
-  const end = performance.now() + SECONDS * 1000
-  async function worker(w) {
-    let i = w
-    while (performance.now() < end) {
-      const key = `k${(i * 7919) % KEYS}`
-      i += CONCURRENCY
-      const t0 = performance.now()
-      await op(key)
-      calls.push([t0, performance.now()])
-    }
-  }
   const s0 = schedstat(process.pid)
   const r0 = schedstat(redisPid)
   const i0 = await redisStats(stats)
-  const t0 = performance.now()
-  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)))
-  const elapsed = (performance.now() - t0) / 1000
+  const { calls, elapsed } = await closedLoop(op, { seconds: SECONDS, concurrency: CONCURRENCY, keys: KEYS })
   const i1 = await redisStats(stats)
   const s1 = schedstat(process.pid)
   const r1 = schedstat(redisPid)
   const n = calls.length
-  const lat = calls.map(([a, b]) => b - a).sort((a, b) => a - b)
+  const lat = latencies(calls)
   const p99 = percentile(lat, 99)
   const done = calls.map(([, b]) => b).sort((a, b) => a - b)
   const gaps = []

@@ -15,6 +15,7 @@ const { fork } = require('node:child_process')
 const PKG = path.join(__dirname, '..')
 const { Limiter, telemetry } = require(PKG)
 const { RedisServer, uniquePrefix, freePort } = require(path.join(PKG, 'test', 'helpers.js'))
+const { closedLoop, latencies, percentile, tally } = require(path.join(PKG, '..', 'benches', 'node', 'closed_loop.js'))
 
 const SECONDS = Number(process.env.BENCH_SECONDS || 5)
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY || 64)
@@ -78,32 +79,13 @@ if (process.argv[2] === 'sink') {
 
 // ---- the measurement ----
 
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
-}
 
 async function measure(limiter, options) {
-  const lat = []
-  const sources = new Map()
-  const end = performance.now() + SECONDS * 1000
-  let n = 0
-  async function worker(w) {
-    let i = w
-    while (performance.now() < end) {
-      const key = `k${(i * 7919) % KEYS}`
-      i += CONCURRENCY
-      const t0 = performance.now()
-      const d = await limiter.check(key, options)
-      lat.push(performance.now() - t0)
-      sources.set(d.source, (sources.get(d.source) || 0) + 1)
-      n += 1
-    }
-  }
-  const t0 = performance.now()
-  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)))
-  const elapsed = (performance.now() - t0) / 1000
-  lat.sort((a, b) => a - b)
-  return { perSec: n / elapsed, p50: lat.length ? percentile(lat, 50) : NaN, p99: lat.length ? percentile(lat, 99) : NaN, n, sources }
+  const op = async (key) => (await limiter.check(key, options)).source
+  const { calls, elapsed } = await closedLoop(op, { seconds: SECONDS, concurrency: CONCURRENCY, keys: KEYS })
+  const lat = latencies(calls)
+  const n = calls.length
+  return { perSec: n / elapsed, p50: n ? percentile(lat, 50) : NaN, p99: n ? percentile(lat, 99) : NaN, n, sources: tally(calls) }
 }
 
 const median = (rs) => [...rs].sort((a, b) => a.perSec - b.perSec)[Math.floor(rs.length / 2)]
