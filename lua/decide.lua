@@ -10,46 +10,46 @@
 -- ARGV[2]   "sw" sliding window, "tb" token bucket, "log" sliding log
 -- ARGV[3]   MessagePack array of the limits (windows µs then limits; token bucket: emission
 --           intervals µs then bursts): core/src/scripts.rs limit_args
--- ARGV[4]   MessagePack array: cost of request k at 2k-1, 1 (consume) or 0 (peek) at 2k
--- returns   {now, then per request: allowed (1/0), m, m numbers}: the state the request read
---           (sliding window, token bucket: the Rust twin computes the answers from it), or the
---           answers themselves (sliding log, whose state is a log: {allowed, limited_by, now,
---           (remaining, reset_after, retry_after) per window})
+-- ARGV[4]   MessagePack array, three numbers per request k: its cost at 3k-2, 1 (consume) or 0
+--           (peek) at 3k-1, and at 3k the number of the last earlier request of this call with
+--           the same key (0: none)
+-- returns   {now, then per request: allowed (1/0), a MessagePack stream of numbers}: the state
+--           the request read as stored ("" for none: sliding window, token bucket; the Rust twin
+--           computes the answers from it), or the answers themselves (sliding log, whose state is
+--           a log: allowed, limited_by, now, then remaining, reset_after, retry_after per window)
 
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
--- then n limits) and, when `consume` and every window allows, record it. Returns allowed and the
--- state read (the Rust twin computes the answers from it).
-local function sw_decide(key, P, n, cost, consume, now)
-  local s = read_state(key, 3 * n)
-  -- v: the state after this request, written only if every window allows it
-  local v, ok = {}, true
+-- then n limits) from the state `s` read (nil: a new identity). Fills T with the state after the
+-- request and returns whether every window allows it.
+local function sw_decide(s, P, n, cost, now, T)
+  local ok = true
   for i = 1, n do
     local w, limit = P[i], P[n + i]
-    local cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
+    local cur, prev, curr, el
+    if s then
+      cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
+    else
+      cur, prev, curr, el = sw_roll(nil, 0, 0, now, w)
+    end
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
-    v[3 * i - 2] = cur
-    v[3 * i - 1] = prev
-    v[3 * i] = curr + cost
+    T[3 * i - 2], T[3 * i - 1], T[3 * i] = cur, prev, curr + cost
   end
-  if ok and consume then sw_write(key, v, P, now) end
-  return ok, s
+  return ok
 end
 
 -- Token bucket (GCRA): decide one request of `cost` against every limit (P: n emission intervals
--- in µs, then n bursts) and, when `consume` and every limit allows, record it. Returns allowed and
--- the state read.
-local function tb_decide(key, P, n, cost, consume, now)
-  local s = read_state(key, n)
-  local tat, ok = {}, true
+-- in µs, then n bursts) from the state `s` read (nil: a new identity). Fills T with the state
+-- after the request and returns whether every limit allows it.
+local function tb_decide(s, P, n, cost, now, T)
+  local ok = true
   for i = 1, n do
     local t, burst = P[i], P[n + i]
-    local stored = s[i]
+    local stored = s and s[i]
     if stored == nil or stored < now then stored = now end
-    tat[i] = stored + t * cost
-    if not (now >= tat[i] - t * burst) then ok = false end
+    T[i] = stored + t * cost
+    if not (now >= T[i] - t * burst) then ok = false end
   end
-  if ok and consume then tb_write(key, tat, now) end
-  return ok, s
+  return ok
 end
 
 -- Sliding log: remove expired entries, count every window, add `cost` members if all allow.
@@ -130,20 +130,63 @@ local P = mp_unpack(ARGV[3])
 local n = #P / 2
 local R = mp_unpack(ARGV[4])
 local mode = ARGV[2]
-
 local out = {now}
-for k = 1, #R / 2 do
-  local cost, consume = R[2 * k - 1], R[2 * k] == 1
-  local ok, s
-  if mode == 'log' then
-    ok, s = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, cost, consume, now)
-  elseif mode == 'tb' then
-    ok, s = tb_decide(KEYS[k], P, n, cost, consume, now)
-  else
-    ok, s = sw_decide(KEYS[k], P, n, cost, consume, now)
+
+if mode == 'log' then
+  for k = 1, #R / 3 do
+    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now)
+    out[#out + 1] = ok and 1 or 0
+    out[#out + 1] = encode_state(answers)
   end
+  return out
+end
+
+-- Sliding window and token bucket. Every command called from Lua costs Redis about as much as
+-- the decision's own maths, so: every key of the call is read by one MGET, the requests are
+-- decided in order, and each key changed is written once, after its last request. A request whose
+-- key an earlier request of the call (R: `prev`) already holds is decided against the state that
+-- one left, exactly as if they had made calls one after another at this instant. Per-request
+-- bookkeeping lives in arrays indexed by request (cheap in Lua; tables keyed by string are not).
+local decide, width = sw_decide, 3 * n
+if mode == 'tb' then decide, width = tb_decide, n end
+local raw = redis.call('MGET', unpack(KEYS))
+-- S: the state after request k; read: what it read, as stored; was: its key's expiry when first
+-- read; dirty: its key changed in this call; later: a later request has the same key
+local S, read, was, dirty, later = {}, {}, {}, {}, {}
+local T = {}
+for k = 1, #KEYS do
+  local cost, consume, p = R[3 * k - 2], R[3 * k - 1] == 1, R[3 * k]
+  local s
+  if p > 0 then
+    later[p] = true
+    s, was[k], dirty[k] = S[p], was[p], dirty[p]
+    read[k] = dirty[p] and encode_state(s) or read[p]
+  else
+    local r = raw[k]
+    s = decode_state(r, width)
+    read[k] = s and r or ''
+    if s and mode == 'sw' then was[k] = sw_expiry(s, P) end
+  end
+  local ok = decide(s, P, n, cost, now, T)
+  if ok and consume then
+    if s then
+      for j = 1, width do s[j] = T[j] end
+    else
+      s = {unpack(T)}
+    end
+    dirty[k] = true
+  end
+  S[k] = s or false
   out[#out + 1] = ok and 1 or 0
-  out[#out + 1] = #s
-  for i = 1, #s do out[#out + 1] = s[i] end
+  out[#out + 1] = read[k]
+end
+for k = 1, #KEYS do
+  if dirty[k] and not later[k] then
+    if mode == 'tb' then
+      tb_write(KEYS[k], S[k], now)
+    else
+      sw_write(KEYS[k], S[k], P, now, was[k])
+    end
+  end
 end
 return out

@@ -45,14 +45,51 @@ pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     buf
 }
 
-/// The requests of one lua/decide.lua call: cost and consume (1) or peek (0) of each, as one
-/// MessagePack array.
-pub(crate) fn request_args(requests: impl ExactSizeIterator<Item = (u64, bool)>) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(2 + 10 * requests.len());
-    let _ = rmp::encode::write_array_len(&mut buf, 2 * requests.len() as u32);
-    for (cost, consume) in requests {
+/// The requests of one lua/decide.lua call, as one MessagePack array of three numbers each: cost,
+/// consume (1) or peek (0), and the number (1-based) of the last earlier request of the call with
+/// the same key, 0 if none (so the script keeps per-request state in arrays, not string-keyed
+/// tables). `keys` gives each request's first key.
+pub(crate) fn request_args<'a>(requests: impl ExactSizeIterator<Item = (&'a str, u64, bool)>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + 12 * requests.len());
+    let _ = rmp::encode::write_array_len(&mut buf, 3 * requests.len() as u32);
+    let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::with_capacity(requests.len());
+    for (k, (key, cost, consume)) in requests.enumerate() {
+        let prev = last.insert(key, k as u64 + 1).unwrap_or(0);
         let _ = rmp::encode::write_uint(&mut buf, cost);
         let _ = rmp::encode::write_uint(&mut buf, consume as u64);
+        let _ = rmp::encode::write_uint(&mut buf, prev);
     }
     buf
+}
+
+/// The numbers of a state or answer in a lua/decide.lua reply: little-endian doubles, packed by
+/// the script with `struct.pack` (lua/prelude.lua encode_state); None if the bytes are not that.
+pub(crate) fn decode_numbers(bytes: &[u8]) -> Option<Vec<i64>> {
+    if bytes.len() % 8 != 0 {
+        return None;
+    }
+    // every number stored is an integer below 2^53, so the conversion is exact
+    Some(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()) as i64).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_name_the_last_earlier_request_of_their_key() {
+        let buf = request_args([("a", 1, true), ("b", 2, false), ("a", 3, true), ("a", 1, true)].into_iter());
+        let mut rd = &buf[..];
+        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 12);
+        let nums: Vec<u64> = (0..12).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect();
+        assert_eq!(nums, [1, 1, 0, 2, 0, 0, 3, 1, 1, 1, 1, 3]);
+    }
+
+    #[test]
+    fn numbers_decode_from_doubles_and_refuse_a_torn_value() {
+        let bytes: Vec<u8> = [7.0f64, 0.0, 1.7e15].iter().flat_map(|f| f.to_le_bytes()).collect();
+        assert_eq!(decode_numbers(&bytes), Some(vec![7, 0, 1_700_000_000_000_000]));
+        assert_eq!(decode_numbers(&bytes[..5]), None);
+        assert_eq!(decode_numbers(b""), Some(vec![]));
+    }
 }

@@ -349,6 +349,46 @@ async fn a_limiter_owns_the_key_of_its_windows_and_replaces_keys_of_another_shap
     }
 }
 
+/// Within a window a sliding-window write keeps the key's TTL (SETRANGE in place: the expiry is a
+/// function of the window numbers only); when a window rolls the expiry moves and the TTL must
+/// move with it, or the key would vanish while its counts still matter and admit too much.
+#[tokio::test]
+async fn sliding_window_ttl_stays_within_a_window_and_moves_when_it_rolls() {
+    use floodwall::FakeClock;
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    let prefix = unique_prefix("roll");
+    // 10 s windows on a manual clock, far from a window boundary
+    let clock = FakeClock::new(1_700_000_000_000_000 + 2_000_000);
+    let limiter = common::exact(
+        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(&prefix),
+    )
+    .build()
+    .unwrap();
+    let pttl = |conn: &mut redis::aio::MultiplexedConnection, key: String| {
+        let mut conn = conn.clone();
+        async move { conn.pttl::<_, i64>(key).await.unwrap() }
+    };
+    // 2 s into window i: the key may expire when window i+1 ends, 18 s on (plus the slack the
+    // scripts give keys under a test clock, which runs apart from Redis's real one: `pad`)
+    limiter.check("u").await.unwrap();
+    let key = keys_with_prefix(&server, &prefix).await.pop().unwrap();
+    let first = pttl(&mut conn, key.clone()).await;
+    let pad = first - 18_000; // less the real ms the first call took: hence the 500 ms of tolerance below
+    assert!((0..=120_000).contains(&pad), "PTTL {first}");
+    // 5 s later, same window: same expiry, so the TTL was kept (a rewrite would give 13 s + pad)
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(limiter.check("u").await.unwrap().remaining, 98);
+    let same = pttl(&mut conn, key.clone()).await;
+    assert!(same <= first && same > first - 2_000, "TTL kept within the window: {first} then {same}");
+    // 10 s later, 7 s into window i+1: the expiry moved to the end of window i+2, 13 s on, and
+    // the TTL with it (kept, it would still say 18 s + pad)
+    clock.advance(Duration::from_secs(10));
+    assert!(limiter.check("u").await.unwrap().allowed);
+    let rolled = pttl(&mut conn, key.clone()).await;
+    assert!(rolled <= pad + 13_500 && rolled > pad + 11_000, "TTL set from the new expiry: {rolled} (pad {pad})");
+}
+
 /// EVALSHA calls redis-server has run since its stats were reset.
 async fn evalsha_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();

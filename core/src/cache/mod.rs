@@ -487,7 +487,7 @@ fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
                 }
             }
         }
-        match remote.call(remote.store().invoke(&inv)).await {
+        match remote.call(remote.store().invoke::<Vec<i64>>(&inv)).await {
             Ok(v) => {
                 returned.fetch_add(v.first().copied().unwrap_or(0).max(0) as u64, Ordering::Relaxed);
             }
@@ -693,7 +693,7 @@ async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Wait
     }
     inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member).arg(release);
     inv.arg(limit_args(sh.algorithm(), sh.limits()));
-    let reply = remote.call(remote.store().invoke(&inv)).await?;
+    let reply: Vec<i64> = remote.call(remote.store().invoke(&inv)).await?;
     let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
     let m = batch.len();
     if reply.len() < 2 + m {

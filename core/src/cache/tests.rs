@@ -38,7 +38,7 @@ async fn run_batch(store: &RedisStore, alg: Algorithm, key: &str, limits: &[Limi
     }
     inv.arg(want).arg(300_000u64).arg(budget).arg(member).arg("");
     inv.arg(crate::scripts::limit_args(alg, limits));
-    let reply = store.invoke(&inv).await.expect("script");
+    let reply: Vec<i64> = store.invoke(&inv).await.expect("script");
     let m = costs.len();
     let read = StateReply { now_us: reply[1] as u64, state: &reply[2 + m..] };
     let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
@@ -140,7 +140,7 @@ async fn returned_permits_count_again() {
             inv.arg(emission_interval_us(&limits[0]));
         }
         inv.arg(marks[0]);
-        let back = store.invoke(&inv).await.unwrap();
+        let back: Vec<i64> = store.invoke(&inv).await.unwrap();
         assert_eq!(back, vec![5], "{alg}");
         let (outs, _, _, _) = run_batch(&store, alg, &key, &limits, &[1], 0, 10, "-").await;
         assert_eq!(outs[0].windows[0].remaining, 1000 - 6, "{alg}: five permits back");

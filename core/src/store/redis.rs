@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::scripts::{limit_args, request_args, DECIDE};
+use crate::scripts::{decode_numbers, limit_args, request_args, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -296,25 +297,26 @@ impl RedisStore {
         inv.arg(self.now_arg())
             .arg(mode)
             .arg(&first.limits[..])
-            .arg(request_args(asks.iter().map(|a| (a.cost, a.consume))));
-        let reply = self.invoke(&inv).await?;
+            .arg(request_args(asks.iter().map(|a| (a.keys.first().map_or("", String::as_str), a.cost, a.consume))));
+        let reply: Vec<Value> = self.invoke(&inv).await?;
         let bad = || self.bad_reply(&format!("unexpected script reply of {} values for {} requests", reply.len(), asks.len()));
-        let (&now, mut rest) = reply.split_first().ok_or_else(bad)?;
-        let mut out = Vec::with_capacity(asks.len());
-        for _ in asks {
-            let [allowed, m, tail @ ..] = rest else { return Err(bad()) };
-            let m = (*m).max(0) as usize;
-            if tail.len() < m {
-                return Err(bad());
-            }
-            out.push(Decided { allowed: *allowed == 1, now_us: now.max(0) as u64, state: tail[..m].to_vec() });
-            rest = &tail[m..];
+        let [Value::Int(now), rest @ ..] = &reply[..] else { return Err(bad()) };
+        if rest.len() != 2 * asks.len() {
+            return Err(bad());
         }
-        Ok(out)
+        rest.chunks_exact(2)
+            .map(|pair| match pair {
+                [Value::Int(allowed), Value::BulkString(numbers)] => {
+                    let state = decode_numbers(numbers).ok_or_else(bad)?;
+                    Ok(Decided { allowed: *allowed == 1, now_us: (*now).max(0) as u64, state })
+                }
+                _ => Err(bad()),
+            })
+            .collect()
     }
 
     /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).
-    pub(crate) async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Vec<i64>> {
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T> {
         let mut conn = self.connection().await?;
         // A connection that died since the last call (Redis restarted, failed over) fails the
         // first command; redis-rs then reconnects, and one retry lands on the new connection.
