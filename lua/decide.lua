@@ -7,12 +7,14 @@
 -- KEYS      per request: its state key (sliding window, token bucket), or its log and sequence
 --           keys (sliding log)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
--- ARGV[2]   "sw" sliding window, "tb" token bucket, "log" sliding log
--- ARGV[3]   MessagePack array of the limits (windows µs then limits; token bucket: emission
---           intervals µs then bursts): core/src/scripts.rs limit_args
--- ARGV[4]   MessagePack array, three numbers per request k: its cost at 3k-2, 1 (consume) or 0
---           (peek) at 3k-1, and at 3k the number of the last earlier request of this call with
---           the same key (0: none)
+-- ARGV[2]   a MessagePack stream of three values (one argument and one unpack: every argument
+--           costs Redis a string and every unpack a C call, per call):
+--           - "sw" sliding window, "tb" token bucket, "log" sliding log
+--           - an array of the limits (windows µs then limits; token bucket: emission intervals µs
+--             then bursts): core/src/scripts.rs limit_args
+--           - an array of three numbers per request k: its cost at 3k-2, 1 (consume) or 0 (peek)
+--             at 3k-1, and at 3k the number of the last earlier request of this call with the
+--             same key (0: none)
 -- returns   {now, then per request: allowed (1/0), a MessagePack stream of numbers}: the state
 --           the request read as stored ("" for none: sliding window, token bucket; the Rust twin
 --           computes the answers from it), or the answers themselves (sliding log, whose state is
@@ -20,26 +22,28 @@
 
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
 -- then n limits) from the state `s` read (nil: a new identity). Fills T with the state after the
--- request and returns whether every window allows it.
+-- request; returns whether every window allows it, and whether a window number moved (the key's
+-- expiry with it: lua/prelude.lua sw_write).
 local function sw_decide(s, P, n, cost, now, T)
-  local ok = true
+  local ok, moved = true, not s
   for i = 1, n do
     local w, limit = P[i], P[n + i]
     local cur, prev, curr, el
     if s then
       cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
+      if cur ~= s[3 * i - 2] then moved = true end
     else
       cur, prev, curr, el = sw_roll(nil, 0, 0, now, w)
     end
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
     T[3 * i - 2], T[3 * i - 1], T[3 * i] = cur, prev, curr + cost
   end
-  return ok
+  return ok, moved
 end
 
 -- Token bucket (GCRA): decide one request of `cost` against every limit (P: n emission intervals
 -- in µs, then n bursts) from the state `s` read (nil: a new identity). Fills T with the state
--- after the request and returns whether every limit allows it.
+-- after the request and returns whether every limit allows it, and that the expiry moved.
 local function tb_decide(s, P, n, cost, now, T)
   local ok = true
   for i = 1, n do
@@ -49,7 +53,7 @@ local function tb_decide(s, P, n, cost, now, T)
     T[i] = stored + t * cost
     if not (now >= T[i] - t * burst) then ok = false end
   end
-  return ok
+  return ok, true -- every write moves the expiry (the latest arrival time)
 end
 
 -- Sliding log: remove expired entries, count every window, add `cost` members if all allow.
@@ -126,10 +130,8 @@ local function log_decide(log, seq, P, n, cost, consume, now)
 end
 
 local now = now_us(ARGV[1])
-local P = mp_unpack(ARGV[3])
+local mode, P, R = mp_unpack(ARGV[2])
 local n = #P / 2
-local R = mp_unpack(ARGV[4])
-local mode = ARGV[2]
 local out = {now}
 
 if mode == 'log' then
@@ -149,25 +151,32 @@ end
 -- bookkeeping lives in arrays indexed by request (cheap in Lua; tables keyed by string are not).
 local decide, width = sw_decide, 3 * n
 if mode == 'tb' then decide, width = tb_decide, n end
+local fmt, bytes, unpack_numbers = format(width), 8 * width, struct.unpack
 local raw = redis.call('MGET', unpack(KEYS))
--- S: the state after request k; read: what it read, as stored; was: its key's expiry when first
--- read; dirty: its key changed in this call; later: a later request has the same key
-local S, read, was, dirty, later = {}, {}, {}, {}, {}
+-- S: the state after request k; read: what it read, as stored; dirty: its key changed in this
+-- call; moved: and its expiry with it; later: a later request has the same key
+local S, read, dirty, moved, later = {}, {}, {}, {}, {}
 local T = {}
+local o = #out
 for k = 1, #KEYS do
   local cost, consume, p = R[3 * k - 2], R[3 * k - 1] == 1, R[3 * k]
-  local s
+  local s, r
   if p > 0 then
     later[p] = true
-    s, was[k], dirty[k] = S[p], was[p], dirty[p]
-    read[k] = dirty[p] and encode_state(s) or read[p]
+    s, dirty[k], moved[k] = S[p], dirty[p], moved[p]
+    r = dirty[p] and encode_state(s) or read[p]
   else
-    local r = raw[k]
-    s = decode_state(r, width)
-    read[k] = s and r or ''
-    if s and mode == 'sw' then was[k] = sw_expiry(s, P) end
+    -- decode_state, inline: this loop is the hot path of every decision
+    r = raw[k]
+    if type(r) == 'string' and #r == bytes then
+      s = {unpack_numbers(fmt, r)}
+      s[width + 1] = nil
+    else
+      r = ''
+    end
   end
-  local ok = decide(s, P, n, cost, now, T)
+  read[k] = r
+  local ok, move = decide(s, P, n, cost, now, T)
   if ok and consume then
     if s then
       for j = 1, width do s[j] = T[j] end
@@ -175,17 +184,19 @@ for k = 1, #KEYS do
       s = {unpack(T)}
     end
     dirty[k] = true
+    moved[k] = moved[k] or move
   end
   S[k] = s or false
-  out[#out + 1] = ok and 1 or 0
-  out[#out + 1] = read[k]
+  out[o + 1] = ok and 1 or 0
+  out[o + 2] = r
+  o = o + 2
 end
 for k = 1, #KEYS do
   if dirty[k] and not later[k] then
     if mode == 'tb' then
       tb_write(KEYS[k], S[k], now)
     else
-      sw_write(KEYS[k], S[k], P, now, was[k])
+      sw_write(KEYS[k], S[k], P, now, not moved[k])
     end
   end
 end

@@ -28,12 +28,10 @@ local function now_us(arg)
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- The `width` numbers in `raw`, the value of a state key: `width` little-endian doubles (exact
--- for integers below 2^53; µs since 1970 are below 2^51). Packed and unpacked by the `struct`
--- library in C, with no table walked and one string made, which costs Redis a fraction of
--- MessagePack here and far less than decimal text. nil when the key is absent (`raw` not a
--- string: MGET gives false), holds another shape, or is of another type (MGET reads a key of
--- another type as absent; GET refuses it): such state starts afresh.
+-- The state of one identity as stored: its numbers as little-endian doubles (exact for integers
+-- below 2^53; µs since 1970 are below 2^51), packed and unpacked by the `struct` library in C,
+-- with no table walked and one string made, which costs Redis a fraction of MessagePack here and
+-- far less than decimal text. `format(width)`: the struct format of `width` numbers.
 local formats = {}
 local function format(width)
   local f = formats[width]
@@ -44,19 +42,7 @@ local function format(width)
   return f
 end
 
-local function decode_state(raw, width)
-  if type(raw) ~= 'string' or #raw ~= 8 * width then return nil end
-  local t = {struct.unpack(format(width), raw)}
-  t[width + 1] = nil -- struct.unpack also returns the position after the last number
-  return t
-end
-
--- The state stored at `key` (decode_state, or {} when there is none), for scripts that read one key.
-local function read_state(key, width)
-  return decode_state(redis.pcall('GET', key), width) or {}
-end
-
--- The numbers `v` as stored (decode_state).
+-- The numbers `v` as stored (the format above).
 local function encode_state(v)
   return struct.pack(format(#v), unpack(v))
 end
@@ -108,15 +94,14 @@ local function sw_expiry(v, W)
   return expiry
 end
 
--- Sliding window: store `v` at `key`, whose state when read expired at `was` (sw_expiry; nil for
--- a new key). The TTL is set only when the expiry moved (a new key, a window rolled); otherwise the
--- key keeps the one it has, which the write that last moved it set to this same expiry.
-local function sw_write(key, v, W, now, was)
-  local expiry = sw_expiry(v, W)
-  if was == expiry then
+-- Sliding window: store `v` at `key`. `keep`: the key holds a state of the same shape whose
+-- expiry this one shares (no window number moved), so it keeps its TTL, which the write that last
+-- moved it set to this same expiry; otherwise the TTL is set from `v`.
+local function sw_write(key, v, W, now, keep)
+  if keep then
     write_state(key, v, nil)
   else
-    write_state(key, v, expiry - now)
+    write_state(key, v, sw_expiry(v, W) - now)
   end
 end
 
@@ -128,26 +113,3 @@ local function tb_write(key, tat, now)
   end
   write_state(key, tat, last - now)
 end
-
--- The lease rule shared by both batch scripts (twin: cache::twin::lease_size): drop the spent
--- lease `release`, expire old ones, and return how many of `want` permits may be leased given the
--- budget left by every instance's outstanding leases (`remaining` caps it further per window).
-local function lease_size(leases, release, want, budget, now)
-  if release ~= '' then redis.call('ZREM', leases, release) end
-  if want <= 0 then return 0 end
-  redis.call('ZREMRANGEBYSCORE', leases, '-inf', string.format('%.0f', now))
-  local outstanding = 0
-  for _, mem in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
-    outstanding = outstanding + (tonumber(string.match(mem, ':(%d+)$')) or 0)
-  end
-  local k = want
-  if budget - outstanding < k then k = budget - outstanding end
-  return k
-end
-
--- Record a granted lease of `k` permits (member "id:k", score = expiry µs).
-local function lease_record(leases, member, k, now, ttl)
-  redis.call('ZADD', leases, string.format('%.0f', now + ttl), member .. ':' .. k)
-  redis.call('PEXPIRE', leases, ceil(ttl / 1000) + 1 + ttl_pad_ms)
-end
-

@@ -79,7 +79,7 @@ if total > 0 then
     v[3 * i - 1] = prev[i]
     v[3 * i] = curr[i]
   end
-  sw_write(KEYS[1], v, W, now, #s > 0 and sw_expiry(s, W) or nil)
+  sw_write(KEYS[1], v, W, now, #s == #v and sw_expiry(s, W) == sw_expiry(v, W))
 end
 out[1] = granted
 for i = 1, #s do out[#out + 1] = s[i] end

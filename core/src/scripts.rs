@@ -1,6 +1,8 @@
 //! Every Lua script the core runs, each prefixed with lua/prelude.lua (Redis time, the packed
-//! per-identity state, the per-window answers) and run by EVALSHA (redis-rs reloads on NOSCRIPT).
+//! per-identity state; the cache layer's also with lua/lease_prelude.lua) and run by EVALSHA
+//! (redis-rs reloads on NOSCRIPT).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis::Script;
@@ -9,16 +11,17 @@ use crate::algorithm::{emission_interval_us, Algorithm};
 use crate::limit::Limit;
 
 macro_rules! script {
-    ($name:ident, $file:literal) => {
+    ($name:ident, $($file:literal),+) => {
         pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(include_str!("../../lua/prelude.lua"), include_str!(concat!("../../lua/", $file)))));
+            LazyLock::new(|| Script::new(concat!(include_str!("../../lua/prelude.lua"), $(include_str!(concat!("../../lua/", $file))),+)));
     };
 }
 
 script!(DECIDE, "decide.lua");
-script!(SW_BATCH, "sliding_window_batch.lua");
-script!(TB_BATCH, "token_bucket_batch.lua");
-script!(LEASE_RETURN, "lease_return.lua");
+// the cache layer's scripts also read one key and keep leases: lua/lease_prelude.lua
+script!(SW_BATCH, "lease_prelude.lua", "sliding_window_batch.lua");
+script!(TB_BATCH, "lease_prelude.lua", "token_bucket_batch.lua");
+script!(LEASE_RETURN, "lease_prelude.lua", "lease_return.lua");
 
 /// The script that implements an algorithm (public so tools can print its SHA).
 pub fn script_for(algorithm: Algorithm) -> &'static Script {
@@ -45,14 +48,23 @@ pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     buf
 }
 
-/// The requests of one lua/decide.lua call, as one MessagePack array of three numbers each: cost,
-/// consume (1) or peek (0), and the number (1-based) of the last earlier request of the call with
-/// the same key, 0 if none (so the script keeps per-request state in arrays, not string-keyed
-/// tables). `keys` gives each request's first key.
-pub(crate) fn request_args<'a>(requests: impl ExactSizeIterator<Item = (&'a str, u64, bool)>) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(2 + 12 * requests.len());
+/// ARGV[2] of lua/decide.lua: one MessagePack stream of the mode ("sw", "tb" or "log"), the limits
+/// (`limits`, from limit_args) and the requests: three numbers each, cost, consume (1) or peek
+/// (0), and the number (1-based) of the last earlier request of the call with the same key, 0 if
+/// none (so the script keeps per-request state in arrays, not string-keyed tables). Each request
+/// is given by its first key.
+pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], requests: impl ExactSizeIterator<Item = (&'a str, u64, bool)>) -> Vec<u8> {
+    let mode = match algorithm {
+        Algorithm::SlidingWindow => "sw",
+        Algorithm::TokenBucket => "tb",
+        Algorithm::SlidingLog => "log",
+    };
+    let mut buf = Vec::with_capacity(8 + limits.len() + 12 * requests.len());
+    // writing into a Vec cannot fail
+    let _ = rmp::encode::write_str(&mut buf, mode);
+    buf.extend_from_slice(limits);
     let _ = rmp::encode::write_array_len(&mut buf, 3 * requests.len() as u32);
-    let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::with_capacity(requests.len());
+    let mut last: HashMap<&str, u64> = HashMap::with_capacity(requests.len());
     for (k, (key, cost, consume)) in requests.enumerate() {
         let prev = last.insert(key, k as u64 + 1).unwrap_or(0);
         let _ = rmp::encode::write_uint(&mut buf, cost);
@@ -78,8 +90,13 @@ mod tests {
 
     #[test]
     fn requests_name_the_last_earlier_request_of_their_key() {
-        let buf = request_args([("a", 1, true), ("b", 2, false), ("a", 3, true), ("a", 1, true)].into_iter());
+        let limits = limit_args(Algorithm::SlidingWindow, &crate::limit::parse_limits(&["5/second"]).unwrap());
+        let buf = decide_args(Algorithm::SlidingWindow, &limits, [("a", 1, true), ("b", 2, false), ("a", 3, true), ("a", 1, true)].into_iter());
         let mut rd = &buf[..];
+        let mut mode = [0u8; 2];
+        assert_eq!(rmp::decode::read_str(&mut rd, &mut mode).unwrap(), "sw");
+        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 2);
+        assert_eq!([rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), rmp::decode::read_int(&mut rd).unwrap()], [1_000_000, 5]);
         assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 12);
         let nums: Vec<u64> = (0..12).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect();
         assert_eq!(nums, [1, 1, 0, 2, 0, 0, 3, 1, 1, 1, 1, 3]);

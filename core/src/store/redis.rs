@@ -12,7 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::scripts::{decode_numbers, limit_args, request_args, DECIDE};
+use crate::scripts::{decide_args, decode_numbers, limit_args, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -289,15 +289,8 @@ impl RedisStore {
         for k in asks.iter().flat_map(|a| &a.keys) {
             inv.key(k);
         }
-        let mode = match first.algorithm {
-            Algorithm::SlidingWindow => "sw",
-            Algorithm::TokenBucket => "tb",
-            Algorithm::SlidingLog => "log",
-        };
-        inv.arg(self.now_arg())
-            .arg(mode)
-            .arg(&first.limits[..])
-            .arg(request_args(asks.iter().map(|a| (a.keys.first().map_or("", String::as_str), a.cost, a.consume))));
+        let requests = asks.iter().map(|a| (a.keys.first().map_or("", String::as_str), a.cost, a.consume));
+        inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, requests));
         let reply: Vec<Value> = self.invoke(&inv).await?;
         let bad = || self.bad_reply(&format!("unexpected script reply of {} values for {} requests", reply.len(), asks.len()));
         let [Value::Int(now), rest @ ..] = &reply[..] else { return Err(bad()) };
