@@ -1,0 +1,172 @@
+//! What a decision costs redis-server, counted in instructions by valgrind's callgrind: a number
+//! that stays put whatever else the machine runs, where decisions/s on a shared VM do not.
+//! Runs a private redis-server under callgrind, drives the real limiter against it (batches form
+//! as in production: 64 callers in flight) and prints, per algorithm and limit set, redis-server's
+//! user-space instructions per decision and per script call, beside those of the trivial
+//! `EVALSHA "return 1"` that floodwall-bench calls the floor. (Kernel time, the socket reads and
+//! writes, is not counted: per call it is the same for both.)
+//!
+//!   cargo run --release -p floodwall-bench --bin floodwall-redis-cost -- [--decisions 6400] [--concurrency 64]
+//!
+//! Needs valgrind (callgrind_control) and redis-benchmark on PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floodwall::{Algorithm, BreakerOptions, FallbackMode, Limiter};
+use floodwall_testkit::free_port;
+
+/// The limit sets of floodwall-bench (the sliding log's one limit is smaller: its bound).
+const CASES: [(Algorithm, &str, &[&str]); 5] = [
+    (Algorithm::SlidingWindow, "1 limit", &["1000000/minute"]),
+    (Algorithm::SlidingWindow, "3 limits", &["100000/second", "1000000/minute", "10000000/hour"]),
+    (Algorithm::TokenBucket, "1 limit", &["1000000/minute"]),
+    (Algorithm::TokenBucket, "3 limits", &["100000/second", "1000000/minute", "10000000/hour"]),
+    (Algorithm::SlidingLog, "1 limit", &["10000/second"]),
+];
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start() -> Server {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("floodwall-redis-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}/callgrind.%p", dir.display()))
+        .args(["redis-server", "--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("valgrind (is it installed?)");
+    let server = Server { child, port, dir };
+    let start = Instant::now();
+    while cli(port, &["PING"]).trim() != "PONG" {
+        assert!(start.elapsed() < Duration::from_secs(60), "redis-server under callgrind did not answer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+/// Counting starts now (callgrind_control zeroes the counters).
+fn start_counting(s: &Server) {
+    let st = Command::new("callgrind_control").arg("-z").arg(s.child.id().to_string()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(st.is_ok_and(|s| s.success()), "callgrind_control -z");
+}
+
+/// Instructions since start_counting (callgrind_control dumps; the newest file's totals).
+fn instructions(s: &Server) -> u64 {
+    let pid = s.child.id().to_string();
+    let st = Command::new("callgrind_control").args(["-d", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(st.is_ok_and(|s| s.success()), "callgrind_control -d");
+    let newest = |dir: &Path| -> Option<PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.")).collect();
+        files.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        files.last().map(|e| e.path())
+    };
+    let file = newest(&s.dir).expect("a callgrind dump");
+    let text = std::fs::read_to_string(&file).expect("read the dump");
+    let total = text.lines().find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")));
+    let _ = std::fs::remove_file(&file);
+    total.and_then(|t| t.trim().parse().ok()).expect("totals in the dump")
+}
+
+fn evalsha_calls(port: u16) -> u64 {
+    let stats = cli(port, &["INFO", "commandstats"]);
+    let line = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or("");
+    line.split(['=', ',']).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// `decisions` checks, `concurrency` in flight, over `identities` identities.
+async fn drive(limiter: &Limiter, decisions: u64, concurrency: u64, identities: u64, offset: u64) {
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let l = limiter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < decisions {
+                let d = l.check(&format!("id:{}", (i + offset) % identities)).await.expect("decision");
+                assert!(d.allowed, "limits far above the load");
+                i += concurrency;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
+fn main() {
+    let mut decisions = 6400u64;
+    let mut concurrency = 64u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
+        match flag.as_str() {
+            "--decisions" => decisions = value,
+            "--concurrency" => concurrency = value,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let server = start();
+    let port = server.port;
+    println!("floodwall-redis-cost: redis-server user-space instructions (callgrind), {decisions} decisions, {concurrency} in flight");
+    println!("{:<40} {:>10} {:>10} {:>16} {:>14}", "case", "decisions", "calls", "instr/decision", "instr/call");
+
+    // the floor: the trivial script floodwall-bench compares against
+    let sha = cli(port, &["SCRIPT", "LOAD", "return 1"]).trim().to_string();
+    let calls = 2000u64;
+    start_counting(&server);
+    let st = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-c", &concurrency.to_string(), "-n", &calls.to_string(), "-q", "EVALSHA", &sha, "0"])
+        .stdout(Stdio::null())
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "redis-benchmark");
+    let floor = instructions(&server) / calls;
+    println!("{:<40} {:>10} {:>10} {:>16} {:>14}", "EVALSHA 'return 1' (floor)", "-", calls, "-", floor);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        for (i, (alg, label, specs)) in CASES.iter().enumerate() {
+            let limiter = Limiter::builder(floodwall::parse_limits(specs).expect("limits"))
+                .algorithm(*alg)
+                .redis_url(format!("redis://127.0.0.1:{port}"))
+                .prefix(format!("cost{i}"))
+                // under callgrind Redis runs ~50x slower: no deadline, no breaker, no fallback
+                .timeout(Duration::from_secs(120))
+                .fallback(FallbackMode::Error)
+                .breaker(BreakerOptions { slow_call_ms: 600_000, failure_threshold: u32::MAX, ..BreakerOptions::default() })
+                .build()
+                .expect("limiter");
+            // a first pass makes every identity's key, so the count is of the steady state
+            let identities = decisions.min(1000);
+            drive(&limiter, identities, concurrency, identities, 0).await;
+            let calls_before = evalsha_calls(port);
+            start_counting(&server);
+            drive(&limiter, decisions, concurrency, identities, 7).await;
+            let ir = instructions(&server);
+            let calls = evalsha_calls(port) - calls_before;
+            println!("{:<40} {:>10} {:>10} {:>16} {:>14}", format!("{alg} ({label})"), decisions, calls, ir / decisions, ir / calls.max(1));
+        }
+    });
+}
