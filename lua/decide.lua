@@ -58,33 +58,37 @@ end
 
 -- Sliding log: remove expired entries, count every window, add `cost` members if all allow.
 -- Memory is O(largest limit) per identity: the core refuses limits above MAX_LOG_ENTRIES so a
--- single key can never grow into a Redis stall. Returns allowed and the answers.
-local function log_decide(log, seq, P, n, cost, consume, now)
-  local longest = 0
-  for i = 1, n do
-    if P[i] > longest then longest = P[i] end
-  end
+-- single key can never grow into a Redis stall. Returns allowed and the answers. `at` holds the
+-- numbers of this call as Redis takes them, formatted once per call (every string.format is a C
+-- call and a new string): `now`, the oldest score kept, and per window the exclusive lower bound.
+local function log_decide(log, seq, P, n, cost, consume, now, at)
+  local longest = at.longest
   if consume then
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.0f', now - longest))
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', at.expired)
   end
 
   local count, ok = {}, {}
   local all_ok = true
   for i = 1, n do
     local w, limit = P[i], P[n + i]
-    count[i] = redis.call('ZCOUNT', log, '(' .. string.format('%.0f', now - w), '+inf')
+    if consume and w == longest then
+      -- what the removal left is exactly the longest window's count
+      count[i] = redis.call('ZCARD', log)
+    else
+      count[i] = redis.call('ZCOUNT', log, at.after[i], '+inf')
+    end
     ok[i] = count[i] + cost <= limit
     if not ok[i] then all_ok = false end
   end
 
   local consumed = 0
+  local newest = nil
   if consume and all_ok then
     consumed = cost
     local last = redis.call('INCRBY', seq, cost)
-    local score = string.format('%.0f', now)
     local batch = {}
     for j = last - cost + 1, last do
-      batch[#batch + 1] = score
+      batch[#batch + 1] = at.now
       batch[#batch + 1] = string.format('%.0f', j)
       if #batch >= 1000 then
         redis.call('ZADD', log, unpack(batch))
@@ -92,14 +96,13 @@ local function log_decide(log, seq, P, n, cost, consume, now)
       end
     end
     if #batch > 0 then redis.call('ZADD', log, unpack(batch)) end
-    local ttl = ceil(longest / 1000) + ttl_pad_ms
-    redis.call('PEXPIRE', log, ttl)
-    redis.call('PEXPIRE', seq, ttl)
+    redis.call('PEXPIRE', log, at.ttl)
+    redis.call('PEXPIRE', seq, at.ttl)
+    newest = now
+  else
+    local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+    if top[2] ~= nil then newest = tonumber(top[2]) end
   end
-
-  local newest = nil
-  local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-  if top[2] ~= nil then newest = tonumber(top[2]) end
 
   local out = {all_ok and 1 or 0, 0, now}
   local worst = -1
@@ -114,7 +117,7 @@ local function log_decide(log, seq, P, n, cost, consume, now)
     if not ok[i] then
       -- the k-th oldest arrival inside the window must leave it before `cost` more fit
       local k = count[i] + cost - limit
-      local e = redis.call('ZRANGEBYSCORE', log, '(' .. string.format('%.0f', now - w), '+inf', 'WITHSCORES', 'LIMIT', k - 1, 1)
+      local e = redis.call('ZRANGEBYSCORE', log, at.after[i], '+inf', 'WITHSCORES', 'LIMIT', k - 1, 1)
       retry = tonumber(e[2]) + w - now
       if retry < 1 then retry = 1 end
       if retry > worst then
@@ -135,8 +138,15 @@ local n = #P / 2
 local out = {now}
 
 if mode == 'log' then
+  local at = {now = string.format('%.0f', now), after = {}, longest = 0}
+  for i = 1, n do
+    at.after[i] = '(' .. string.format('%.0f', now - P[i])
+    if P[i] > at.longest then at.longest = P[i] end
+  end
+  at.expired = string.format('%.0f', now - at.longest)
+  at.ttl = ceil(at.longest / 1000) + ttl_pad_ms
   for k = 1, #R / 3 do
-    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now)
+    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now, at)
     out[#out + 1] = ok and 1 or 0
     out[#out + 1] = encode_state(answers)
   end
