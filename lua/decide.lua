@@ -56,6 +56,28 @@ local function tb_decide(s, P, n, cost, now, T)
   return ok, true -- every write moves the expiry (the latest arrival time)
 end
 
+-- Sliding log: add `cost` entries at `now` to `log`, which holds `size` entries after the trim.
+-- Members "now:position" are unique while Redis time moves forward: nothing leaves the log at one
+-- instant, so positions only grow there, and no counter key need be read and written per call.
+-- ZADD NX reports a clash (Redis time gone back across a failover, a test clock set back), and a
+-- clashing entry is then named from the counter at `seq`, which exists only for such clashes.
+local function log_add(log, seq, at, size, cost)
+  local added, batch = 0, {'NX'}
+  for j = 1, cost do
+    batch[#batch + 1] = at.now
+    batch[#batch + 1] = at.now .. ':' .. (size + j)
+    if #batch >= 1001 or j == cost then
+      added = added + redis.call('ZADD', log, unpack(batch))
+      batch = {'NX'}
+    end
+  end
+  while added < cost do
+    local id = redis.call('INCR', seq)
+    redis.call('PEXPIRE', seq, at.ttl)
+    added = added + redis.call('ZADD', log, 'NX', at.now, at.now .. ':c' .. id)
+  end
+end
+
 -- Sliding log: remove expired entries, count every window, add `cost` members if all allow.
 -- Memory is O(largest limit) per identity: the core refuses limits above MAX_LOG_ENTRIES so a
 -- single key can never grow into a Redis stall. Returns allowed and the answers. `at` holds the
@@ -68,12 +90,13 @@ local function log_decide(log, seq, P, n, cost, consume, now, at)
   end
 
   local count, ok = {}, {}
-  local all_ok = true
+  local all_ok, size = true, 0
   for i = 1, n do
     local w, limit = P[i], P[n + i]
     if consume and w == longest then
       -- what the removal left is exactly the longest window's count
-      count[i] = redis.call('ZCARD', log)
+      size = redis.call('ZCARD', log)
+      count[i] = size
     else
       count[i] = redis.call('ZCOUNT', log, at.after[i], '+inf')
     end
@@ -85,19 +108,8 @@ local function log_decide(log, seq, P, n, cost, consume, now, at)
   local newest = nil
   if consume and all_ok then
     consumed = cost
-    local last = redis.call('INCRBY', seq, cost)
-    local batch = {}
-    for j = last - cost + 1, last do
-      batch[#batch + 1] = at.now
-      batch[#batch + 1] = string.format('%.0f', j)
-      if #batch >= 1000 then
-        redis.call('ZADD', log, unpack(batch))
-        batch = {}
-      end
-    end
-    if #batch > 0 then redis.call('ZADD', log, unpack(batch)) end
+    log_add(log, seq, at, size, cost)
     redis.call('PEXPIRE', log, at.ttl)
-    redis.call('PEXPIRE', seq, at.ttl)
     newest = now
   else
     local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
@@ -144,7 +156,7 @@ if mode == 'log' then
     if P[i] > at.longest then at.longest = P[i] end
   end
   at.expired = string.format('%.0f', now - at.longest)
-  at.ttl = ceil(at.longest / 1000) + ttl_pad_ms
+  at.ttl = string.format('%d', ceil(at.longest / 1000) + ttl_pad_ms)
   for k = 1, #R / 3 do
     local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now, at)
     out[#out + 1] = ok and 1 or 0
