@@ -121,7 +121,14 @@ impl Drop for CallSlot {
 /// Sends the waiting requests in batches of one shape until none waits.
 async fn drain(store: RedisStore) {
     let _slot = CallSlot(store.clone());
+    let mut first = true;
     loop {
+        // Callers just answered run before the next batch is taken, so the requests they make at
+        // once ride in it rather than in a call of their own behind it (a few µs of latency for
+        // fewer, fuller script calls; each call costs Redis ~5 decisions' worth of fixed work).
+        if !std::mem::take(&mut first) {
+            tokio::task::yield_now().await;
+        }
         let batch: Vec<Waiting> = {
             let mut q = store.queue();
             let Some(first) = q.waiting.first() else { return };
