@@ -190,7 +190,7 @@ for k = 1, #KEYS do
   else
     -- decode_state, inline: this loop is the hot path of every decision
     r = raw[k]
-    if type(r) == 'string' and #r == bytes then
+    if r and #r == bytes then -- MGET gives a string, or false for an absent key
       s = {unpack_numbers(fmt, r)}
       s[width + 1] = nil
     else
@@ -213,12 +213,16 @@ for k = 1, #KEYS do
   out[o + 2] = r
   o = o + 2
 end
+local pack = struct.pack
 for k = 1, #KEYS do
   if dirty[k] and not later[k] then
     if mode == 'tb' then
       tb_write(KEYS[k], S[k], now)
+    elseif moved[k] then
+      sw_write(KEYS[k], S[k], P, now, false)
     else
-      sw_write(KEYS[k], S[k], P, now, not moved[k])
+      -- sw_write keeping the TTL, inline: the write of nearly every sliding-window decision
+      redis.call('SETRANGE', KEYS[k], 0, pack(fmt, unpack(S[k])))
     end
   end
 end
