@@ -16,7 +16,18 @@ const MAX_BATCH = 32
 
 const nullable = (x) => (Number.isNaN(x) ? null : x)
 
-function decode({ data, names, errors }, settle) {
+/** The limiter's limits as written, read once: decisions name them by index. */
+const limitNames = new WeakMap()
+function namesOf(limiter) {
+  let names = limitNames.get(limiter)
+  if (names === undefined) {
+    names = limiter.limits
+    limitNames.set(limiter, names)
+  }
+  return names
+}
+
+function decode({ data, errors }, settle, names) {
   let p = 0
   for (let i = 0; i < settle.length; i += 2) {
     const status = data[p]
@@ -31,14 +42,14 @@ function decode({ data, names, errors }, settle) {
     const n = data[p + 7]
     const windows = new Array(n)
     let w = p + 8
-    for (let k = 0; k < n; k++, w += 6) {
+    for (let k = 0; k < n; k++, w += 5) {
       windows[k] = {
-        name: names[data[w]],
-        limit: data[w + 1],
-        window: data[w + 2],
-        remaining: data[w + 3],
-        resetAfter: data[w + 4],
-        retryAfter: nullable(data[w + 5]),
+        name: names[k],
+        limit: data[w],
+        window: data[w + 1],
+        remaining: data[w + 2],
+        resetAfter: data[w + 3],
+        retryAfter: nullable(data[w + 4]),
       }
     }
     settle[i]({
@@ -68,7 +79,8 @@ function flush(limiter, q) {
   } catch (err) {
     return failAll(err) // never leave a caller's Promise unsettled
   }
-  pending.then((batch) => decode(batch, q.settle), failAll)
+  const names = namesOf(limiter)
+  pending.then((batch) => decode(batch, q.settle, names), failAll)
 }
 
 /** cost 0 means peek; traceparent '' means none. */
