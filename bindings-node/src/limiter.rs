@@ -411,13 +411,7 @@ fn check_arg(options: Option<&Unknown>, known: &[&str]) -> Outcome<(u64, Option<
     Ok((cost, traceparent))
 }
 
-/// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
-/// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
-///
-/// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
-/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (index
-/// into the limiter's `limits`, -1: null), source (index into SOURCES), W, then per window (in the
-/// order of `limits`): limit, window, remaining, resetAfter, retryAfter. Times are seconds.
+/// `source` as index.js's SOURCES numbers it.
 const SOURCES: [floodwall::Source; 5] = [
     floodwall::Source::Redis,
     floodwall::Source::Memory,
@@ -426,6 +420,13 @@ const SOURCES: [floodwall::Source; 5] = [
     floodwall::Source::Fallback,
 ];
 
+/// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
+/// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
+///
+/// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
+/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (index
+/// into the limiter's `limits`, -1: null), source (index into SOURCES), W, then per window (in the
+/// order of `limits`): limit, window, remaining, resetAfter, retryAfter. Times are seconds.
 struct Encoder<'a> {
     limits: &'a [floodwall::Limit],
     data: Vec<f64>,
@@ -480,7 +481,7 @@ impl<'a> Encoder<'a> {
 /// is copied into a plain ArrayBuffer: a few KiB, cheaper than an external buffer and its finalizer.
 fn batch_object<'env>(env: &'env Env, data: &[f64], errors: Vec<String>) -> napi::Result<Object<'env>> {
     let mut out = Object::new(env)?;
-    out.set_named_property("data", &Float64ArraySlice::copy_from(env, data)?)?;
+    out.set_named_property("data", Float64ArraySlice::copy_from(env, data)?)?;
     out.set_named_property("errors", errors)?;
     Ok(out)
 }
