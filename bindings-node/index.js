@@ -16,7 +16,7 @@ const MAX_BATCH = 32
 
 const nullable = (x) => (Number.isNaN(x) ? null : x)
 
-/** The limiter's limits as written, read once: decisions name them by index. */
+/** The limiter's limits as written, read once: decisions name them by index (see src/limiter.rs). */
 const limitNames = new WeakMap()
 function namesOf(limiter) {
   let names = limitNames.get(limiter)
@@ -27,7 +27,8 @@ function namesOf(limiter) {
   return names
 }
 
-function decode({ data, errors }, settle, names) {
+function decode({ data, names: extra, errors }, settle, names) {
+  const name = (i) => (i < names.length ? names[i] : extra[i - names.length])
   let p = 0
   for (let i = 0; i < settle.length; i += 2) {
     const status = data[p]
@@ -42,14 +43,14 @@ function decode({ data, errors }, settle, names) {
     const n = data[p + 7]
     const windows = new Array(n)
     let w = p + 8
-    for (let k = 0; k < n; k++, w += 5) {
+    for (let k = 0; k < n; k++, w += 6) {
       windows[k] = {
-        name: names[k],
-        limit: data[w],
-        window: data[w + 1],
-        remaining: data[w + 2],
-        resetAfter: data[w + 3],
-        retryAfter: nullable(data[w + 4]),
+        name: name(data[w]),
+        limit: data[w + 1],
+        window: data[w + 2],
+        remaining: data[w + 3],
+        resetAfter: data[w + 4],
+        retryAfter: nullable(data[w + 5]),
       }
     }
     settle[i]({
@@ -58,7 +59,7 @@ function decode({ data, errors }, settle, names) {
       remaining: data[p + 2],
       resetAfter: data[p + 3],
       retryAfter: nullable(data[p + 4]),
-      limitedBy: data[p + 5] < 0 ? null : names[data[p + 5]],
+      limitedBy: data[p + 5] < 0 ? null : name(data[p + 5]),
       source: SOURCES[data[p + 6]],
       windows,
     })

@@ -424,19 +424,35 @@ const SOURCES: [floodwall::Source; 5] = [
 /// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
 ///
 /// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
-/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (index
-/// into the limiter's `limits`, -1: null), source (index into SOURCES), W, then per window (in the
-/// order of `limits`): limit, window, remaining, resetAfter, retryAfter. Times are seconds.
+/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (a
+/// name, -1: null), source (index into SOURCES), W, then per window: name, limit, window,
+/// remaining, resetAfter, retryAfter. Times are seconds. A name is an index: below the limiter's
+/// number of limits, into its `limits` (which index.js reads once per limiter); from there on, into
+/// the batch's `names`, for the limits that are not the limiter's own (the local fallback's
+/// scaled-down share).
 struct Encoder<'a> {
     limits: &'a [floodwall::Limit],
     data: Vec<f64>,
+    names: Vec<String>,
     errors: Vec<String>,
 }
 
 impl<'a> Encoder<'a> {
     fn new(limits: &'a [floodwall::Limit], items: usize) -> Self {
-        let per_item = 8 + 5 * limits.len();
-        Encoder { limits, data: Vec::with_capacity(items * per_item), errors: Vec::new() }
+        let per_item = 8 + 6 * limits.len();
+        Encoder { limits, data: Vec::with_capacity(items * per_item), names: Vec::new(), errors: Vec::new() }
+    }
+
+    fn name(&mut self, l: &floodwall::Limit) -> f64 {
+        if let Some(i) = self.limits.iter().position(|x| x == l) {
+            return i as f64;
+        }
+        let s = l.to_string();
+        let j = self.names.iter().position(|n| *n == s).unwrap_or_else(|| {
+            self.names.push(s);
+            self.names.len() - 1
+        });
+        (self.limits.len() + j) as f64
     }
 
     fn push(&mut self, r: Outcome<floodwall::Decision>) {
@@ -445,8 +461,10 @@ impl<'a> Encoder<'a> {
             Err(f) => return self.fail(&f),
         };
         let opt = |v: Option<Duration>| v.map_or(f64::NAN, secs);
-        // An index, not the name: index.js reads the names once per limiter, not once per decision.
-        let limited_by = d.limited_by.and_then(|l| self.limits.iter().position(|x| *x == l)).map_or(-1.0, |i| i as f64);
+        let limited_by = match &d.limited_by {
+            Some(l) => self.name(l),
+            None => -1.0,
+        };
         let source = SOURCES.iter().position(|s| *s == d.source).unwrap_or(0) as f64;
         self.data.extend_from_slice(&[
             if d.allowed { 1.0 } else { 0.0 },
@@ -459,7 +477,9 @@ impl<'a> Encoder<'a> {
             d.windows.len() as f64,
         ]);
         for w in &d.windows {
+            let name = self.name(&w.limit);
             self.data.extend_from_slice(&[
+                name,
                 w.limit.max() as f64,
                 secs(w.limit.window()),
                 w.remaining as f64,
@@ -477,11 +497,13 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// A batch's answers as index.js reads them: `{ data: Float64Array, errors: string[] }`. The array
-/// is copied into a plain ArrayBuffer: a few KiB, cheaper than an external buffer and its finalizer.
-fn batch_object<'env>(env: &'env Env, data: &[f64], errors: Vec<String>) -> napi::Result<Object<'env>> {
+/// A batch's answers as index.js reads them: `{ data: Float64Array, names: string[], errors:
+/// string[] }`. The array is copied into a plain ArrayBuffer: a few KiB, cheaper than an external
+/// buffer and its finalizer.
+fn batch_object<'env>(env: &'env Env, data: &[f64], names: Vec<String>, errors: Vec<String>) -> napi::Result<Object<'env>> {
     let mut out = Object::new(env)?;
     out.set_named_property("data", Float64ArraySlice::copy_from(env, data)?)?;
+    out.set_named_property("names", names)?;
     out.set_named_property("errors", errors)?;
     Ok(out)
 }
@@ -536,7 +558,7 @@ impl JsLimiter {
 
     /// `keys[i]` with `costs[i]` (0: peek) under `traceparents[i]` ("" or absent: none). Used by
     /// index.js; see `Encoder` for what the Promise resolves to.
-    #[napi(js_name = "_decideMany", ts_return_type = "Promise<{ data: Float64Array, errors: string[] }>")]
+    #[napi(js_name = "_decideMany", ts_return_type = "Promise<{ data: Float64Array, names: string[], errors: string[] }>")]
     pub fn decide_many<'env>(
         &self,
         env: &'env Env,
@@ -570,11 +592,11 @@ impl JsLimiter {
             for r in all {
                 enc.push(r);
             }
-            Ok::<_, Failure>((enc.data, enc.errors))
+            Ok::<_, Failure>((enc.data, enc.names, enc.errors))
         };
         env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| {
-            let (data, errors) = r.map_err(|f| f.into_js(env.raw()))?;
-            batch_object(env, &data, errors)
+            let (data, names, errors) = r.map_err(|f| f.into_js(env.raw()))?;
+            batch_object(env, &data, names, errors)
         })
     }
 

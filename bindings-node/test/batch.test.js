@@ -7,7 +7,7 @@ const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const { execFile } = require('node:child_process')
 const path = require('node:path')
-const { Limiter } = require('..')
+const { Limiter, ManualClock } = require('..')
 const { RedisServer, uniquePrefix } = require('./helpers')
 
 let redis
@@ -79,6 +79,30 @@ test('checks and peeks in one tick: peeks consume nothing; reset clears the coun
   assert.equal((await limiter.check('k')).remaining, 1)
   await limiter.reset('k')
   assert.equal((await limiter.peek('k')).remaining, 5)
+})
+
+test('the local fallback names its scaled-down limits, batched as directly', async () => {
+  // Redis gone: each instance decides alone with its share (10/minute over 2 instances: 5/minute),
+  // limits that are not the limiter's own, and a batched answer must name them as a direct one does.
+  const gone = await RedisServer.start()
+  await gone.stop()
+  const clock = new ManualClock(1_728_000_000_000)
+  const limiter = new Limiter({
+    limits: ['10/minute', '100/hour'],
+    redisUrl: gone.url,
+    timeoutMs: 300,
+    fallback: { mode: 'local', expectedInstances: 2 },
+    clock,
+  })
+  for (let i = 0; i < 6; i++) {
+    const [batched, direct] = await Promise.all([limiter.check('a'), limiter._check('b')])
+    assert.deepEqual(batched, direct)
+    assert.equal(batched.source, 'fallback')
+    assert.deepEqual(batched.windows.map((w) => w.name), ['5/minute', '50/hour'])
+  }
+  const denied = await limiter.check('a')
+  assert.equal(denied.allowed, false)
+  assert.equal(denied.limitedBy, '5/minute')
 })
 
 test('a lone check is answered without waiting for company, and Node exits once it is', async () => {
