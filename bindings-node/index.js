@@ -16,7 +16,19 @@ const MAX_BATCH = 32
 
 const nullable = (x) => (Number.isNaN(x) ? null : x)
 
-function decode({ data, names, errors }, settle) {
+/** The limiter's limits as written, read once: decisions name them by index (see src/limiter.rs). */
+const limitNames = new WeakMap()
+function namesOf(limiter) {
+  let names = limitNames.get(limiter)
+  if (names === undefined) {
+    names = limiter.limits
+    limitNames.set(limiter, names)
+  }
+  return names
+}
+
+function decode({ data, names: extra, errors }, settle, names) {
+  const name = (i) => (i < names.length ? names[i] : extra[i - names.length])
   let p = 0
   for (let i = 0; i < settle.length; i += 2) {
     const status = data[p]
@@ -33,7 +45,7 @@ function decode({ data, names, errors }, settle) {
     let w = p + 8
     for (let k = 0; k < n; k++, w += 6) {
       windows[k] = {
-        name: names[data[w]],
+        name: name(data[w]),
         limit: data[w + 1],
         window: data[w + 2],
         remaining: data[w + 3],
@@ -47,7 +59,7 @@ function decode({ data, names, errors }, settle) {
       remaining: data[p + 2],
       resetAfter: data[p + 3],
       retryAfter: nullable(data[p + 4]),
-      limitedBy: data[p + 5] < 0 ? null : names[data[p + 5]],
+      limitedBy: data[p + 5] < 0 ? null : name(data[p + 5]),
       source: SOURCES[data[p + 6]],
       windows,
     })
@@ -68,7 +80,8 @@ function flush(limiter, q) {
   } catch (err) {
     return failAll(err) // never leave a caller's Promise unsettled
   }
-  pending.then((batch) => decode(batch, q.settle), failAll)
+  const names = namesOf(limiter)
+  pending.then((batch) => decode(batch, q.settle, names), failAll)
 }
 
 /** cost 0 means peek; traceparent '' means none. */

@@ -3,12 +3,15 @@
 //! `ERR_FLOODWALL_CONFIG` and its value; each call returns a Promise settled on napi's runtime.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall::{Algorithm, BreakerOptions, CacheOptions, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{
-    ClassInstance, Either, Float64Array, FromNapiValue, JavaScriptClassExt, Null, PromiseRaw, ToNapiValue, Unknown,
+    ClassInstance, Either, Float64ArraySlice, FromNapiValue, JavaScriptClassExt, JsObjectValue, Null, Object, PromiseRaw,
+    ToNapiValue,
+    Unknown,
 };
 use napi::{Env, JsValue};
 use napi_derive::napi;
@@ -408,20 +411,7 @@ fn check_arg(options: Option<&Unknown>, known: &[&str]) -> Outcome<(u64, Option<
     Ok((cost, traceparent))
 }
 
-/// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
-/// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
-///
-/// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
-/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (index
-/// into `names`, -1: null), source (index into SOURCES), W, then per window: name index, limit,
-/// window, remaining, resetAfter, retryAfter. Times are seconds.
-#[napi(object)]
-pub struct DecisionBatch {
-    pub data: Float64Array,
-    pub names: Vec<String>,
-    pub errors: Vec<String>,
-}
-
+/// `source` as index.js's SOURCES numbers it.
 const SOURCES: [floodwall::Source; 5] = [
     floodwall::Source::Redis,
     floodwall::Source::Memory,
@@ -430,35 +420,45 @@ const SOURCES: [floodwall::Source; 5] = [
     floodwall::Source::Fallback,
 ];
 
-#[derive(Default)]
-struct Encoder {
+/// Many decisions in one crossing, for index.js's batching of `check`/`peek` calls made in the same
+/// tick: one Promise and one wake-up of the JS thread per batch instead of per call.
+///
+/// `data` holds, per item: status (1 allowed, 0 denied, -(1+j): failed with `errors[2j]` code and
+/// `errors[2j+1]` message), limit, remaining, resetAfter, retryAfter (NaN: null), limitedBy (a
+/// name, -1: null), source (index into SOURCES), W, then per window: name, limit, window,
+/// remaining, resetAfter, retryAfter. Times are seconds. A name is an index: below the limiter's
+/// number of limits, into its `limits` (which index.js reads once per limiter); from there on, into
+/// the batch's `names`, for the limits that are not the limiter's own (the local fallback's
+/// scaled-down share).
+struct Encoder<'a> {
+    limits: &'a [floodwall::Limit],
     data: Vec<f64>,
     names: Vec<String>,
     errors: Vec<String>,
 }
 
-impl Encoder {
+impl<'a> Encoder<'a> {
+    fn new(limits: &'a [floodwall::Limit], items: usize) -> Self {
+        let per_item = 8 + 6 * limits.len();
+        Encoder { limits, data: Vec::with_capacity(items * per_item), names: Vec::new(), errors: Vec::new() }
+    }
+
     fn name(&mut self, l: &floodwall::Limit) -> f64 {
-        let s = l.to_string();
-        match self.names.iter().position(|n| *n == s) {
-            Some(i) => i as f64,
-            None => {
-                self.names.push(s);
-                (self.names.len() - 1) as f64
-            }
+        if let Some(i) = self.limits.iter().position(|x| x == l) {
+            return i as f64;
         }
+        let s = l.to_string();
+        let j = self.names.iter().position(|n| *n == s).unwrap_or_else(|| {
+            self.names.push(s);
+            self.names.len() - 1
+        });
+        (self.limits.len() + j) as f64
     }
 
     fn push(&mut self, r: Outcome<floodwall::Decision>) {
         let d = match r {
             Ok(d) => d,
-            Err(f) => {
-                let j = self.errors.len() / 2;
-                self.errors.push(f.code().to_string());
-                self.errors.push(f.message());
-                self.data.push(-1.0 - j as f64);
-                return;
-            }
+            Err(f) => return self.fail(&f),
         };
         let opt = |v: Option<Duration>| v.map_or(f64::NAN, secs);
         let limited_by = match &d.limited_by {
@@ -488,6 +488,24 @@ impl Encoder {
             ]);
         }
     }
+
+    fn fail(&mut self, f: &Failure) {
+        let j = self.errors.len() / 2;
+        self.errors.push(f.code().to_string());
+        self.errors.push(f.message());
+        self.data.push(-1.0 - j as f64);
+    }
+}
+
+/// A batch's answers as index.js reads them: `{ data: Float64Array, names: string[], errors:
+/// string[] }`. The array is copied into a plain ArrayBuffer: a few KiB, cheaper than an external
+/// buffer and its finalizer.
+fn batch_object<'env>(env: &'env Env, data: &[f64], names: Vec<String>, errors: Vec<String>) -> napi::Result<Object<'env>> {
+    let mut out = Object::new(env)?;
+    out.set_named_property("data", Float64ArraySlice::copy_from(env, data)?)?;
+    out.set_named_property("names", names)?;
+    out.set_named_property("errors", errors)?;
+    Ok(out)
 }
 
 #[napi(js_name = "Limiter")]
@@ -539,23 +557,26 @@ impl JsLimiter {
     }
 
     /// `keys[i]` with `costs[i]` (0: peek) under `traceparents[i]` ("" or absent: none). Used by
-    /// index.js; see `DecisionBatch`.
-    #[napi(js_name = "_decideMany", ts_return_type = "Promise<DecisionBatch>")]
+    /// index.js; see `Encoder` for what the Promise resolves to.
+    #[napi(js_name = "_decideMany", ts_return_type = "Promise<{ data: Float64Array, names: string[], errors: string[] }>")]
     pub fn decide_many<'env>(
         &self,
         env: &'env Env,
         keys: Vec<String>,
-        costs: Float64Array,
+        costs: Float64ArraySlice,
         traceparents: Option<Vec<String>>,
-    ) -> napi::Result<PromiseRaw<'env, DecisionBatch>> {
+    ) -> napi::Result<PromiseRaw<'env, Object<'env>>> {
         let costs: Vec<f64> = costs.to_vec();
         let mut traceparents = traceparents.unwrap_or_default();
         traceparents.resize(keys.len(), String::new());
         let limiter = self.inner.clone();
         let fut = async move {
-            let one = |key: String, cost: f64, tp: String| {
-                let limiter = limiter.clone();
-                async move {
+            let limiter = &limiter;
+            // Each decision's future is large (the whole core path down to the Redis call); boxed, it
+            // is written once, and the join below moves pointers instead of copying it at every step.
+            let items = keys.into_iter().zip(costs).zip(traceparents);
+            let pending = items.map(|((key, cost), tp)| {
+                let one: Pin<Box<dyn Future<Output = Outcome<floodwall::Decision>> + Send + '_>> = Box::pin(async move {
                     let tp = Some(tp.as_str()).filter(|t| !t.is_empty());
                     let d = if cost == 0.0 {
                         limiter.peek_with(&key, tp).await
@@ -563,19 +584,19 @@ impl JsLimiter {
                         limiter.check_with(&key, floodwall::CheckOptions { cost: cost as u64, traceparent: tp }).await
                     };
                     d.map_err(Failure::from)
-                }
-            };
-            let items = keys.into_iter().zip(costs).zip(traceparents);
-            let all = futures::future::join_all(items.map(|((k, c), tp)| guard_async(one(k, c, tp)))).await;
-            let mut enc = Encoder::default();
+                });
+                guard_async(one)
+            });
+            let all = futures::future::join_all(pending).await;
+            let mut enc = Encoder::new(limiter.limits(), all.len());
             for r in all {
                 enc.push(r);
             }
-            Ok::<_, Failure>(enc)
+            Ok::<_, Failure>((enc.data, enc.names, enc.errors))
         };
-        env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| match r {
-            Ok(enc) => Ok(DecisionBatch { data: Float64Array::new(enc.data), names: enc.names, errors: enc.errors }),
-            Err(f) => Err(f.into_js(env.raw())),
+        env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| {
+            let (data, names, errors) = r.map_err(|f| f.into_js(env.raw()))?;
+            batch_object(env, &data, names, errors)
         })
     }
 
