@@ -424,25 +424,6 @@ async fn sliding_log_names_entries_apart_when_redis_time_goes_back() {
     assert!(!d.allowed, "an entry was lost to a name clash: {d:?}");
 }
 
-/// Callers made ready at one instant (a binding's batch joined in one poll) go in ONE script call:
-/// the first lets the others gather behind it instead of calling alone ahead of them. (32: the
-/// Node binding's batch, and the default bulkhead, `max_in_flight`; more would wait for it.)
-#[tokio::test]
-async fn a_burst_of_one_instant_is_one_script_call() {
-    let server = RedisServer::start();
-    let mut conn = raw_connection(&server).await;
-    let limiter = redis_limiter(&server.url(), Algorithm::SlidingWindow, &["50/minute"], &unique_prefix("burst"));
-    limiter.connect().await.unwrap();
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
-    let ds = futures::future::join_all((0..32).map(|i| {
-        let l = limiter.clone();
-        async move { l.check(&format!("k{i}")).await }
-    }))
-    .await;
-    assert!(ds.iter().all(|d| d.as_ref().is_ok_and(|d| d.allowed)), "{ds:?}");
-    assert_eq!(evalsha_calls(&mut conn).await, 1);
-}
-
 /// EVALSHA calls redis-server has run since its stats were reset.
 async fn evalsha_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();

@@ -1,6 +1,5 @@
 //! Batches concurrent decisions of one Redis store into one call of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
-//! A caller with no company calls alone, after letting whoever arrives at the same instant join it;
-//! callers arriving while calls are in flight wait and go together.
+//! A caller with no company calls alone; callers arriving while calls are in flight wait and go together.
 
 use tokio::sync::oneshot;
 
@@ -10,7 +9,7 @@ use crate::error::Result;
 use super::redis::RedisStore;
 
 /// Most requests in one script call: bounds how long one script holds Redis (each request is a
-/// read and at most one write) and the size of its reply.
+/// GET and at most a SET) and the size of its reply.
 const MAX_BATCH: usize = 64;
 /// Script calls of one store in flight at once: one runs in Redis while the next one fills.
 const MAX_CALLS: usize = 2;
@@ -47,20 +46,15 @@ pub(crate) struct Queue {
     pid: u32,
     waiting: Vec<Waiting>,
     calls: usize,
-    /// A caller that found the store idle is letting its instant's company gather behind it
-    /// (`Turn::Lead`): arrivals queue for it rather than start calls of their own.
-    leading: bool,
 }
 
-/// What an arriving request does: lead (call Redis itself, with whoever arrives at the same
-/// instant), or wait for a drain to answer it.
+/// What an arriving request does: call Redis itself, or wait for a drain to answer it.
 enum Turn {
-    Lead(Ask),
+    Call(Ask),
     Wait(oneshot::Receiver<Result<Decided>>),
 }
 
-/// Decide `ask`: as the lead of a new call when a call slot is free and nobody waits, otherwise
-/// with whoever waits.
+/// Decide `ask`: alone when a call slot is free and nobody waits, otherwise with whoever waits.
 pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     let pid = std::process::id();
     let turn = {
@@ -68,14 +62,13 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
         if q.pid != pid {
             *q = Queue { pid, ..Default::default() };
         }
-        if q.calls < MAX_CALLS && q.waiting.is_empty() && !q.leading {
+        if q.calls < MAX_CALLS && q.waiting.is_empty() {
             q.calls += 1;
-            q.leading = true;
-            Turn::Lead(ask)
+            Turn::Call(ask)
         } else {
             let (tx, rx) = oneshot::channel();
             q.waiting.push(Waiting { ask, tx });
-            if q.calls < MAX_CALLS && !q.leading {
+            if q.calls < MAX_CALLS {
                 q.calls += 1;
                 drop(q);
                 start_drain(store);
@@ -84,59 +77,11 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
         }
     };
     match turn {
-        Turn::Lead(ask) => lead(store, ask).await,
-        Turn::Wait(rx) => rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned"))),
-    }
-}
-
-/// The lead yields once, so callers made ready at the same instant (a binding's batch of checks
-/// joined in one poll, tasks woken by one reply) queue behind it instead of each calling alone;
-/// then it calls alone if none came, or hands its slot to a drain that takes it first and them
-/// along (a spawned drain: cancelling the lead must not strand the others).
-async fn lead(store: &RedisStore, ask: Ask) -> Result<Decided> {
-    let slot = CallSlot(store.clone());
-    {
-        let _lead = LeadGuard(store.clone());
-        tokio::task::yield_now().await;
-    }
-    let company = {
-        let mut q = store.queue();
-        if q.pid != std::process::id() || q.waiting.is_empty() {
-            Company::None(ask)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            q.waiting.insert(0, Waiting { ask, tx });
-            Company::Joined(rx)
-        }
-    };
-    match company {
-        Company::None(ask) => {
-            let _slot = slot;
+        Turn::Call(ask) => {
+            let _slot = CallSlot(store.clone());
             store.decide_one(&ask).await
         }
-        Company::Joined(rx) => {
-            drop(slot); // requests wait: the slot passes to a drain
-            rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned")))
-        }
-    }
-}
-
-/// What a lead found after its yield: nobody (it calls alone), or company it now waits among.
-enum Company {
-    None(Ask),
-    Joined(oneshot::Receiver<Result<Decided>>),
-}
-
-/// Ends a lead's gathering, also when the lead is cancelled during it (its CallSlot then passes
-/// the slot to a drain for whoever gathered).
-struct LeadGuard(RedisStore);
-
-impl Drop for LeadGuard {
-    fn drop(&mut self) {
-        let mut q = self.0.queue();
-        if q.pid == std::process::id() {
-            q.leading = false;
-        }
+        Turn::Wait(rx) => rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned"))),
     }
 }
 
