@@ -4,8 +4,8 @@
 -- (EVALSHA, TIME, Lua setup) is shared (core/src/store/batch.rs); on a Cluster every key of one
 -- call is in one slot, so a call there holds one request.
 --
--- KEYS      per request: its state key (sliding window, token bucket), or its log and sequence
---           keys (sliding log)
+-- KEYS      per request: its state key (sliding window, token bucket), or its log key and the
+--           key of its entry counter, made only on a clash of entry names (sliding log: log_add)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
 -- ARGV[2]   a MessagePack stream of three values (one argument and one unpack: every argument
 --           costs Redis a string and every unpack a C call, per call):
@@ -15,10 +15,11 @@
 --           - an array of three numbers per request k: its cost at 3k-2, 1 (consume) or 0 (peek)
 --             at 3k-1, and at 3k the number of the last earlier request of this call with the
 --             same key (0: none)
--- returns   {now, then per request: allowed (1/0), a MessagePack stream of numbers}: the state
---           the request read as stored ("" for none: sliding window, token bucket; the Rust twin
---           computes the answers from it), or the answers themselves (sliding log, whose state is
---           a log: allowed, limited_by, now, then remaining, reset_after, retry_after per window)
+-- returns   {now, then per request: allowed (1/0), numbers packed as lua/prelude.lua stores a
+--           state (little-endian doubles)}: the state the request read as stored ("" for none:
+--           sliding window, token bucket; the Rust twin computes the answers from it), or the
+--           answers themselves (sliding log, whose state is a log: allowed, limited_by, now, then
+--           remaining, reset_after, retry_after per window)
 
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
 -- then n limits) from the state `s` read (nil: a new identity). Fills T with the state after the

@@ -10,8 +10,7 @@ use std::time::Duration;
 use floodwall::{Algorithm, BreakerOptions, CacheOptions, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{
     ClassInstance, Either, Float64ArraySlice, FromNapiValue, JavaScriptClassExt, JsObjectValue, Null, Object, PromiseRaw,
-    ToNapiValue,
-    Unknown,
+    ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue};
 use napi_derive::napi;

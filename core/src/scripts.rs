@@ -64,9 +64,11 @@ pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], requests: imp
     let _ = rmp::encode::write_str(&mut buf, mode);
     buf.extend_from_slice(limits);
     let _ = rmp::encode::write_array_len(&mut buf, 3 * requests.len() as u32);
-    let mut last: HashMap<&str, u64> = HashMap::with_capacity(requests.len());
+    // a request alone (every call on a Cluster, most at low load) has no earlier one: no map
+    let alone = requests.len() == 1;
+    let mut last: HashMap<&str, u64> = HashMap::with_capacity(if alone { 0 } else { requests.len() });
     for (k, (key, cost, consume)) in requests.enumerate() {
-        let prev = last.insert(key, k as u64 + 1).unwrap_or(0);
+        let prev = if alone { 0 } else { last.insert(key, k as u64 + 1).unwrap_or(0) };
         let _ = rmp::encode::write_uint(&mut buf, cost);
         let _ = rmp::encode::write_uint(&mut buf, consume as u64);
         let _ = rmp::encode::write_uint(&mut buf, prev);

@@ -11,11 +11,11 @@
 //! Needs valgrind (callgrind_control) and redis-benchmark on PATH.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use floodwall::{Algorithm, BreakerOptions, FallbackMode, Limiter};
-use floodwall_testkit::free_port;
+use floodwall_testkit::RedisServer;
 
 /// The limit sets of floodwall-bench (the sliding log's one limit is smaller: its bound).
 const CASES: [(Algorithm, &str, &[&str]); 5] = [
@@ -26,73 +26,57 @@ const CASES: [(Algorithm, &str, &[&str]); 5] = [
     (Algorithm::SlidingLog, "1 limit", &["10000/second"]),
 ];
 
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+/// A private redis-server under callgrind, its dumps written to `dumps`.
+struct Counted {
+    server: RedisServer,
+    pid: String,
+    dumps: PathBuf,
 }
 
-impl Drop for Server {
+impl Drop for Counted {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dumps);
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn start() -> Counted {
+    let dumps = std::env::temp_dir().join(format!("floodwall-redis-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dumps).expect("temp dir");
+    let out = format!("--callgrind-out-file={}/callgrind.%p", dumps.display());
+    let server = RedisServer::start_wrapped(&["valgrind", "--tool=callgrind", &out]);
+    let pid = server.pid().expect("running").to_string();
+    Counted { server, pid, dumps }
 }
 
-fn start() -> Server {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("floodwall-redis-cost-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let child = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}/callgrind.%p", dir.display()))
-        .args(["redis-server", "--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("valgrind (is it installed?)");
-    let server = Server { child, port, dir };
-    let start = Instant::now();
-    while cli(port, &["PING"]).trim() != "PONG" {
-        assert!(start.elapsed() < Duration::from_secs(60), "redis-server under callgrind did not answer");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    server
+/// One command's reply, as the harness reads it.
+fn command(s: &Counted, args: &[&str]) -> String {
+    s.server.command(args).expect("redis-server under callgrind answers")
 }
 
 /// Counting starts now (callgrind_control zeroes the counters).
-fn start_counting(s: &Server) {
-    let st = Command::new("callgrind_control").arg("-z").arg(s.child.id().to_string()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+fn start_counting(s: &Counted) {
+    let st = Command::new("callgrind_control").arg("-z").arg(&s.pid).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -z");
 }
 
 /// Instructions since start_counting (callgrind_control dumps; the newest file's totals).
-fn instructions(s: &Server) -> u64 {
-    let pid = s.child.id().to_string();
-    let st = Command::new("callgrind_control").args(["-d", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+fn instructions(s: &Counted) -> u64 {
+    let st = Command::new("callgrind_control").args(["-d", &s.pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -d");
     let newest = |dir: &Path| -> Option<PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.")).collect();
         files.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
         files.last().map(|e| e.path())
     };
-    let file = newest(&s.dir).expect("a callgrind dump");
+    let file = newest(&s.dumps).expect("a callgrind dump");
     let text = std::fs::read_to_string(&file).expect("read the dump");
     let total = text.lines().find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")));
     let _ = std::fs::remove_file(&file);
     total.and_then(|t| t.trim().parse().ok()).expect("totals in the dump")
 }
 
-fn evalsha_calls(port: u16) -> u64 {
-    let stats = cli(port, &["INFO", "commandstats"]);
+fn evalsha_calls(s: &Counted) -> u64 {
+    let stats = command(s, &["INFO", "commandstats"]);
     let line = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or("");
     line.split(['=', ',']).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
@@ -129,12 +113,12 @@ fn main() {
         }
     }
     let server = start();
-    let port = server.port;
+    let port = server.server.port();
     println!("floodwall-redis-cost: redis-server user-space instructions (callgrind), {decisions} decisions, {concurrency} in flight");
     println!("{:<40} {:>10} {:>10} {:>16} {:>14}", "case", "decisions", "calls", "instr/decision", "instr/call");
 
     // the floor: the trivial script floodwall-bench compares against
-    let sha = cli(port, &["SCRIPT", "LOAD", "return 1"]).trim().to_string();
+    let sha = command(&server, &["SCRIPT", "LOAD", "return 1"]).trim().to_string();
     let calls = 2000u64;
     start_counting(&server);
     let st = Command::new("redis-benchmark")
@@ -161,11 +145,11 @@ fn main() {
             // a first pass makes every identity's key, so the count is of the steady state
             let identities = decisions.min(1000);
             drive(&limiter, identities, concurrency, identities, 0).await;
-            let calls_before = evalsha_calls(port);
+            let calls_before = evalsha_calls(&server);
             start_counting(&server);
             drive(&limiter, decisions, concurrency, identities, 7).await;
             let ir = instructions(&server);
-            let calls = evalsha_calls(port) - calls_before;
+            let calls = evalsha_calls(&server) - calls_before;
             println!("{:<40} {:>10} {:>10} {:>16} {:>14}", format!("{alg} ({label})"), decisions, calls, ir / decisions, ir / calls.max(1));
         }
     });

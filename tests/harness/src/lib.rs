@@ -20,6 +20,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    /// A program redis-server runs under (valgrind and its flags), empty for none.
+    wrapper: Vec<String>,
 }
 
 /// A port the OS just handed out, so nothing else is listening on it.
@@ -39,13 +41,23 @@ impl RedisServer {
         Self::start_on(free_port, extra)
     }
 
+    /// As `start`, with redis-server run under `wrapper` (e.g. `["valgrind", "--tool=callgrind"]`),
+    /// whose slower start is waited for.
+    pub fn start_wrapped(wrapper: &[&str]) -> RedisServer {
+        Self::start_as(free_port, &[], wrapper)
+    }
+
     pub(crate) fn start_on(pick_port: impl Fn() -> u16, extra: &[&str]) -> RedisServer {
+        Self::start_as(pick_port, extra, &[])
+    }
+
+    fn start_as(pick_port: impl Fn() -> u16, extra: &[&str], wrapper: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let port = pick_port();
             let dir = std::env::temp_dir().join(format!("floodwall-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("create server dir");
-            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            let mut server = RedisServer { port, child: None, dir, extra };
+            let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+            let mut server = RedisServer { port, child: None, dir, extra: owned(extra), wrapper: owned(wrapper) };
             if server.spawn() {
                 return server;
             }
@@ -54,16 +66,22 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let (program, before) = match self.wrapper.split_first() {
+            Some((w, flags)) => (w.as_str(), [flags, &["redis-server".to_string()]].concat()),
+            None => ("redis-server", Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(&before)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let patience = if self.wrapper.is_empty() { 10 } else { 60 };
+        let deadline = Instant::now() + Duration::from_secs(patience);
         while Instant::now() < deadline {
             if self.command(&["PING"]).map(|r| r == "+PONG").unwrap_or(false) {
                 return true;
@@ -82,6 +100,11 @@ impl RedisServer {
 
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// The process id of the server (of its wrapper, when it runs under one).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn port(&self) -> u16 {
