@@ -586,7 +586,8 @@ impl JsLimiter {
                 });
                 guard_async(one)
             });
-            let all = futures::future::join_all(pending).await;
+            // One JS tick's checks arrive together: they share script calls from the first.
+            let all = floodwall::together(futures::future::join_all(pending)).await;
             let mut enc = Encoder::new(limiter.limits(), all.len());
             for r in all {
                 enc.push(r);

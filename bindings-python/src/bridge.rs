@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use pyo3::prelude::*;
@@ -28,13 +28,20 @@ pub struct LoopBridge {
     pid: u32,
     event_loop: Py<PyAny>,
     wake_read: UnixStream,
+    completions: Arc<Completions>,
+    /// Calls made during this turn of the loop, started together by `flush` (touched only with
+    /// the interpreter attached, on the loop's thread).
+    jobs: Mutex<Vec<Job>>,
+}
+
+/// The part of a bridge that runtime threads hold. It is not a Python object on purpose: a
+/// `Py` dropped without the interpreter goes to pyo3's deferred-decref pool under a lock, and a
+/// fork() landing while a runtime thread held that lock left the child hung on its first call.
+pub struct Completions {
     wake_write: UnixStream,
     queue: Mutex<Vec<(Py<PyAny>, Completion)>>,
     /// A wake-up byte is in flight; later completions ride on it.
     armed: AtomicBool,
-    /// Calls made during this turn of the loop, started together by `flush` (touched only with
-    /// the interpreter attached, on the loop's thread).
-    jobs: Mutex<Vec<Job>>,
 }
 
 impl LoopBridge {
@@ -54,7 +61,15 @@ impl LoopBridge {
         Ok(())
     }
 
-    /// Queue `done` for `future` (any thread, no interpreter needed).
+    /// Where a call on the runtime hands its result back.
+    pub fn completions(&self) -> Arc<Completions> {
+        self.completions.clone()
+    }
+}
+
+impl Completions {
+    /// Queue `done` for `future` (any thread, no interpreter needed). Both are dropped later,
+    /// on the loop's thread with the interpreter attached.
     pub fn complete(&self, future: Py<PyAny>, done: Completion) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push((future, done));
         if !self.armed.swap(true, Ordering::AcqRel) {
@@ -79,10 +94,11 @@ impl LoopBridge {
         // out in a write (and Redis read) of its own. Unconstrained: tokio's per-task budget would
         // otherwise cut a turn of more than a few dozen calls into several writes; a turn is
         // bounded by what the event loop submitted.
-        crate::runtime::get().spawn(tokio::task::unconstrained(async move {
+        // `together`: the turn's decisions share script calls from the first one.
+        crate::runtime::get().spawn(tokio::task::unconstrained(floodwall::together(async move {
             let mut calls: FuturesUnordered<Job> = jobs.into_iter().collect();
             while calls.next().await.is_some() {}
-        }));
+        })));
     }
 
     /// The loop's reader callback: resolve every queued future.
@@ -90,8 +106,9 @@ impl LoopBridge {
         let mut buf = [0u8; 64];
         while matches!((&self.wake_read).read(&mut buf), Ok(n) if n == buf.len()) {}
         // Disarm before taking the queue: a completion queued after the take writes a new byte.
-        self.armed.store(false, Ordering::Release);
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        let completions = &self.completions;
+        completions.armed.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *completions.queue.lock().unwrap_or_else(|p| p.into_inner()));
         for (future, done) in batch {
             let future = future.bind(py);
             // Cancelled (or otherwise finished) while the call was in flight: nobody is waiting.
@@ -126,7 +143,7 @@ pub fn future_for_running_loop(py: Python<'_>) -> PyResult<(Bound<'_, LoopBridge
 
 fn bridge_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Py<LoopBridge>> {
     let bridges = BRIDGES.get_or_init(py, || PyList::empty(py).unbind()).bind(py);
-    let pid = std::process::id();
+    let pid = floodwall::per_process::pid();
     for b in bridges.iter() {
         let b = b.cast_into::<LoopBridge>()?;
         let inner = b.get();
@@ -160,9 +177,7 @@ fn bridge_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Py<Loop
             pid,
             event_loop: event_loop.clone().unbind(),
             wake_read,
-            wake_write,
-            queue: Mutex::new(Vec::new()),
-            armed: AtomicBool::new(false),
+            completions: Arc::new(Completions { wake_write, queue: Mutex::new(Vec::new()), armed: AtomicBool::new(false) }),
             jobs: Mutex::new(Vec::new()),
         },
     )?;

@@ -385,13 +385,14 @@ where
     if USE_LOOP_BRIDGE.load(Ordering::Relaxed) {
         let (bridge, future) = bridge::future_for_running_loop(py)?;
         let pending = future.clone().unbind();
-        let target = bridge.clone().unbind();
+        // Only Rust values go to the runtime thread; see bridge::Completions.
+        let target = bridge.get().completions();
         bridge::LoopBridge::submit(
             &bridge,
             Box::pin(async move {
                 let result = guarded.await;
                 let done: bridge::Completion = Box::new(move |py| result.and_then(|v| v.into_py_any(py)));
-                target.get().complete(pending, done);
+                target.complete(pending, done);
             }),
         )?;
         return Ok(future);

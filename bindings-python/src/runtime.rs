@@ -6,28 +6,38 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Weak};
 
 use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime};
 use pyo3_async_runtimes::TaskLocals;
 
-struct PidRuntime {
-    pid: u32,
-    rt: tokio::runtime::Runtime,
-}
+use floodwall::per_process::{pid, PerProcess};
 
 /// Never freed: a runtime inherited through fork() must not be dropped (dropping joins worker
 /// threads that do not exist in the child), and one runtime per process lives as long as it.
-static CURRENT: AtomicPtr<PidRuntime> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT: PerProcess<Shared> = PerProcess::new();
 
-fn build() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .thread_name("floodwall")
-        .enable_all()
-        .build()
-        .expect("floodwall: cannot start the tokio runtime")
+/// The shared runtime. Threads racing to make the first one each build one; a loser's is shut
+/// down without waiting, so that is safe even from inside another runtime.
+struct Shared(Option<tokio::runtime::Runtime>);
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn build() -> Shared {
+    Shared(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads())
+            .thread_name("floodwall")
+            .enable_all()
+            .build()
+            .expect("floodwall: cannot start the tokio runtime"),
+    ))
 }
 
 /// FLOODWALL_WORKER_THREADS, else 1: the work is I/O on one multiplexed Redis connection, and
@@ -38,28 +48,7 @@ fn worker_threads() -> usize {
 
 /// The runtime of the current process, made on first use and again after a fork.
 pub fn get() -> &'static tokio::runtime::Runtime {
-    let pid = std::process::id();
-    loop {
-        let seen = CURRENT.load(Ordering::Acquire);
-        // SAFETY: pointers stored in CURRENT come from Box::into_raw and are never freed.
-        if let Some(r) = unsafe { seen.as_ref() } {
-            if r.pid == pid {
-                return &r.rt;
-            }
-        }
-        // No lock here: a mutex held by a parent thread at fork() time would stay held forever
-        // in the child. Racing threads each build one; the loser shuts its own down.
-        let fresh = Box::into_raw(Box::new(PidRuntime { pid, rt: build() }));
-        match CURRENT.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
-            // The previous runtime (the parent's, if any) is leaked on purpose.
-            Ok(_) => return unsafe { &(*fresh).rt },
-            Err(_) => {
-                // SAFETY: `fresh` was never published.
-                let lost = unsafe { Box::from_raw(fresh) };
-                lost.rt.shutdown_background();
-            }
-        }
-    }
+    CURRENT.get_or(build).0.as_ref().expect("only a dropped runtime has none")
 }
 
 /// `pyo3_async_runtimes::generic::Runtime` over [`get`].
@@ -149,7 +138,7 @@ pub fn block_here<T, Fut>(
 where
     Fut: Future<Output = floodwall::Result<T>>,
 {
-    let pid = std::process::id();
+    let pid = pid();
     // Taken out while in use: nothing in a check calls back into Python, but if something ever
     // did and re-entered, it would find no runtime here and fall back instead of aliasing it.
     let mut here = HERE.with(|h| h.borrow_mut().take());

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Outcome;
 use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
 use crate::metrics::{BreakerState, Metrics};
 use crate::store::{RedisStore, Request};
 
@@ -98,7 +99,8 @@ struct BreakerInner {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     opts: BreakerOptions,
-    inner: Mutex<BreakerInner>,
+    /// Per process: a forked child starts closed, with no lock or health check of its parent's.
+    inner: PerProcess<Mutex<BreakerInner>>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,13 +126,14 @@ impl Breaker {
     pub(crate) fn new(opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
         Breaker {
             opts,
-            inner: Mutex::new(BreakerInner { state: State::Closed, consecutive_failures: 0, recent: VecDeque::new(), slow: 0, health_running: false }),
+            inner: PerProcess::new(),
             metrics,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let fresh = || Mutex::new(BreakerInner { state: State::Closed, consecutive_failures: 0, recent: VecDeque::new(), slow: 0, health_running: false });
+        self.inner.get_or(fresh).lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -244,16 +247,27 @@ struct RemoteInner {
     slow: Duration,
     health_every: Duration,
     metrics: Arc<Metrics>,
-    in_flight: tokio::sync::Semaphore,
+    max_in_flight: usize,
+    /// Per process: permits held by a parent's calls at fork() would never come back in the child.
+    in_flight: PerProcess<tokio::sync::Semaphore>,
 }
 
 impl Remote {
     pub(crate) fn new(store: RedisStore, timeout: Duration, opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
         let slow = Duration::from_millis(opts.slow_call_ms);
         let health_every = Duration::from_millis(opts.health_check_ms.max(1));
-        let in_flight = tokio::sync::Semaphore::new(opts.max_in_flight);
+        let max_in_flight = opts.max_in_flight;
         Remote {
-            inner: Arc::new(RemoteInner { store, breaker: Breaker::new(opts, metrics.clone()), timeout, slow, health_every, metrics, in_flight }),
+            inner: Arc::new(RemoteInner {
+                store,
+                breaker: Breaker::new(opts, metrics.clone()),
+                timeout,
+                slow,
+                health_every,
+                metrics,
+                max_in_flight,
+                in_flight: PerProcess::new(),
+            }),
         }
     }
 
@@ -289,7 +303,7 @@ impl Remote {
         let inner = &*self.inner;
         // Wait for a slot first (the semaphore is never closed, so acquire cannot fail), then
         // ask the breaker: a call that waited while the breaker opened goes to the fallback.
-        let _slot = inner.in_flight.acquire().await.ok();
+        let _slot = inner.in_flight.get_or(|| tokio::sync::Semaphore::new(inner.max_in_flight)).acquire().await.ok();
         let Some(mut permit) = inner.breaker.try_acquire() else {
             inner.metrics.rejected_open();
             return Err(Error::Unavailable { url: inner.store.url().to_string() });

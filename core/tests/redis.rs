@@ -463,3 +463,42 @@ async fn concurrent_decisions_share_script_calls_and_stay_exact() {
         assert!(calls <= 100, "{alg}: 400 concurrent decisions took {calls} script calls");
     }
 }
+
+#[tokio::test]
+async fn decisions_polled_together_go_out_in_one_script_call() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for alg in ALGORITHMS {
+        let limiter = redis_limiter(&server.url(), alg, &["5/minute"], &unique_prefix("together"));
+        limiter.connect().await.unwrap();
+        let checks = || futures::future::join_all((0..20).map(|i| limiter.check(if i % 2 == 0 { "a" } else { "b" })));
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        let ds = floodwall::together(checks()).await;
+        assert_eq!(evalsha_calls(&mut conn).await, 1, "{alg}: 20 checks polled together");
+        // each identity's first 5, in arrival order, are admitted
+        let allowed: Vec<bool> = ds.iter().map(|d| d.as_ref().unwrap().allowed).collect();
+        assert_eq!(allowed, (0..20).map(|i| i < 10).collect::<Vec<_>>(), "{alg}");
+        // Without it the first arrivals find a call slot free and call alone.
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        checks().await;
+        assert!(evalsha_calls(&mut conn).await > 1, "{alg}: the baseline this test compares with moved");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_inside_together_holds_nothing_back_afterwards() {
+    let server = RedisServer::start();
+    let limiter = redis_limiter(&server.url(), Algorithm::SlidingWindow, &["5/minute"], &unique_prefix("together-panic"));
+    let held = limiter.clone();
+    let panicked = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(floodwall::together(async move {
+        // arrives (held back), then the batch panics before it is polled again
+        let mut check = std::pin::pin!(held.check("a"));
+        let _ = futures::poll!(check.as_mut());
+        panic!("a batch panics");
+    })))
+    .await;
+    assert!(panicked.is_err());
+    // Calls made later on this thread are not held: they complete.
+    let d = tokio::time::timeout(Duration::from_secs(10), limiter.check("b")).await.expect("a check after the panic hung");
+    assert!(d.unwrap().allowed);
+}

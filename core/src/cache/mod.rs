@@ -19,6 +19,7 @@ use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
 use crate::decision::Source;
 use crate::error::{Error, Result};
 use crate::limit::Limit;
+use crate::per_process::PerProcess;
 use crate::remote::Remote;
 use crate::scripts::{limit_args, LEASE_RETURN, SW_BATCH, TB_BATCH};
 use crate::store::Request;
@@ -223,22 +224,54 @@ struct Shared {
     permits_returned: Arc<AtomicU64>,
 }
 
+/// The cache layer of one limiter. Its state is per process: a forked child must neither spend
+/// its parent's leases (both would admit from them) nor wait on its parent's in-flight calls.
 pub(crate) struct LocalCache {
-    entries: moka::sync::Cache<String, Arc<Slot>>,
-    shared: Arc<Shared>,
+    opts: CacheOptions,
+    process: PerProcess<Instance>,
 }
 
 impl std::fmt::Debug for LocalCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCache").field("opts", &self.shared.opts).finish()
+        f.debug_struct("LocalCache").field("opts", &self.opts).finish()
     }
 }
 
 impl LocalCache {
     pub(crate) fn new(opts: CacheOptions) -> Result<Self> {
         opts.validate()?;
+        Ok(LocalCache { opts, process: PerProcess::new() })
+    }
+
+    fn here(&self) -> &Instance {
+        self.process.get_or(|| Instance::new(self.opts.clone()))
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.here().stats()
+    }
+
+    /// Drop what the cache knows of an identity (before a reset).
+    pub(crate) fn forget(&self, first_key: &str) {
+        self.here().forget(first_key)
+    }
+
+    /// Decide `req`, locally when the cache can, otherwise through `remote`.
+    pub(crate) async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
+        self.here().check(remote, req).await
+    }
+}
+
+/// One process's cache: its entries, leases and counters.
+struct Instance {
+    entries: moka::sync::Cache<String, Arc<Slot>>,
+    shared: Arc<Shared>,
+}
+
+impl Instance {
+    fn new(opts: CacheOptions) -> Self {
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-        let instance = seed ^ (std::process::id() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
+        let instance = seed ^ (crate::per_process::pid() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             doorkeeper: Doorkeeper::new(1_000),
@@ -269,10 +302,10 @@ impl LocalCache {
                 }
             })
             .build();
-        Ok(LocalCache { entries, shared })
+        Instance { entries, shared }
     }
 
-    pub(crate) fn stats(&self) -> CacheStats {
+    fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks();
         CacheStats {
             entries: self.entries.entry_count(),
@@ -286,12 +319,11 @@ impl LocalCache {
 
     /// Drop what the cache knows of an identity (before a reset). Its lease goes to the eviction
     /// listener like any other; once the reset deleted the counts, the return finds nothing to give back to.
-    pub(crate) fn forget(&self, first_key: &str) {
+    fn forget(&self, first_key: &str) {
         self.entries.invalidate(first_key);
     }
 
-    /// Decide `req`, locally when the cache can, otherwise through `remote`.
-    pub(crate) async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
+    async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
         let sh = &self.shared;
         sh.shape.get_or_init(|| (req.limits.to_vec(), req.algorithm));
         self.return_evicted(remote);

@@ -1,6 +1,9 @@
 //! Batches concurrent decisions of one Redis store into one call of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
 //! A caller with no company calls alone; callers arriving while calls are in flight wait and go together.
 
+use std::cell::RefCell;
+use std::future::Future;
+
 use tokio::sync::oneshot;
 
 use crate::algorithm::Algorithm;
@@ -39,11 +42,10 @@ struct Waiting {
     tx: oneshot::Sender<Result<Decided>>,
 }
 
-/// The store's waiting requests and calls in flight, with the pid they belong to: a forked child
-/// (gunicorn and uvicorn workers) inherits the queue but not the tasks that drain it.
+/// The store's waiting requests and calls in flight, in one process (a forked child gets a queue
+/// of its own: it inherits none of the tasks that drain its parent's).
 #[derive(Default)]
 pub(crate) struct Queue {
-    pid: u32,
     waiting: Vec<Waiting>,
     calls: usize,
 }
@@ -54,21 +56,69 @@ enum Turn {
     Wait(oneshot::Receiver<Result<Decided>>),
 }
 
+thread_local! {
+    /// Set while [`together`] polls its future: the stores whose arrivals it held back.
+    static HELD: RefCell<Option<Vec<RedisStore>>> = const { RefCell::new(None) };
+}
+
+/// Run `f`, whose decisions arrive together (a binding's batch: one JS tick's checks, one
+/// asyncio turn's calls), so that they share script calls from the start. Without it, the first
+/// two arrivals find a free call slot and call alone, and only the rest wait to go together.
+/// Arrivals during each poll of `f` wait; when the poll ends, every store they went to starts
+/// sending them, in calls as full as their shapes allow.
+pub async fn together<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _hold = Hold(HELD.with(|h| h.borrow_mut().replace(Vec::new())));
+        f.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Holds arrivals for one poll of a [`together`] future; on drop (also on a panic) puts back the
+/// enclosing hold, if any, and starts calls for what it held.
+struct Hold(Option<Vec<RedisStore>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let held = HELD.with(|h| std::mem::replace(&mut *h.borrow_mut(), self.0.take()));
+        for store in held.unwrap_or_default() {
+            let mut q = store.queue();
+            if !q.waiting.is_empty() && q.calls < MAX_CALLS {
+                q.calls += 1;
+                drop(q);
+                start_drain(&store);
+            }
+            // else: a call in flight starts a drain when it ends (CallSlot)
+        }
+    }
+}
+
+/// Whether a [`together`] poll is running on this thread; if so, it will start `store`'s calls.
+fn hold_for(store: &RedisStore) -> bool {
+    HELD.with(|h| match &mut *h.borrow_mut() {
+        Some(stores) => {
+            if !stores.iter().any(|s| s.same_as(store)) {
+                stores.push(store.clone());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
 /// Decide `ask`: alone when a call slot is free and nobody waits, otherwise with whoever waits.
 pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
-    let pid = std::process::id();
+    let held = hold_for(store);
     let turn = {
         let mut q = store.queue();
-        if q.pid != pid {
-            *q = Queue { pid, ..Default::default() };
-        }
-        if q.calls < MAX_CALLS && q.waiting.is_empty() {
+        if !held && q.calls < MAX_CALLS && q.waiting.is_empty() {
             q.calls += 1;
             Turn::Call(ask)
         } else {
             let (tx, rx) = oneshot::channel();
             q.waiting.push(Waiting { ask, tx });
-            if q.calls < MAX_CALLS {
+            if !held && q.calls < MAX_CALLS {
                 q.calls += 1;
                 drop(q);
                 start_drain(store);
@@ -78,7 +128,7 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     };
     match turn {
         Turn::Call(ask) => {
-            let _slot = CallSlot(store.clone());
+            let _slot = CallSlot::new(store);
             store.decide_one(&ask).await
         }
         Turn::Wait(rx) => rx.await.unwrap_or_else(|_| Err(store.bad_reply("batched call abandoned"))),
@@ -101,26 +151,36 @@ fn start_drain(store: &RedisStore) {
 
 /// Holds one of the store's call slots. Released on drop (also when a caller is cancelled
 /// mid-call): if requests wait, the slot passes to a drain that answers them, so none is stranded.
-struct CallSlot(RedisStore);
+/// A slot taken in a parent and dropped in a forked child is not the child's to release.
+struct CallSlot {
+    store: RedisStore,
+    pid: u32,
+}
+
+impl CallSlot {
+    fn new(store: &RedisStore) -> Self {
+        CallSlot { store: store.clone(), pid: crate::per_process::pid() }
+    }
+}
 
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        let mut q = self.0.queue();
-        if q.pid != std::process::id() {
+        if self.pid != crate::per_process::pid() {
             return;
         }
+        let mut q = self.store.queue();
         if q.waiting.is_empty() {
             q.calls -= 1;
         } else {
             drop(q);
-            start_drain(&self.0);
+            start_drain(&self.store);
         }
     }
 }
 
 /// Sends the waiting requests in batches of one shape until none waits.
 async fn drain(store: RedisStore) {
-    let _slot = CallSlot(store.clone());
+    let _slot = CallSlot::new(&store);
     let mut first = true;
     loop {
         // Callers just answered run before the next batch is taken, so the requests they make at

@@ -15,6 +15,7 @@ use crate::algorithm::{Algorithm, Outcome, StateReply};
 use crate::scripts::{decide_args, decode_numbers, limit_args, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
 
 use super::batch::{self, Ask, Decided};
 use super::Request;
@@ -136,12 +137,18 @@ struct Inner {
     shown_url: String,
     client: Client,
     options: RedisOptions,
-    /// The connection and the pid that made it: a forked child (gunicorn, uvicorn workers) must
-    /// not reuse its parent's socket or runtime, so a new pid makes a new connection.
-    conn: std::sync::Mutex<Option<(u32, Conn)>>,
-    connecting: tokio::sync::Mutex<()>,
     /// Conformance tests only: replaces Redis `TIME` so scripted timelines are deterministic.
     test_clock: Option<Arc<dyn Clock>>,
+    /// A forked child (gunicorn, uvicorn workers) must neither reuse its parent's socket nor
+    /// wait on a lock a parent thread held at fork(): it gets all of this afresh.
+    process: PerProcess<Process>,
+}
+
+/// What one process of a store holds.
+#[derive(Default)]
+struct Process {
+    conn: std::sync::Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
     /// Decisions waiting to share a script call (store/batch.rs).
     queue: std::sync::Mutex<batch::Queue>,
 }
@@ -199,8 +206,13 @@ impl RedisStore {
             (shown, Client::Cluster(c))
         };
         Ok(RedisStore {
-            inner: Arc::new(Inner { shown_url, client, options, conn: Default::default(), connecting: Default::default(), test_clock, queue: Default::default() }),
+            inner: Arc::new(Inner { shown_url, client, options, test_clock, process: PerProcess::new() }),
         })
+    }
+
+    /// Whether both handles are the same store.
+    pub(crate) fn same_as(&self, other: &RedisStore) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     pub fn url(&self) -> &str {
@@ -219,10 +231,12 @@ impl RedisStore {
         Error::Store { url: self.inner.shown_url.clone(), message: e.to_string() }
     }
 
+    fn process(&self) -> &Process {
+        self.inner.process.get_or(Process::default)
+    }
+
     fn current(&self) -> Option<Conn> {
-        let pid = std::process::id();
-        let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|(p, _)| *p == pid).map(|(_, c)| c.clone())
+        self.process().conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn connection(&self) -> Result<Conn> {
@@ -230,7 +244,7 @@ impl RedisStore {
             return Ok(c);
         }
         // One connect at a time: a burst of first calls must not open a burst of sockets.
-        let _one = self.inner.connecting.lock().await;
+        let _one = self.process().connecting.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -244,7 +258,7 @@ impl RedisStore {
             }
             Client::Cluster(client) => Conn::Cluster(client.get_async_connection().await.map_err(|e| self.store_error(e))?),
         };
-        *self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::process::id(), conn.clone()));
+        *self.process().conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -279,7 +293,7 @@ impl RedisStore {
     }
 
     pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, batch::Queue> {
-        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+        self.process().queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One call of lua/decide.lua for `asks` (one algorithm and limits): what it decided for each.
