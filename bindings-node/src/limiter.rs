@@ -3,7 +3,6 @@
 //! `ERR_FLOODWALL_CONFIG` and its value; each call returns a Promise settled on napi's runtime.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -570,27 +569,16 @@ impl JsLimiter {
         traceparents.resize(keys.len(), String::new());
         let limiter = self.inner.clone();
         let fut = async move {
-            let limiter = &limiter;
-            // Each decision's future is large (the whole core path down to the Redis call); boxed, it
-            // is written once, and the join below moves pointers instead of copying it at every step.
-            let items = keys.into_iter().zip(costs).zip(traceparents);
-            let pending = items.map(|((key, cost), tp)| {
-                let one: Pin<Box<dyn Future<Output = Outcome<floodwall::Decision>> + Send + '_>> = Box::pin(async move {
-                    let tp = Some(tp.as_str()).filter(|t| !t.is_empty());
-                    let d = if cost == 0.0 {
-                        limiter.peek_with(&key, tp).await
-                    } else {
-                        limiter.check_with(&key, floodwall::CheckOptions { cost: cost as u64, traceparent: tp }).await
-                    };
-                    d.map_err(Failure::from)
-                });
-                guard_async(one)
-            });
-            // One JS tick's checks arrive together: they share script calls from the first.
-            let all = floodwall::together(futures::future::join_all(pending)).await;
+            let items: Vec<floodwall::BatchItem<'_>> = keys
+                .iter()
+                .zip(&costs)
+                .zip(&traceparents)
+                .map(|((key, cost), tp)| floodwall::BatchItem { key, cost: *cost as u64, traceparent: Some(tp.as_str()).filter(|t| !t.is_empty()) })
+                .collect();
+            let all = limiter.decide_many(&items).await;
             let mut enc = Encoder::new(limiter.limits(), all.len());
             for r in all {
-                enc.push(r);
+                enc.push(r.map_err(Failure::from));
             }
             Ok::<_, Failure>((enc.data, enc.names, enc.errors))
         };

@@ -36,7 +36,7 @@ pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
 pub use cache::{CacheOptions, CacheStats};
 pub use fallback::FallbackMode;
-pub use limiter::{CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
+pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use remote::BreakerOptions;
 pub use store::batch::together;

@@ -3,6 +3,8 @@
 //! answer, turns outcomes into `Decision`s and watches the offset between local and Redis time.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use crate::keys::KeyLayout;
 use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
+use crate::scripts::limit_args;
+use crate::store::batch::MAX_BATCH;
+use crate::store::redis::Ask;
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 use crate::telemetry::{self, CheckSpan, LogTraceId};
 
@@ -152,6 +157,15 @@ impl Default for CheckOptions<'_> {
     fn default() -> Self {
         CheckOptions { cost: 1, traceparent: None }
     }
+}
+
+/// One request of [`Limiter::decide_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub key: &'a str,
+    /// Units to consume; 0 means a peek.
+    pub cost: u64,
+    pub traceparent: Option<&'a str>,
 }
 
 pub struct LimiterBuilder {
@@ -458,7 +472,11 @@ impl Limiter {
     }
 
     async fn consume(&self, key: &str, opts: CheckOptions<'_>, via: Option<&OwnConnection>) -> Result<Decision> {
-        let cost = opts.cost;
+        self.check_cost(opts.cost)?;
+        self.run(key, opts.cost, true, opts.traceparent, via).await
+    }
+
+    fn check_cost(&self, cost: u64) -> Result<()> {
         if cost == 0 {
             return Err(Error::config("cost", cost, "must be at least 1 (use peek to look without consuming)"));
         }
@@ -469,7 +487,88 @@ impl Limiter {
                 format!("exceeds the smallest limit ({}); such a request could never pass", self.inner.max_cost),
             ));
         }
-        self.run(key, cost, true, opts.traceparent, via).await
+        Ok(())
+    }
+
+    /// Several decisions at once: a binding's batch (one JS tick's checks). Each is its own atomic
+    /// decision with its own answer, in order, as `check_with` / `peek_with` would give. On a
+    /// standalone Redis without a cache layer or tracing they go out in shared script calls, each
+    /// call with one deadline, breaker permit and in-flight slot; otherwise one by one, polled
+    /// [`together`](crate::together).
+    pub async fn decide_many(&self, items: &[BatchItem<'_>]) -> Vec<Result<Decision>> {
+        let inner = &*self.inner;
+        match &inner.backend {
+            Backend::Redis { remote, cache: None, .. }
+                if !remote.store().is_cluster() && !telemetry::tracing_on() && items.iter().all(|i| i.traceparent.is_none()) =>
+            {
+                self.decide_in_calls(remote, items).await
+            }
+            _ => {
+                // Boxed: each decision's future is large, and join_all would move it at every step.
+                crate::together(futures::future::join_all(items.iter().map(|it| self.one_of_many(*it)))).await
+            }
+        }
+    }
+
+    fn one_of_many<'a>(&'a self, it: BatchItem<'a>) -> Pin<Box<dyn Future<Output = Result<Decision>> + Send + 'a>> {
+        Box::pin(async move {
+            if it.cost == 0 {
+                self.peek_with(it.key, it.traceparent).await
+            } else {
+                self.check_with(it.key, CheckOptions { cost: it.cost, traceparent: it.traceparent }).await
+            }
+        })
+    }
+
+    /// `decide_many` on a standalone Redis: script calls of up to MAX_BATCH requests, sent at once.
+    async fn decide_in_calls(&self, remote: &Remote, items: &[BatchItem<'_>]) -> Vec<Result<Decision>> {
+        let inner = &*self.inner;
+        let store = remote.store();
+        let limit_arg = limit_args(inner.algorithm, &inner.limits);
+        let mut answers: Vec<Option<Result<Decision>>> = (0..items.len()).map(|_| None).collect();
+        let (mut asks, mut at) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+        for (i, it) in items.iter().enumerate() {
+            let consume = it.cost > 0;
+            let keys = if consume { self.check_cost(it.cost) } else { Ok(()) }
+                .and_then(|()| inner.layout.keys(it.key, inner.algorithm, &inner.limits));
+            match keys {
+                Ok(keys) => {
+                    asks.push(Ask { keys, algorithm: inner.algorithm, limits: limit_arg.clone(), cost: it.cost.max(1), consume });
+                    at.push(i);
+                }
+                Err(e) => answers[i] = Some(Err(e)),
+            }
+        }
+        let calls = asks.chunks(MAX_BATCH).map(|chunk| async move {
+            let refs: Vec<&Ask> = chunk.iter().collect();
+            let t0 = inner.clock.now_us();
+            let decided = remote.call(store.decide(&refs)).await;
+            (decided, t0, inner.clock.now_us())
+        });
+        let results = futures::future::join_all(calls).await;
+        for ((chunk, at), (decided, t0, t1)) in asks.chunks(MAX_BATCH).zip(at.chunks(MAX_BATCH)).zip(results) {
+            for (k, ask) in chunk.iter().enumerate() {
+                let req = ask.request(&inner.limits);
+                let outcome = match &decided {
+                    Ok(d) => store.outcome(&req, &d[k]),
+                    Err(e) => Err(e.clone()),
+                };
+                let answer = match outcome {
+                    Ok(out) => {
+                        if k == 0 {
+                            self.observe_offset(&out, t0, t1);
+                        }
+                        Ok(self.answered(&out, Source::Redis))
+                    }
+                    Err(e) => self.store_failed(e, &req, t1, LogTraceId::default()),
+                };
+                if let Ok(d) = &answer {
+                    inner.metrics.decision(d.source, d.allowed);
+                }
+                answers[at[k]] = Some(answer);
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(store.bad_reply("a batched request got no answer")))).collect()
     }
 
     /// Would one more request pass? Consumes nothing.
@@ -549,7 +648,7 @@ impl Limiter {
         let inner = &*self.inner;
         let keys = inner.layout.keys(key, inner.algorithm, &inner.limits)?;
         let req = Request { keys: &keys, limits: &inner.limits, algorithm: inner.algorithm, cost, consume };
-        let Backend::Redis { remote, cache, fallback } = &inner.backend else {
+        let Backend::Redis { remote, cache, .. } = &inner.backend else {
             let Backend::Memory(m) = &inner.backend else { unreachable!("two backends") };
             return Ok((Decision::from_outcome(&m.evaluate(&req), &inner.limits, Source::Memory), None));
         };
@@ -562,23 +661,33 @@ impl Limiter {
         let t1 = inner.clock.now_us();
         match result {
             Ok((out, source)) => {
-                inner.store_failing.store(false, Ordering::Relaxed);
                 let latency = (source == Source::Redis).then(|| {
                     self.observe_offset(&out, t0, t1);
                     t1.saturating_sub(t0)
                 });
-                Ok((Decision::from_outcome(&out, &inner.limits, source), latency))
+                Ok((self.answered(&out, source), latency))
             }
-            Err(e) => {
-                let mode = fallback.mode().as_str();
-                if !inner.store_failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable; deciding by the fallback policy");
-                } else {
-                    tracing::debug!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable");
-                }
-                Ok((fallback.decide(e, &req, t1)?, None))
-            }
+            Err(e) => Ok((self.store_failed(e, &req, t1, trace_id)?, None)),
         }
+    }
+
+    /// The decision for an answer of the store or the cache layer.
+    fn answered(&self, out: &Outcome, source: Source) -> Decision {
+        self.inner.store_failing.store(false, Ordering::Relaxed);
+        Decision::from_outcome(out, &self.inner.limits, source)
+    }
+
+    /// Redis failed `req`: the fallback policy decides (and says so in the log, once per outage).
+    fn store_failed(&self, e: Error, req: &Request<'_>, now_us: u64, trace_id: LogTraceId) -> Result<Decision> {
+        let inner = &*self.inner;
+        let Backend::Redis { fallback, .. } = &inner.backend else { return Err(e) };
+        let mode = fallback.mode().as_str();
+        if !inner.store_failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable; deciding by the fallback policy");
+        } else {
+            tracing::debug!(error = %e, fallback = mode, trace_id = %trace_id, "Redis unavailable");
+        }
+        fallback.decide(e, req, now_us)
     }
 
     /// Redis time sits between our send and receive: compare it with the midpoint.

@@ -48,6 +48,11 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 // concurrent decisions in.
 static STATE: RwLock<Option<Arc<TraceState>>> = RwLock::new(None);
 
+/// Whether decisions are traced now (a batch then takes the per-decision path, one span each).
+pub(crate) fn tracing_on() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 fn state() -> Option<Arc<TraceState>> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;

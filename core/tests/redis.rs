@@ -502,3 +502,81 @@ async fn a_panic_inside_together_holds_nothing_back_afterwards() {
     let d = tokio::time::timeout(Duration::from_secs(10), limiter.check("b")).await.expect("a check after the panic hung");
     assert!(d.unwrap().allowed);
 }
+
+fn item(key: &str, cost: u64) -> floodwall::BatchItem<'_> {
+    floodwall::BatchItem { key, cost, traceparent: None }
+}
+
+#[tokio::test]
+async fn decide_many_answers_each_request_as_one_by_one_would() {
+    let server = RedisServer::start();
+    for alg in ALGORITHMS {
+        let batched = redis_limiter(&server.url(), alg, &["5/minute", "7/hour"], &unique_prefix("many"));
+        let alone = redis_limiter(&server.url(), alg, &["5/minute", "7/hour"], &unique_prefix("many-alone"));
+        // checks, peeks (cost 0), a cost of 2, a cost above the smallest limit and an empty key
+        let items: Vec<_> = (0..14)
+            .map(|i| match i {
+                3 => item("a", 0),
+                5 => item("b", 2),
+                6 => item("a", 6),
+                9 => item("", 1),
+                _ => item(if i % 2 == 0 { "a" } else { "b" }, 1),
+            })
+            .collect();
+        let got = batched.decide_many(&items).await;
+        assert_eq!(got.len(), items.len());
+        for (i, (it, d)) in items.iter().zip(&got).enumerate() {
+            let want = if it.cost == 0 {
+                alone.peek(it.key).await
+            } else {
+                alone.check_n(it.key, it.cost).await
+            };
+            match (d, want) {
+                (Ok(d), Ok(w)) => {
+                    assert_eq!((d.allowed, d.remaining, d.source), (w.allowed, w.remaining, w.source), "{alg}: item {i}");
+                    assert_eq!(d.limited_by, w.limited_by, "{alg}: item {i}");
+                }
+                (Err(e), Err(w)) => {
+                    assert_eq!(e.kind(), ErrorKind::Config, "{alg}: item {i}: {e}");
+                    assert_eq!(e.to_string(), w.to_string(), "{alg}: item {i}");
+                }
+                (d, w) => panic!("{alg}: item {i}: batched {d:?}, alone {w:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn decide_many_beyond_one_script_call_admits_exactly_the_limit_in_order() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for alg in ALGORITHMS {
+        let limiter = redis_limiter(&server.url(), alg, &["100/minute"], &unique_prefix("many-big"));
+        limiter.connect().await.unwrap();
+        let items = vec![item("k", 1); 300];
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        let got = limiter.decide_many(&items).await;
+        let allowed: Vec<bool> = got.iter().map(|d| d.as_ref().unwrap().allowed).collect();
+        assert_eq!(allowed, (0..300).map(|i| i < 100).collect::<Vec<_>>(), "{alg}");
+        let calls = evalsha_calls(&mut conn).await;
+        assert!((2..=5).contains(&calls), "{alg}: 300 requests in {calls} script calls");
+    }
+}
+
+#[tokio::test]
+async fn decide_many_with_redis_down_answers_by_the_fallback() {
+    let port = floodwall_testkit::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let open = Limiter::builder(limits(&["5/minute"])).redis_url(&url).fallback(floodwall::FallbackMode::Open).build().unwrap();
+    let got = open.decide_many(&[item("a", 1), item("b", 1), item("", 1)]).await;
+    for d in &got[..2] {
+        let d = d.as_ref().expect("the fallback answers");
+        assert!(d.allowed && d.source == Source::Fallback, "{d:?}");
+    }
+    assert_eq!(got[2].as_ref().unwrap_err().kind(), ErrorKind::Config);
+    let strict = redis_limiter(&url, Algorithm::SlidingWindow, &["5/minute"], "t-down");
+    for d in strict.decide_many(&[item("a", 1), item("b", 0)]).await {
+        let e = d.unwrap_err();
+        assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+}

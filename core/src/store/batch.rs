@@ -13,7 +13,7 @@ use super::redis::RedisStore;
 
 /// Most requests in one script call: bounds how long one script holds Redis (each request is a
 /// GET and at most a SET) and the size of its reply.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// Script calls of one store in flight at once: one runs in Redis while the next one fills.
 const MAX_CALLS: usize = 2;
 
@@ -27,6 +27,17 @@ pub(crate) struct Ask {
     pub limits: Vec<u8>,
     pub cost: u64,
     pub consume: bool,
+}
+
+impl Ask {
+    /// `req` as a request of a script call; `limits` is scripts::limit_args of its limits.
+    pub(crate) fn of(req: &super::Request<'_>, limits: Vec<u8>) -> Self {
+        Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits, cost: req.cost, consume: req.consume }
+    }
+
+    pub(crate) fn request<'a>(&'a self, limits: &'a [crate::limit::Limit]) -> super::Request<'a> {
+        super::Request { keys: &self.keys, limits, algorithm: self.algorithm, cost: self.cost, consume: self.consume }
+    }
 }
 
 /// What the script decided for one request, and the state it read then.

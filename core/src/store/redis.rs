@@ -17,7 +17,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 
-use super::batch::{self, Ask, Decided};
+pub(crate) use super::batch::{Ask, Decided};
+use super::batch;
 use super::Request;
 
 pub use crate::scripts::script_for;
@@ -268,13 +269,18 @@ impl RedisStore {
     }
 
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
-        let ask = Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits: limit_args(req.algorithm, req.limits), cost: req.cost, consume: req.consume };
+        let ask = Ask::of(req, limit_args(req.algorithm, req.limits));
         // a Cluster call must keep to one slot: there each request is its own call
         let d = if self.is_cluster() {
             self.decide_one(&ask).await?
         } else {
             batch::submit(self, ask).await?
         };
+        self.outcome(req, &d)
+    }
+
+    /// What the script's answer `d` to `req` means.
+    pub(crate) fn outcome(&self, req: &Request<'_>, d: &Decided) -> Result<Outcome> {
         if req.algorithm == Algorithm::SlidingLog {
             // the log's script answers in full (its state is the log itself)
             return Outcome::from_reply(&d.state, req.limits.len()).ok_or_else(|| self.bad_reply(&format!("unexpected log answer {:?}", d.state)));
