@@ -223,7 +223,8 @@ for k = 1, #KEYS do
       sw_write(KEYS[k], S[k], P, now, false)
     else
       -- sw_write keeping the TTL, inline: the write of nearly every sliding-window decision
-      redis.call('SETRANGE', KEYS[k], 0, pack(fmt, unpack(S[k])))
+      -- (offset '0' as a string: Redis formats a Lua number argument with %.14g, a float printf)
+      redis.call('SETRANGE', KEYS[k], '0', pack(fmt, unpack(S[k])))
     end
   end
 end

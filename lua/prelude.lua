@@ -42,6 +42,9 @@ local function format(width)
   return f
 end
 
+-- An integral number as a command argument, without the float formatting Redis applies to Lua numbers.
+local format_int = function(n) return string.format('%d', n) end
+
 -- The numbers `v` as stored (the format above).
 local function encode_state(v)
   return struct.pack(format(#v), unpack(v))
@@ -54,11 +57,12 @@ end
 -- the expiry is unchanged.
 local function write_state(key, v, ttl_us)
   if ttl_us == nil then
-    redis.call('SETRANGE', key, 0, encode_state(v))
+    redis.call('SETRANGE', key, '0', encode_state(v))
   else
     local ms = ceil(ttl_us / 1000)
     if ms < 1 then ms = 1 end
-    redis.call('SET', key, encode_state(v), 'PX', ms + ttl_pad_ms)
+    -- formatted as an integer: a number argument would go through a float printf (%.14g)
+    redis.call('SET', key, encode_state(v), 'PX', format_int(ms + ttl_pad_ms))
   end
 end
 
