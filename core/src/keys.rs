@@ -3,6 +3,7 @@
 //! (one script call can touch them all) while different identities spread across slots.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 
@@ -86,12 +87,24 @@ impl KeyLayout {
     /// (`...:sw:1000,60000`), so a check costs one read and one write in Redis whatever the
     /// number of limits, and limiters with other windows never share (or expire) its state.
     pub fn keys(&self, identity: &str, algorithm: Algorithm, limits: &[Limit]) -> Result<Vec<String>> {
-        let base = self.base(identity)?;
-        let windows = || limits.iter().map(|l| l.window().as_millis().to_string()).collect::<Vec<_>>().join(",");
+        // Built in one string each: this runs for every decision.
+        let tag = Self::identity_tag(identity)?;
+        let mut key = String::with_capacity(self.prefix.len() + tag.len() + 12 + 8 * limits.len());
+        let _ = write!(key, "{}:{{{tag}}}", self.prefix);
         Ok(match algorithm {
-            Algorithm::SlidingWindow => vec![format!("{base}:sw:{}", windows())],
-            Algorithm::TokenBucket => vec![format!("{base}:tb:{}", windows())],
-            Algorithm::SlidingLog => vec![format!("{base}:log"), format!("{base}:log:seq")],
+            Algorithm::SlidingWindow | Algorithm::TokenBucket => {
+                key.push_str(if algorithm == Algorithm::SlidingWindow { ":sw:" } else { ":tb:" });
+                for (i, l) in limits.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    let _ = write!(key, "{sep}{}", l.window().as_millis());
+                }
+                vec![key]
+            }
+            Algorithm::SlidingLog => {
+                key.push_str(":log");
+                let seq = format!("{key}:seq");
+                vec![key, seq]
+            }
         })
     }
 }
