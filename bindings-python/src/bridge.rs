@@ -94,11 +94,18 @@ impl LoopBridge {
         // out in a write (and Redis read) of its own. Unconstrained: tokio's per-task budget would
         // otherwise cut a turn of more than a few dozen calls into several writes; a turn is
         // bounded by what the event loop submitted.
-        // `together`: the turn's decisions share script calls from the first one.
-        crate::runtime::get().spawn(tokio::task::unconstrained(floodwall::together(async move {
+        // `together`: the turn's decisions share script calls from the first one. A call alone
+        // goes straight out (held, it would wait for a drain task to be scheduled).
+        let alone = jobs.len() == 1;
+        let all = async move {
             let mut calls: FuturesUnordered<Job> = jobs.into_iter().collect();
             while calls.next().await.is_some() {}
-        })));
+        };
+        if alone {
+            crate::runtime::get().spawn(all);
+        } else {
+            crate::runtime::get().spawn(tokio::task::unconstrained(floodwall::together(all)));
+        }
     }
 
     /// The loop's reader callback: resolve every queued future.

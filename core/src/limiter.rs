@@ -505,7 +505,11 @@ impl Limiter {
             }
             _ => {
                 // Boxed: each decision's future is large, and join_all would move it at every step.
-                crate::together(futures::future::join_all(items.iter().map(|it| self.one_of_many(*it)))).await
+                match items {
+                    // alone: no company to wait for
+                    [it] => vec![self.one_of_many(*it).await],
+                    _ => crate::together(futures::future::join_all(items.iter().map(|it| self.one_of_many(*it)))).await,
+                }
             }
         }
     }
