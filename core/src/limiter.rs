@@ -2,9 +2,9 @@
 //! store (through the cache and the guarded Redis path), falls back by policy when Redis cannot
 //! answer, turns outcomes into `Decision`s and watches the offset between local and Redis time.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -504,7 +504,6 @@ impl Limiter {
                 self.decide_in_calls(remote, items).await
             }
             _ => {
-                // Boxed: each decision's future is large, and join_all would move it at every step.
                 match items {
                     // alone: no company to wait for
                     [it] => vec![self.one_of_many(*it).await],
@@ -514,6 +513,8 @@ impl Limiter {
         }
     }
 
+    /// One decision of a batch, boxed: each decision's future is large, and join_all would move
+    /// it at every step.
     fn one_of_many<'a>(&'a self, it: BatchItem<'a>) -> Pin<Box<dyn Future<Output = Result<Decision>> + Send + 'a>> {
         Box::pin(async move {
             if it.cost == 0 {
