@@ -21,8 +21,7 @@ use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
 use crate::scripts::limit_args;
-use crate::store::batch::MAX_BATCH;
-use crate::store::redis::Ask;
+use crate::store::batch::{Ask, MAX_BATCH};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 use crate::telemetry::{self, CheckSpan, LogTraceId};
 
@@ -529,7 +528,7 @@ impl Limiter {
     async fn decide_in_calls(&self, remote: &Remote, items: &[BatchItem<'_>]) -> Vec<Result<Decision>> {
         let inner = &*self.inner;
         let store = remote.store();
-        let limit_arg = limit_args(inner.algorithm, &inner.limits);
+        let limit_arg: Arc<[u8]> = limit_args(inner.algorithm, &inner.limits).into();
         let mut answers: Vec<Option<Result<Decision>>> = (0..items.len()).map(|_| None).collect();
         let (mut asks, mut at) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
         for (i, it) in items.iter().enumerate() {

@@ -247,7 +247,6 @@ struct RemoteInner {
     slow: Duration,
     health_every: Duration,
     metrics: Arc<Metrics>,
-    max_in_flight: usize,
     /// Per process: permits held by a parent's calls at fork() would never come back in the child.
     in_flight: PerProcess<tokio::sync::Semaphore>,
 }
@@ -256,7 +255,6 @@ impl Remote {
     pub(crate) fn new(store: RedisStore, timeout: Duration, opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
         let slow = Duration::from_millis(opts.slow_call_ms);
         let health_every = Duration::from_millis(opts.health_check_ms.max(1));
-        let max_in_flight = opts.max_in_flight;
         Remote {
             inner: Arc::new(RemoteInner {
                 store,
@@ -265,7 +263,6 @@ impl Remote {
                 slow,
                 health_every,
                 metrics,
-                max_in_flight,
                 in_flight: PerProcess::new(),
             }),
         }
@@ -303,7 +300,7 @@ impl Remote {
         let inner = &*self.inner;
         // Wait for a slot first (the semaphore is never closed, so acquire cannot fail), then
         // ask the breaker: a call that waited while the breaker opened goes to the fallback.
-        let _slot = inner.in_flight.get_or(|| tokio::sync::Semaphore::new(inner.max_in_flight)).acquire().await.ok();
+        let _slot = inner.in_flight.get_or(|| tokio::sync::Semaphore::new(inner.breaker.opts.max_in_flight)).acquire().await.ok();
         let Some(mut permit) = inner.breaker.try_acquire() else {
             inner.metrics.rejected_open();
             return Err(Error::Unavailable { url: inner.store.url().to_string() });

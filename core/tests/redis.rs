@@ -424,6 +424,11 @@ async fn sliding_log_names_entries_apart_when_redis_time_goes_back() {
     assert!(!d.allowed, "an entry was lost to a name clash: {d:?}");
 }
 
+/// Zero redis-server's command counts (INFO commandstats).
+async fn reset_stats(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(conn).await.unwrap();
+}
+
 /// EVALSHA calls redis-server has run since its stats were reset.
 async fn evalsha_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
@@ -441,7 +446,7 @@ async fn concurrent_decisions_share_script_calls_and_stay_exact() {
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let limiter = redis_limiter(&server.url(), alg, &["50/minute", "1000/hour"], &unique_prefix("batch"));
         limiter.connect().await.unwrap();
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        reset_stats(&mut conn).await;
         // 4 identities x 100 requests, interleaved: batches mix identities and repeat them
         let ds = futures::future::join_all((0..400).map(|i| {
             let l = limiter.clone();
@@ -472,14 +477,14 @@ async fn decisions_polled_together_go_out_in_one_script_call() {
         let limiter = redis_limiter(&server.url(), alg, &["5/minute"], &unique_prefix("together"));
         limiter.connect().await.unwrap();
         let checks = || futures::future::join_all((0..20).map(|i| limiter.check(if i % 2 == 0 { "a" } else { "b" })));
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        reset_stats(&mut conn).await;
         let ds = floodwall::together(checks()).await;
         assert_eq!(evalsha_calls(&mut conn).await, 1, "{alg}: 20 checks polled together");
         // each identity's first 5, in arrival order, are admitted
         let allowed: Vec<bool> = ds.iter().map(|d| d.as_ref().unwrap().allowed).collect();
         assert_eq!(allowed, (0..20).map(|i| i < 10).collect::<Vec<_>>(), "{alg}");
         // Without it the first arrivals find a call slot free and call alone.
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        reset_stats(&mut conn).await;
         checks().await;
         assert!(evalsha_calls(&mut conn).await > 1, "{alg}: the baseline this test compares with moved");
     }
@@ -554,7 +559,7 @@ async fn decide_many_beyond_one_script_call_admits_exactly_the_limit_in_order() 
         let limiter = redis_limiter(&server.url(), alg, &["100/minute"], &unique_prefix("many-big"));
         limiter.connect().await.unwrap();
         let items = vec![item("k", 1); 300];
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        reset_stats(&mut conn).await;
         let got = limiter.decide_many(&items).await;
         let allowed: Vec<bool> = got.iter().map(|d| d.as_ref().unwrap().allowed).collect();
         assert_eq!(allowed, (0..300).map(|i| i < 100).collect::<Vec<_>>(), "{alg}");

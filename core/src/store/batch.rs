@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -23,15 +24,15 @@ pub(crate) struct Ask {
     /// The request's keys (one; the sliding log's two)
     pub keys: Vec<String>,
     pub algorithm: Algorithm,
-    /// scripts::limit_args of the limiter's limits
-    pub limits: Vec<u8>,
+    /// scripts::limit_args of the limiter's limits (shared by the requests of one batch)
+    pub limits: Arc<[u8]>,
     pub cost: u64,
     pub consume: bool,
 }
 
 impl Ask {
     /// `req` as a request of a script call; `limits` is scripts::limit_args of its limits.
-    pub(crate) fn of(req: &super::Request<'_>, limits: Vec<u8>) -> Self {
+    pub(crate) fn of(req: &super::Request<'_>, limits: Arc<[u8]>) -> Self {
         Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits, cost: req.cost, consume: req.consume }
     }
 

@@ -17,8 +17,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
 
-pub(crate) use super::batch::{Ask, Decided};
-use super::batch;
+use super::batch::{self, Ask, Decided};
 use super::Request;
 
 pub use crate::scripts::script_for;
@@ -269,7 +268,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
-        let ask = Ask::of(req, limit_args(req.algorithm, req.limits));
+        let ask = Ask::of(req, limit_args(req.algorithm, req.limits).into());
         // a Cluster call must keep to one slot: there each request is its own call
         let d = if self.is_cluster() {
             self.decide_one(&ask).await?
