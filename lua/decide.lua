@@ -15,11 +15,14 @@
 --           - an array of three numbers per request k: its cost at 3k-2, 1 (consume) or 0 (peek)
 --             at 3k-1, and at 3k the number of the last earlier request of this call with the
 --             same key (0: none)
--- returns   {now, then per request: allowed (1/0), numbers packed as lua/prelude.lua stores a
---           state (little-endian doubles)}: the state the request read as stored ("" for none:
---           sliding window, token bucket; the Rust twin computes the answers from it), or the
---           answers themselves (sliding log, whose state is a log: allowed, limited_by, now, then
---           remaining, reset_after, retry_after per window)
+-- returns   {now, one string}: per request in order, a head byte 2c + a (a: allowed 1/0, c: the
+--           count of numbers that follow it), then c numbers packed as lua/prelude.lua stores a
+--           state (little-endian doubles): the state the request read as stored (none for a new
+--           identity: sliding window, token bucket; the Rust twin computes the answers from it),
+--           or the answers themselves (sliding log, whose state is a log: allowed, limited_by,
+--           now, then remaining, reset_after, retry_after per window). One string, not two
+--           values per request: Redis converts a script's reply value by value, and the client
+--           parses it so; a string is one memcpy on each side.
 
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
 -- then n limits) from the state `s` read (nil: a new identity). Fills T with the state after the
@@ -148,7 +151,12 @@ end
 local now = now_us(ARGV[1])
 local mode, P, R = mp_unpack(ARGV[2])
 local n = #P / 2
-local out = {now}
+-- the reply's pieces (see `returns`), joined once at the end
+local parts, concat, char = {}, table.concat, string.char
+-- head bytes by allowed (0/1): `bare` before no numbers, `full` before `width` numbers
+local function heads(width)
+  return {[0] = char(0), char(1)}, {[0] = char(2 * width), char(2 * width + 1)}
+end
 
 if mode == 'log' then
   local at = {now = string.format('%.0f', now), after = {}, longest = 0}
@@ -158,12 +166,13 @@ if mode == 'log' then
   end
   at.expired = string.format('%.0f', now - at.longest)
   at.ttl = string.format('%d', ceil(at.longest / 1000) + ttl_pad_ms)
+  local _, full = heads(3 + 3 * n)
   for k = 1, #R / 3 do
     local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now, at)
-    out[#out + 1] = ok and 1 or 0
-    out[#out + 1] = encode_state(answers)
+    parts[2 * k - 1] = full[ok and 1 or 0]
+    parts[2 * k] = encode_state(answers)
   end
-  return out
+  return {now, concat(parts)}
 end
 
 -- Sliding window and token bucket. Every command called from Lua costs Redis about as much as
@@ -180,7 +189,8 @@ local raw = redis.call('MGET', unpack(KEYS))
 -- call; moved: and its expiry with it; later: a later request has the same key
 local S, read, dirty, moved, later = {}, {}, {}, {}, {}
 local T = {}
-local o = #out
+local bare, full = heads(width)
+local o = 0
 for k = 1, #KEYS do
   local cost, consume, p = R[3 * k - 2], R[3 * k - 1] == 1, R[3 * k]
   local s, r
@@ -210,9 +220,14 @@ for k = 1, #KEYS do
     moved[k] = moved[k] or move
   end
   S[k] = s or false
-  out[o + 1] = ok and 1 or 0
-  out[o + 2] = r
-  o = o + 2
+  if r == '' then
+    o = o + 1
+    parts[o] = bare[ok and 1 or 0]
+  else
+    parts[o + 1] = full[ok and 1 or 0]
+    parts[o + 2] = r
+    o = o + 2
+  end
 end
 local pack = struct.pack
 for k = 1, #KEYS do
@@ -228,4 +243,4 @@ for k = 1, #KEYS do
     end
   end
 end
-return out
+return {now, concat(parts)}

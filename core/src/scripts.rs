@@ -76,14 +76,16 @@ pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], requests: imp
     buf
 }
 
-/// The numbers of a state or answer in a lua/decide.lua reply: little-endian doubles, packed by
-/// the script with `struct.pack` (lua/prelude.lua encode_state); None if the bytes are not that.
-pub(crate) fn decode_numbers(bytes: &[u8]) -> Option<Vec<i64>> {
-    if bytes.len() % 8 != 0 {
-        return None;
-    }
+/// One request's answer at the start of lua/decide.lua's packed reply: a head byte `2c + allowed`,
+/// then `c` little-endian doubles (the state read, or the log's answers; lua/prelude.lua
+/// encode_state). Returns allowed, the numbers and the rest of the reply; None if the bytes are
+/// not that (a torn or foreign reply).
+pub(crate) fn decode_decided(bytes: &[u8]) -> Option<(bool, Vec<i64>, &[u8])> {
+    let (&head, rest) = bytes.split_first()?;
+    let (numbers, rest) = rest.split_at_checked(8 * usize::from(head >> 1))?;
     // every number stored is an integer below 2^53, so the conversion is exact
-    Some(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()) as i64).collect())
+    let state = numbers.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()) as i64).collect();
+    Some((head & 1 == 1, state, rest))
 }
 
 #[cfg(test)]
@@ -105,10 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn numbers_decode_from_doubles_and_refuse_a_torn_value() {
-        let bytes: Vec<u8> = [7.0f64, 0.0, 1.7e15].iter().flat_map(|f| f.to_le_bytes()).collect();
-        assert_eq!(decode_numbers(&bytes), Some(vec![7, 0, 1_700_000_000_000_000]));
-        assert_eq!(decode_numbers(&bytes[..5]), None);
-        assert_eq!(decode_numbers(b""), Some(vec![]));
+    fn answers_decode_from_heads_and_doubles_and_refuse_a_torn_reply() {
+        let mut bytes = vec![2 * 3 + 1];
+        bytes.extend([7.0f64, 0.0, 1.7e15].iter().flat_map(|f| f.to_le_bytes()));
+        bytes.push(0); // denied, a new identity: no numbers
+        let (allowed, state, rest) = decode_decided(&bytes).unwrap();
+        assert!(allowed);
+        assert_eq!(state, vec![7, 0, 1_700_000_000_000_000]);
+        assert_eq!(decode_decided(rest), Some((false, vec![], &b""[..])));
+        assert_eq!(decode_decided(&bytes[..20]), None, "numbers cut short");
+        assert_eq!(decode_decided(b""), None, "no head");
     }
 }

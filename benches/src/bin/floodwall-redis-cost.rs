@@ -6,7 +6,9 @@
 //! `EVALSHA "return 1"` that floodwall-bench calls the floor. (Kernel time, the socket reads and
 //! writes, is not counted: per call it is the same for both.)
 //!
-//!   cargo run --release -p floodwall-bench --bin floodwall-redis-cost -- [--decisions 6400] [--concurrency 64]
+//!   cargo run --release -p floodwall-bench --bin floodwall-redis-cost -- [--decisions 6400] [--concurrency 64] [--keep DIR]
+//!
+//! `--keep DIR` keeps each case's callgrind dump in DIR, for `callgrind_annotate DIR/callgrind.<case>`.
 //!
 //! Needs valgrind (callgrind_control) and redis-benchmark on PATH.
 
@@ -31,6 +33,8 @@ struct Counted {
     server: RedisServer,
     pid: String,
     dumps: PathBuf,
+    /// `--keep DIR`: each case's dump is moved there (for callgrind_annotate) instead of deleted
+    keep: Option<PathBuf>,
 }
 
 impl Drop for Counted {
@@ -39,13 +43,13 @@ impl Drop for Counted {
     }
 }
 
-fn start() -> Counted {
+fn start(keep: Option<PathBuf>) -> Counted {
     let dumps = std::env::temp_dir().join(format!("floodwall-redis-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dumps).expect("temp dir");
     let out = format!("--callgrind-out-file={}/callgrind.%p", dumps.display());
     let server = RedisServer::start_wrapped(&["valgrind", "--tool=callgrind", &out]);
     let pid = server.pid().expect("running").to_string();
-    Counted { server, pid, dumps }
+    Counted { server, pid, dumps, keep }
 }
 
 /// One command's reply, as the harness reads it.
@@ -59,8 +63,9 @@ fn start_counting(s: &Counted) {
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -z");
 }
 
-/// Instructions since start_counting (callgrind_control dumps; the newest file's totals).
-fn instructions(s: &Counted) -> u64 {
+/// Instructions since start_counting (callgrind_control dumps; the newest file's totals), counted
+/// for the case named `case`.
+fn instructions(s: &Counted, case: &str) -> u64 {
     let st = Command::new("callgrind_control").args(["-d", &s.pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -d");
     let newest = |dir: &Path| -> Option<PathBuf> {
@@ -71,7 +76,15 @@ fn instructions(s: &Counted) -> u64 {
     let file = newest(&s.dumps).expect("a callgrind dump");
     let text = std::fs::read_to_string(&file).expect("read the dump");
     let total = text.lines().find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")));
-    let _ = std::fs::remove_file(&file);
+    match &s.keep {
+        // kept for callgrind_annotate, named after the case counted
+        Some(dir) => {
+            let _ = std::fs::rename(&file, dir.join(format!("callgrind.{}", case.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))));
+        }
+        None => {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
     total.and_then(|t| t.trim().parse().ok()).expect("totals in the dump")
 }
 
@@ -103,8 +116,15 @@ async fn drive(limiter: &Limiter, decisions: u64, concurrency: u64, identities: 
 fn main() {
     let mut decisions = 6400u64;
     let mut concurrency = 64u64;
+    let mut keep = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--keep" {
+            let dir = PathBuf::from(args.next().expect("--keep needs a directory"));
+            std::fs::create_dir_all(&dir).expect("--keep: cannot make the directory");
+            keep = Some(dir);
+            continue;
+        }
         let value = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
         match flag.as_str() {
             "--decisions" => decisions = value,
@@ -112,7 +132,7 @@ fn main() {
             other => panic!("unknown flag {other}"),
         }
     }
-    let server = start();
+    let server = start(keep);
     let port = server.server.port();
     println!("floodwall-redis-cost: redis-server user-space instructions (callgrind), {decisions} decisions, {concurrency} in flight");
     println!("{:<40} {:>10} {:>10} {:>16} {:>14}", "case", "decisions", "calls", "instr/decision", "instr/call");
@@ -126,7 +146,7 @@ fn main() {
         .stdout(Stdio::null())
         .status();
     assert!(st.is_ok_and(|s| s.success()), "redis-benchmark");
-    let floor = instructions(&server) / calls;
+    let floor = instructions(&server, "floor") / calls;
     println!("{:<40} {:>10} {:>10} {:>16} {:>14}", "EVALSHA 'return 1' (floor)", "-", calls, "-", floor);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -148,9 +168,10 @@ fn main() {
             let calls_before = evalsha_calls(&server);
             start_counting(&server);
             drive(&limiter, decisions, concurrency, identities, 7).await;
-            let ir = instructions(&server);
+            let case = format!("{alg} ({label})");
+            let ir = instructions(&server, &case);
             let calls = evalsha_calls(&server) - calls_before;
-            println!("{:<40} {:>10} {:>10} {:>16} {:>14}", format!("{alg} ({label})"), decisions, calls, ir / decisions, ir / calls.max(1));
+            println!("{:<40} {:>10} {:>10} {:>16} {:>14}", case, decisions, calls, ir / decisions, ir / calls.max(1));
         }
     });
 }

@@ -12,7 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::scripts::{decide_args, decode_numbers, limit_args, DECIDE};
+use crate::scripts::{decide_args, decode_decided, limit_args, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -311,20 +311,21 @@ impl RedisStore {
         let requests = asks.iter().map(|a| (a.keys.first().map_or("", String::as_str), a.cost, a.consume));
         inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, requests));
         let reply: Vec<Value> = self.invoke(&inv).await?;
-        let bad = || self.bad_reply(&format!("unexpected script reply of {} values for {} requests", reply.len(), asks.len()));
-        let [Value::Int(now), rest @ ..] = &reply[..] else { return Err(bad()) };
-        if rest.len() != 2 * asks.len() {
+        let bad = || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
+        let [Value::Int(now), Value::BulkString(packed)] = &reply[..] else { return Err(bad()) };
+        let now_us = (*now).max(0) as u64;
+        let mut rest = &packed[..];
+        let decided = (0..asks.len())
+            .map(|_| {
+                let (allowed, state, tail) = decode_decided(rest).ok_or_else(bad)?;
+                rest = tail;
+                Ok(Decided { allowed, now_us, state })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !rest.is_empty() {
             return Err(bad());
         }
-        rest.chunks_exact(2)
-            .map(|pair| match pair {
-                [Value::Int(allowed), Value::BulkString(numbers)] => {
-                    let state = decode_numbers(numbers).ok_or_else(bad)?;
-                    Ok(Decided { allowed: *allowed == 1, now_us: (*now).max(0) as u64, state })
-                }
-                _ => Err(bad()),
-            })
-            .collect()
+        Ok(decided)
     }
 
     /// Run a prepared script (EVALSHA; redis-rs loads it on NOSCRIPT and repeats the call).
