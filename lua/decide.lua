@@ -24,21 +24,21 @@
 --           values per request: Redis converts a script's reply value by value, and the client
 --           parses it so; a string is one memcpy on each side.
 
+-- The numbers of a stored state, read in place (struct.unpack from a position: no table made).
+local unpack_numbers = struct.unpack
+
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
--- then n limits) from the state `s` read (nil: a new identity). Fills T with the state after the
--- request; returns whether every window allows it, and whether a window number moved (the key's
--- expiry with it: lua/prelude.lua sw_write).
+-- then n limits) from the state `s` as stored (false: a new identity). Fills T with the numbers
+-- after the request; returns whether every window allows it, and whether a window number moved
+-- (the key's expiry with it: lua/prelude.lua sw_expiry).
 local function sw_decide(s, P, n, cost, now, T)
-  local ok, moved = true, not s
+  local ok, moved = true, false
   for i = 1, n do
     local w, limit = P[i], P[n + i]
-    local cur, prev, curr, el
-    if s then
-      cur, prev, curr, el = sw_roll(s[3 * i - 2], s[3 * i - 1], s[3 * i], now, w)
-      if cur ~= s[3 * i - 2] then moved = true end
-    else
-      cur, prev, curr, el = sw_roll(nil, 0, 0, now, w)
-    end
+    local si, sp, sc
+    if s then si, sp, sc = unpack_numbers('<ddd', s, 24 * i - 23) end
+    local cur, prev, curr, el = sw_roll(si, sp, sc, now, w)
+    if cur ~= si then moved = true end
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
     T[3 * i - 2], T[3 * i - 1], T[3 * i] = cur, prev, curr + cost
   end
@@ -46,14 +46,14 @@ local function sw_decide(s, P, n, cost, now, T)
 end
 
 -- Token bucket (GCRA): decide one request of `cost` against every limit (P: n emission intervals
--- in µs, then n bursts) from the state `s` read (nil: a new identity). Fills T with the state
--- after the request and returns whether every limit allows it, and that the expiry moved.
+-- in µs, then n bursts) from the state `s` as stored (false: a new identity). Fills T with the
+-- numbers after the request and returns whether every limit allows it, and that the expiry moved.
 local function tb_decide(s, P, n, cost, now, T)
   local ok = true
   for i = 1, n do
     local t, burst = P[i], P[n + i]
-    local stored = s and s[i]
-    if stored == nil or stored < now then stored = now end
+    local stored = s and unpack_numbers('<d', s, 8 * i - 7) or now
+    if stored < now then stored = now end
     T[i] = stored + t * cost
     if not (now >= T[i] - t * burst) then ok = false end
   end
@@ -181,66 +181,50 @@ end
 -- key an earlier request of the call (R: `prev`) already holds is decided against the state that
 -- one left, exactly as if they had made calls one after another at this instant. Per-request
 -- bookkeeping lives in arrays indexed by request (cheap in Lua; tables keyed by string are not).
+-- States stay in their stored form (a string) and are read in place: every table made and every
+-- bytecode run costs Redis more than the C that unpacks and packs them.
 local decide, width = sw_decide, 3 * n
-if mode == 'tb' then decide, width = tb_decide, n end
-local fmt, bytes, unpack_numbers = format(width), 8 * width, struct.unpack
+-- the TTL (µs) of a key whose numbers are now `v`, when a request moved its expiry
+local ttl_of = function(v) return sw_expiry(v, P) - now end
+if mode == 'tb' then
+  decide, width = tb_decide, n
+  ttl_of = function(v) return tb_ttl(v, now) end
+end
+local fmt, bytes, pack = format(width), 8 * width, struct.pack
 local raw = redis.call('MGET', unpack(KEYS))
--- S: the state after request k; read: what it read, as stored; dirty: its key changed in this
--- call; moved: and its expiry with it; later: a later request has the same key
-local S, read, dirty, moved, later = {}, {}, {}, {}, {}
+-- S: the state (as stored) after request k, false for none; dirty: its key changed in this call;
+-- E: the key's new TTL (µs) if its expiry moved in this call; later: a later request has the same key
+local S, dirty, E, later = {}, {}, {}, {}
 local T = {}
 local bare, full = heads(width)
 local o = 0
 for k = 1, #KEYS do
   local cost, consume, p = R[3 * k - 2], R[3 * k - 1] == 1, R[3 * k]
-  local s, r
+  local s
   if p > 0 then
     later[p] = true
-    s, dirty[k], moved[k] = S[p], dirty[p], moved[p]
-    r = dirty[p] and encode_state(s) or read[p]
+    s, dirty[k], E[k] = S[p], dirty[p], E[p]
   else
-    -- decode_state, inline: this loop is the hot path of every decision
-    r = raw[k]
-    if r and #r == bytes then -- MGET gives a string, or false for an absent key
-      s = {unpack_numbers(fmt, r)}
-      s[width + 1] = nil
-    else
-      r = ''
-    end
+    s = raw[k] -- MGET gives a string, or false for an absent key
+    if s and #s ~= bytes then s = false end -- written for other limits: as if absent
   end
-  read[k] = r
   local ok, move = decide(s, P, n, cost, now, T)
-  if ok and consume then
-    if s then
-      for j = 1, width do s[j] = T[j] end
-    else
-      s = {unpack(T)}
-    end
-    dirty[k] = true
-    moved[k] = moved[k] or move
-  end
-  S[k] = s or false
-  if r == '' then
+  if s then
+    parts[o + 1] = full[ok and 1 or 0]
+    parts[o + 2] = s
+    o = o + 2
+  else
     o = o + 1
     parts[o] = bare[ok and 1 or 0]
-  else
-    parts[o + 1] = full[ok and 1 or 0]
-    parts[o + 2] = r
-    o = o + 2
   end
+  if ok and consume then
+    if move or E[k] then E[k] = ttl_of(T) end
+    s = pack(fmt, unpack(T))
+    dirty[k] = true
+  end
+  S[k] = s
 end
-local pack = struct.pack
 for k = 1, #KEYS do
-  if dirty[k] and not later[k] then
-    if mode == 'tb' then
-      tb_write(KEYS[k], S[k], now)
-    elseif moved[k] then
-      sw_write(KEYS[k], S[k], P, now, false)
-    else
-      -- sw_write keeping the TTL, inline: the write of nearly every sliding-window decision
-      -- (offset '0' as a string: Redis formats a Lua number argument with %.14g, a float printf)
-      redis.call('SETRANGE', KEYS[k], '0', pack(fmt, unpack(S[k])))
-    end
-  end
+  if dirty[k] and not later[k] then store_state(KEYS[k], S[k], E[k]) end
 end
 return {now, concat(parts)}

@@ -50,20 +50,26 @@ local function encode_state(v)
   return struct.pack(format(#v), unpack(v))
 end
 
--- Store the numbers `v` at `key` with a TTL of `ttl_us` (rounded up to ms), or keeping the TTL
--- the key has when `ttl_us` is nil: then `key` must hold a state of the same width, which
--- SETRANGE overwrites in place. That costs Redis markedly less than a SET with PX (no TTL to
--- format, parse, drop and add again; an integer reply, not a status table), hence nil wherever
--- the expiry is unchanged.
-local function write_state(key, v, ttl_us)
+-- Store `bytes` (a state as encode_state makes it) at `key` with a TTL of `ttl_us` (rounded up to
+-- ms), or keeping the TTL the key has when `ttl_us` is nil: then `key` must hold a state of the
+-- same width, which SETRANGE overwrites in place. That costs Redis markedly less than a SET with
+-- PX (no TTL to format, parse, drop and add again; an integer reply, not a status table), hence
+-- nil wherever the expiry is unchanged.
+local function store_state(key, bytes, ttl_us)
   if ttl_us == nil then
-    redis.call('SETRANGE', key, '0', encode_state(v))
+    -- offset '0' as a string: Redis formats a Lua number argument with %.14g, a float printf
+    redis.call('SETRANGE', key, '0', bytes)
   else
     local ms = ceil(ttl_us / 1000)
     if ms < 1 then ms = 1 end
     -- formatted as an integer: a number argument would go through a float printf (%.14g)
-    redis.call('SET', key, encode_state(v), 'PX', format_int(ms + ttl_pad_ms))
+    redis.call('SET', key, bytes, 'PX', format_int(ms + ttl_pad_ms))
   end
+end
+
+-- Store the numbers `v` at `key` (store_state).
+local function write_state(key, v, ttl_us)
+  store_state(key, encode_state(v), ttl_us)
 end
 
 -- Sliding window: move the stored (window number, previous, current) to the window holding `now`
@@ -109,11 +115,17 @@ local function sw_write(key, v, W, now, keep)
   end
 end
 
--- Token bucket: store every theoretical arrival time; the key lives until the latest one passes.
-local function tb_write(key, tat, now)
+-- Token bucket: how long a key holding the theoretical arrival times `tat` lives: until the
+-- latest one passes.
+local function tb_ttl(tat, now)
   local last = now
   for i = 1, #tat do
     if tat[i] > last then last = tat[i] end
   end
-  write_state(key, tat, last - now)
+  return last - now
+end
+
+-- Token bucket: store every theoretical arrival time.
+local function tb_write(key, tat, now)
+  write_state(key, tat, tb_ttl(tat, now))
 end
