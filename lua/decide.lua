@@ -37,8 +37,20 @@ local function sw_decide(s, P, n, cost, now, T)
     local w, limit = P[i], P[n + i]
     local si, sp, sc
     if s then si, sp, sc = unpack_numbers('<ddd', s, 24 * i - 23) end
-    local cur, prev, curr, el = sw_roll(si, sp, sc, now, w)
-    if cur ~= si then moved = true end
+    -- sw_roll, inline: a Lua function call costs Redis about as much as the roll itself
+    local cur, prev, curr = floor(now / w), 0, 0
+    if si == nil then
+      moved = true
+    elseif cur == si then
+      prev, curr = sp, sc
+    elseif cur < si then
+      cur, prev, curr = si, sp, sc
+    else
+      moved = true
+      if cur == si + 1 then prev = sc end
+    end
+    local el = now - cur * w
+    if el < 0 then el = 0 end
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
     T[3 * i - 2], T[3 * i - 1], T[3 * i] = cur, prev, curr + cost
   end
