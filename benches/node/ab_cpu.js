@@ -69,7 +69,7 @@ async function main() {
         const t1 = threadCpu()
         const n = calls.length
         const per = (thread) => ((t1.get(thread) || 0) - (t0.get(thread) || 0)) / 1000 / n
-        const other = calls.filter(([, , s]) => s !== 'redis').length
+        const other = calls.length - (calls.outcomes.get('redis') || 0)
         b.rounds.push({ rate: n / elapsed, p99: percentile(latencies(calls), 99), node: (c.user + c.system) / n, js: per('node'), tokio: per('floodwall-node'), other })
       }
     }

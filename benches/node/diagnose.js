@@ -62,10 +62,11 @@ async function measure(op, redisPid, stats) {
   const n = calls.length
   const lat = latencies(calls)
   const p99 = percentile(lat, 99)
-  const done = calls.map(([, b]) => b).sort((a, b) => a - b)
+  const done = calls.ends.slice(0, n).sort()
   const gaps = []
   for (let i = 1; i < done.length; i++) if (done[i] - done[i - 1] > STALL_MS) gaps.push([done[i - 1], done[i]])
-  const tail = calls.filter(([a, b]) => b - a >= p99)
+  const tail = []
+  for (let i = 0; i < n; i++) if (calls.ends[i] - calls.starts[i] >= p99) tail.push([calls.starts[i], calls.ends[i]])
   const inGap = tail.filter(([a, b]) => gaps.some(([g0, g1]) => g0 >= a && g1 <= b)).length
   const per = (after, before, name) => {
     const x = after.get(name)
