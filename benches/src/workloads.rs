@@ -10,11 +10,15 @@ pub struct Workload {
     pub hot: u64,
     pub hot_share: f64,
     pub tail: u64,
+    /// Total demand as a share of what the identities' first limits allow together, paced by the
+    /// bench's callers; None: as fast as they go. "Busy but allowed" must stay below its limit,
+    /// or after a few seconds it is a denial-cache workload like the others.
+    pub demand: Option<f64>,
 }
 
-pub const HOT_TAIL: Workload = Workload { name: "hot/tail", limits: &["100/minute", "1000/hour"], hot: 1_000, hot_share: 0.8, tail: 100_000 };
-pub const ONE_HOT_KEY: Workload = Workload { name: "one hot key", limits: &["100000/minute"], hot: 1, hot_share: 1.0, tail: 0 };
-pub const BUSY_ALLOWED: Workload = Workload { name: "busy but allowed", limits: &["1000000/minute"], hot: 10, hot_share: 1.0, tail: 0 };
+pub const HOT_TAIL: Workload = Workload { name: "hot/tail", limits: &["100/minute", "1000/hour"], hot: 1_000, hot_share: 0.8, tail: 100_000, demand: None };
+pub const ONE_HOT_KEY: Workload = Workload { name: "one hot key", limits: &["100000/minute"], hot: 1, hot_share: 1.0, tail: 0, demand: None };
+pub const BUSY_ALLOWED: Workload = Workload { name: "busy but allowed", limits: &["1000000/minute"], hot: 10, hot_share: 1.0, tail: 0, demand: Some(0.9) };
 
 pub const ALL: [Workload; 3] = [HOT_TAIL, ONE_HOT_KEY, BUSY_ALLOWED];
 
@@ -38,6 +42,13 @@ impl Workload {
     /// Same shape at a smaller scale (for tests): `hot` and `tail` divided by `by`, at least 1.
     pub fn scaled(self, by: u64) -> Workload {
         Workload { hot: (self.hot / by).max(1), tail: if self.tail == 0 { 0 } else { (self.tail / by).max(1) }, ..self }
+    }
+
+    /// Decisions per second the callers ask for in total, when paced (`demand`).
+    pub fn paced_rate(&self) -> Option<f64> {
+        let first = floodwall::parse_limits(&self.limits[..1]).ok()?.into_iter().next()?;
+        let per_identity = first.max() as f64 / first.window().as_secs_f64();
+        self.demand.map(|share| share * per_identity * self.identities() as f64)
     }
 
     pub fn identities(&self) -> u64 {
