@@ -1,6 +1,6 @@
 //! Parity of the batch scripts with their twins, on a harness redis-server with a scripted clock:
 //! random batches of costs, random lease requests, time moving on; every per-caller outcome and
-//! every lease size must agree.
+//! every lease size must agree. Also when a lease is asked for at all.
 
 use std::sync::Arc;
 
@@ -159,4 +159,17 @@ fn options_default_from_an_empty_object_and_are_validated() {
         let e = super::LocalCache::new(o).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
     }
+}
+
+#[test]
+fn a_lease_is_asked_for_only_when_it_should_serve_several_calls() {
+    use std::time::Duration;
+    let lease = Duration::from_millis(250);
+    let ms = Duration::from_millis;
+    assert!(!super::is_hot(None, lease, 1), "an identity never seen");
+    assert!(super::is_hot(None, lease, 2), "callers queued up for it");
+    assert!(super::is_hot(Some(ms(10)), lease, 1), "about 25 calls per lease at this rate");
+    assert!(super::is_hot(Some(ms(62)), lease, 1), "4 calls per lease: enough");
+    assert!(!super::is_hot(Some(ms(63)), lease, 1), "fewer than 4 calls per lease: plain calls cost Redis less");
+    assert!(!super::is_hot(Some(ms(100)), lease, 1), "2.5 calls per lease");
 }
