@@ -541,19 +541,21 @@ const LEASE_COOLDOWN_CALLS: u8 = 8;
 /// took ~3 per lease and ran at half the exact path's rate).
 const LEASE_MIN_USES: u32 = 4;
 
-/// Whether an identity is hot enough to lease for: callers queued up for it, or its last Redis
-/// call (`since_last`) was recent enough that a lease of `lease` lifetime should serve
-/// LEASE_MIN_USES calls at that rate.
-fn is_hot(since_last: Option<Duration>, lease: Duration, batch_len: usize) -> bool {
-    batch_len > 1 || since_last.is_some_and(|d| d * LEASE_MIN_USES < lease)
+/// Whether an identity is hot enough to lease for: callers queued up for it; or the lease it just
+/// had (`lease_used`: the calls that one served) served LEASE_MIN_USES calls; or its last Redis call
+/// (`since_last`) was recent enough that a lease of `lease` lifetime should serve that many at that
+/// rate. (Time since the last call alone would misjudge an identity that spent its lease slowly.)
+fn is_hot(since_last: Option<Duration>, lease_used: Option<u64>, lease: Duration, batch_len: usize) -> bool {
+    batch_len > 1 || lease_used.is_some_and(|n| n >= u64::from(LEASE_MIN_USES)) || since_last.is_some_and(|d| d * LEASE_MIN_USES < lease)
 }
 
 /// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
 /// lease out (its rest is given back), adapt the next lease size, decide whether to ask for one.
 fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: usize) -> Plan {
-    let mut release = None;
+    let (mut release, mut lease_used) = (None, None);
     let spent = st.lease.take().and_then(|l| {
         let used = l.granted - l.left;
+        lease_used = Some(used);
         // spent before expiry: ask for twice as much; expired part-used: ask for what was used
         st.next_want = if l.left == 0 || now < l.expires { l.granted.saturating_mul(2) } else { used.max(2) };
         // expired having saved at most one Redis call: the lease and its return cost more than that
@@ -563,7 +565,7 @@ fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: u
         release = Some(l.member.clone());
         (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
     });
-    let hot = is_hot(st.last_remote.map(|t| now.duration_since(t)), Duration::from_millis(sh.opts.lease_ms), batch_len);
+    let hot = is_hot(st.last_remote.map(|t| now.duration_since(t)), lease_used, Duration::from_millis(sh.opts.lease_ms), batch_len);
     st.last_remote = Some(now);
     let budget = sh.budget();
     let cooling = st.lease_cooldown > 0 && batch_len == 1;

@@ -166,10 +166,11 @@ fn a_lease_is_asked_for_only_when_it_should_serve_several_calls() {
     use std::time::Duration;
     let lease = Duration::from_millis(250);
     let ms = Duration::from_millis;
-    assert!(!super::is_hot(None, lease, 1), "an identity never seen");
-    assert!(super::is_hot(None, lease, 2), "callers queued up for it");
-    assert!(super::is_hot(Some(ms(10)), lease, 1), "about 25 calls per lease at this rate");
-    assert!(super::is_hot(Some(ms(62)), lease, 1), "4 calls per lease: enough");
-    assert!(!super::is_hot(Some(ms(63)), lease, 1), "fewer than 4 calls per lease: plain calls cost Redis less");
-    assert!(!super::is_hot(Some(ms(100)), lease, 1), "2.5 calls per lease");
+    assert!(!super::is_hot(None, None, lease, 1), "an identity never seen");
+    assert!(super::is_hot(None, None, lease, 2), "callers queued up for it");
+    assert!(super::is_hot(Some(ms(10)), None, lease, 1), "about 25 calls per lease at this rate");
+    assert!(super::is_hot(Some(ms(62)), None, lease, 1), "4 calls per lease: enough");
+    assert!(!super::is_hot(Some(ms(63)), None, lease, 1), "fewer than 4 calls per lease: plain calls cost Redis less");
+    assert!(!super::is_hot(Some(ms(100)), Some(3), lease, 1), "2.5 calls per lease, and the last lease served 3");
+    assert!(super::is_hot(Some(ms(240)), Some(900), lease, 1), "a lease that served 900 calls in 240 ms");
 }
