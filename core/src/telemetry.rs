@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use arc_swap::ArcSwapOption;
 
 use opentelemetry::trace::{Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -41,12 +43,17 @@ struct TraceState {
     provider: SdkTracerProvider,
     record_raw_keys: bool,
     test_exporter: Option<InMemorySpanExporter>,
+    /// What it was built from, to build it anew in a forked child
+    opts: TraceOptions,
+    /// The process it was built in: its exporter's threads and locks are that process's
+    pid: u32,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-// Read on every traced decision, written only when tracing is (re)configured: a read lock lets
-// concurrent decisions in.
-static STATE: RwLock<Option<Arc<TraceState>>> = RwLock::new(None);
+// Read on every traced decision, written only when tracing is (re)configured. No lock: a child
+// forked while a thread of its parent read it would inherit a lock held by nobody (a reader count
+// that never drops) and hang on its next write.
+static STATE: ArcSwapOption<TraceState> = ArcSwapOption::const_empty();
 
 /// Whether decisions are traced now (a batch then takes the per-decision path, one span each).
 pub(crate) fn tracing_on() -> bool {
@@ -57,10 +64,41 @@ fn state() -> Option<Arc<TraceState>> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
-    STATE.read().unwrap_or_else(|p| p.into_inner()).clone()
+    current()
 }
 
-fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
+/// The tracing state of this process. In a child forked from a tracing parent, the parent's
+/// exporter has no threads (fork copies only the caller's) and its locks may be held by threads
+/// that do not exist here: the child traces anew with the same options, once, and leaves the
+/// parent's state alone (dropping it would shut that exporter down, taking those locks).
+fn current() -> Option<Arc<TraceState>> {
+    let s = STATE.load_full()?;
+    if s.pid == crate::per_process::pid() {
+        return Some(s);
+    }
+    let fresh = build(&s.opts, s.test_exporter.as_ref().map(|_| InMemorySpanExporter::default())).ok()?;
+    let prev = STATE.compare_and_swap(&s, Some(Arc::new(fresh)));
+    if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, &s)) {
+        // ours went in: the parent's is never dropped in this process
+        std::mem::forget(s);
+    }
+    drop(prev);
+    STATE.load_full()
+}
+
+/// Let go of a state taken out of STATE: shut down if this process built it, else leave it be
+/// (see `current`).
+fn retire(old: Option<Arc<TraceState>>) {
+    if let Some(old) = old {
+        if old.pid == crate::per_process::pid() {
+            let _ = old.provider.shutdown();
+        } else {
+            std::mem::forget(old);
+        }
+    }
+}
+
+fn build(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<TraceState> {
     if !(0.0..=1.0).contains(&opts.sampling_ratio) {
         return Err(Error::config("sampling_ratio", opts.sampling_ratio, "must be between 0 and 1"));
     }
@@ -81,15 +119,12 @@ fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> 
     }
     let provider = builder.build();
     let tracer = provider.tracer("floodwall");
-    let old = STATE.write().unwrap_or_else(|p| p.into_inner()).replace(Arc::new(TraceState {
-        tracer,
-        provider,
-        record_raw_keys: opts.record_raw_keys,
-        test_exporter,
-    }));
-    if let Some(old) = old {
-        let _ = old.provider.shutdown();
-    }
+    Ok(TraceState { tracer, provider, record_raw_keys: opts.record_raw_keys, test_exporter, opts: opts.clone(), pid: crate::per_process::pid() })
+}
+
+fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
+    let state = build(opts, test_exporter)?;
+    retire(STATE.swap(Some(Arc::new(state))));
     ENABLED.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -102,15 +137,13 @@ pub fn configure_tracing(opts: &TraceOptions) -> Result<()> {
 /// Turn tracing off; spans already ended are flushed.
 pub fn disable_tracing() {
     ENABLED.store(false, Ordering::Relaxed);
-    if let Some(s) = STATE.write().unwrap_or_else(|p| p.into_inner()).take() {
-        let _ = s.provider.shutdown();
-    }
+    retire(STATE.swap(None));
 }
 
 /// Export the spans ended so far and wait for it, leaving tracing on (benchmarks count the export's
 /// CPU without the exporter's start and stop). False if the export failed or timed out.
 pub fn flush_tracing() -> bool {
-    let Some(s) = STATE.read().unwrap_or_else(|p| p.into_inner()).clone() else { return true };
+    let Some(s) = current() else { return true };
     s.provider.force_flush().is_ok()
 }
 
@@ -132,7 +165,7 @@ pub struct SpanRecord {
 
 /// Spans the test exporter holds, oldest first.
 pub fn finished_spans() -> Vec<SpanRecord> {
-    let Some(s) = STATE.read().unwrap_or_else(|p| p.into_inner()).clone() else { return Vec::new() };
+    let Some(s) = current() else { return Vec::new() };
     let Some(exp) = &s.test_exporter else { return Vec::new() };
     exp.get_finished_spans()
         .unwrap_or_default()
@@ -150,7 +183,7 @@ pub fn finished_spans() -> Vec<SpanRecord> {
 
 /// Forget what the test exporter holds.
 pub fn clear_finished_spans() {
-    if let Some(s) = STATE.read().unwrap_or_else(|p| p.into_inner()).clone() {
+    if let Some(s) = current() {
         if let Some(e) = &s.test_exporter {
             e.reset();
         }
