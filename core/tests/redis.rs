@@ -390,6 +390,35 @@ async fn sliding_window_ttl_stays_within_a_window_and_moves_when_it_rolls() {
     assert!(rolled <= pad + 13_500 && rolled > pad + 11_000, "TTL set from the new expiry: {rolled} (pad {pad})");
 }
 
+/// Several requests of one key in one script call: the key is written once, after the last, and
+/// when the first of them rolled the window the write must set the new expiry, not keep the old
+/// TTL (decide.lua carries the moved expiry from request to request of the key).
+#[tokio::test]
+async fn a_window_rolled_by_the_first_of_several_requests_in_one_call_moves_the_ttl() {
+    use floodwall::FakeClock;
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    let prefix = unique_prefix("roll-many");
+    let clock = FakeClock::new(1_700_000_000_000_000 + 2_000_000);
+    let limiter = common::exact(
+        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(&prefix),
+    )
+    .build()
+    .unwrap();
+    // 2 s into window i: expiry at the end of window i+1, 18 s on (plus the test clock's `pad`)
+    limiter.check("u").await.unwrap();
+    let key = keys_with_prefix(&server, &prefix).await.pop().unwrap();
+    let pad = conn.pttl::<_, i64>(&key).await.unwrap() - 18_000;
+    // 7 s into window i+1: three requests in one call; the first rolls the window
+    clock.advance(Duration::from_secs(15));
+    let got = limiter.decide_many(&[item("u", 1), item("u", 1), item("u", 1)]).await;
+    let remaining: Vec<u64> = got.into_iter().map(|d| d.unwrap().remaining).collect();
+    // the previous window's 1 weighs 30% now: 0.3 + 1, 2, 3 in the current one
+    assert_eq!(remaining, vec![98, 97, 96]);
+    let ttl = conn.pttl::<_, i64>(&key).await.unwrap();
+    assert!(ttl <= pad + 13_500 && ttl > pad + 11_000, "TTL set from the new expiry (13 s on): {ttl} (pad {pad})");
+}
+
 /// The log names entries "now:position" and keeps no counter while time moves forward; when Redis
 /// time goes back (a failover to a node with an earlier clock) a new name can equal one already in
 /// the log, and a ZADD that updated it instead of adding would lose an entry and admit one too many.
