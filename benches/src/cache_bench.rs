@@ -27,10 +27,12 @@ struct Args {
     rss_every: Option<f64>,
     /// Only the "alone" rows, or only the "10 instances" rows.
     instances: Option<usize>,
+    /// The cache layer's batch window (CacheOptions::batch_window_us).
+    batch_window_us: u64,
 }
 
 fn parse(args: &[String]) -> Args {
-    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None };
+    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None, batch_window_us: 0 };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -42,6 +44,7 @@ fn parse(args: &[String]) -> Args {
             "--workload" => a.only = Some(val()),
             "--rss-every" => a.rss_every = Some(val().parse().expect("--rss-every SECONDS")),
             "--instances" => a.instances = Some(val().parse().expect("--instances 1|10")),
+            "--batch-window-us" => a.batch_window_us = val().parse().expect("--batch-window-us 0-500"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -232,8 +235,9 @@ pub fn run(raw: &[String]) {
         if args.exact_rows {
             modes.push(("exact, alone", 1, None));
         }
-        modes.push(("cache, alone", 1, Some(CacheOptions::default())));
-        modes.push(("cache, 10 instances", 10, Some(CacheOptions::default())));
+        let cache = CacheOptions { batch_window_us: args.batch_window_us, ..CacheOptions::default() };
+        modes.push(("cache, alone", 1, Some(cache.clone())));
+        modes.push(("cache, 10 instances", 10, Some(cache)));
         for (mode, n, cache) in modes {
             if args.instances.is_some_and(|k| k != n) {
                 continue;

@@ -281,6 +281,9 @@ impl LimiterBuilder {
             (None, Some(mut options)) => {
                 // calls are bounded by the limiter's deadline; the client's own bound is a backstop
                 options.response_timeout = Some(options.response_timeout.unwrap_or(self.timeout).max(self.timeout));
+                if let Some(c) = &self.cache {
+                    options.batch_window = Duration::from_micros(c.batch_window_us);
+                }
                 // A cache coalesces calls of all threads on the limiter's connection and runtime.
                 if self.cache.is_none() {
                     own = Some((options.clone(), self.redis_time_from_clock));

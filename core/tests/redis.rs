@@ -537,6 +537,31 @@ async fn a_panic_inside_together_holds_nothing_back_afterwards() {
     assert!(d.unwrap().allowed);
 }
 
+/// The cache layer's batch window holds a call that would go alone for company: checks of other
+/// identities that arrive within it share its script call. Without a window the first goes alone
+/// and the second in a call of its own.
+#[tokio::test]
+async fn a_batch_window_gathers_checks_of_other_identities_into_one_script_call() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    for window_us in [0, 500] {
+        let cache = floodwall::CacheOptions { batch_window_us: window_us, ..floodwall::CacheOptions::default() };
+        let limiter = common::exact(Limiter::builder(limits(&["10/minute"])).redis_url(server.url()).prefix(unique_prefix("window")).cache(cache))
+            .build()
+            .unwrap();
+        limiter.connect().await.unwrap();
+        reset_stats(&mut conn).await;
+        // two tasks on this one-thread runtime: the second arrives while the first waits, well
+        // inside 500 µs, and neither identity was seen before (no cache entry: straight to Redis)
+        let (a, b) = (limiter.clone(), limiter.clone());
+        let first = tokio::spawn(async move { a.check("first").await.unwrap() });
+        let second = tokio::spawn(async move { b.check("second").await.unwrap() });
+        assert!(first.await.unwrap().allowed && second.await.unwrap().allowed);
+        let calls = evalsha_calls(&mut conn).await;
+        assert_eq!(calls, if window_us == 0 { 2 } else { 1 }, "window {window_us} µs");
+    }
+}
+
 fn item(key: &str, cost: u64) -> floodwall::BatchItem<'_> {
     floodwall::BatchItem { key, cost, traceparent: None }
 }

@@ -1,5 +1,6 @@
 //! Batches concurrent decisions of one Redis store into one call of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
-//! A caller with no company calls alone; callers arriving while calls are in flight wait and go together.
+//! A caller with no company calls alone (or, with a batch window, waits that long for company); callers arriving
+//! while calls are in flight wait and go together.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -60,6 +61,8 @@ struct Waiting {
 pub(crate) struct Queue {
     waiting: Vec<Waiting>,
     calls: usize,
+    /// A drain waits out the batch window: arrivals join it rather than start another
+    opening: bool,
 }
 
 /// What an arriving request does: call Redis itself, or wait for a drain to answer it.
@@ -96,10 +99,10 @@ impl Drop for Hold {
         let held = HELD.with(|h| std::mem::replace(&mut *h.borrow_mut(), self.0.take()));
         for store in held.unwrap_or_default() {
             let mut q = store.queue();
-            if !q.waiting.is_empty() && q.calls < MAX_CALLS {
+            if !q.waiting.is_empty() && q.calls < MAX_CALLS && !q.opening {
                 q.calls += 1;
                 drop(q);
-                start_drain(&store);
+                start_drain(&store, false);
             }
             // else: a call in flight starts a drain when it ends (CallSlot)
         }
@@ -122,18 +125,20 @@ fn hold_for(store: &RedisStore) -> bool {
 /// Decide `ask`: alone when a call slot is free and nobody waits, otherwise with whoever waits.
 pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     let held = hold_for(store);
+    let window = !store.batch_window().is_zero();
     let turn = {
         let mut q = store.queue();
-        if !held && q.calls < MAX_CALLS && q.waiting.is_empty() {
+        if !held && !window && q.calls < MAX_CALLS && q.waiting.is_empty() {
             q.calls += 1;
             Turn::Call(ask)
         } else {
             let (tx, rx) = oneshot::channel();
             q.waiting.push(Waiting { ask, tx });
-            if !held && q.calls < MAX_CALLS {
+            if !held && q.calls < MAX_CALLS && !q.opening {
                 q.calls += 1;
+                q.opening = window;
                 drop(q);
-                start_drain(store);
+                start_drain(store, window);
             }
             Turn::Wait(rx)
         }
@@ -147,17 +152,27 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     }
 }
 
-/// Runs a drain on the current runtime; without one, fails the waiting (nothing could answer them).
-fn start_drain(store: &RedisStore) {
+/// Runs a drain on the current runtime, first waiting out the batch window when `window`;
+/// without a runtime, fails the waiting (nothing could answer them).
+fn start_drain(store: &RedisStore, window: bool) {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) => drop(h.spawn(drain(store.clone()))),
+        Ok(h) => drop(h.spawn(drain(store.clone(), window))),
         Err(_) => {
             let mut q = store.queue();
             for w in q.waiting.drain(..) {
                 let _ = w.tx.send(Err(store.bad_reply("no runtime to run a batched call")));
             }
             q.calls -= 1;
+            q.opening = false;
         }
+    }
+}
+
+/// Waits until `deadline`, yielding to the runtime between looks so the arrivals it waits for
+/// can come. Not a timer: tokio's fire on millisecond ticks, and a batch window is at most 500 µs.
+pub(crate) async fn wait_until(deadline: std::time::Instant) {
+    while std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -185,14 +200,19 @@ impl Drop for CallSlot {
             q.calls -= 1;
         } else {
             drop(q);
-            start_drain(&self.store);
+            start_drain(&self.store, false);
         }
     }
 }
 
-/// Sends the waiting requests in batches of one shape until none waits.
-async fn drain(store: RedisStore) {
+/// Sends the waiting requests in batches of one shape until none waits; first, when `window`,
+/// holds them for the store's batch window so that later arrivals share the call.
+async fn drain(store: RedisStore, window: bool) {
     let _slot = CallSlot::new(&store);
+    if window {
+        wait_until(std::time::Instant::now() + store.batch_window()).await;
+        store.queue().opening = false;
+    }
     let mut first = true;
     loop {
         // Callers just answered run before the next batch is taken, so the requests they make at

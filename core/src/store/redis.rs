@@ -38,6 +38,10 @@ pub struct RedisOptions {
     /// Give up on one call after this long (None: wait for the server). The limiter's deadline
     /// (core/src/remote.rs) is usually shorter; this bounds calls made outside it.
     pub response_timeout: Option<Duration>,
+    /// Hold a call that would go alone this long for company: requests of other identities that
+    /// arrive meanwhile share its script call (core/src/store/batch.rs). Zero: none. The cache
+    /// layer's `batch_window_us` sets it.
+    pub batch_window: Duration,
 }
 
 impl RedisOptions {
@@ -48,6 +52,7 @@ impl RedisOptions {
             tls_ca_pem: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Some(Duration::from_secs(1)),
+            batch_window: Duration::ZERO,
         }
     }
 
@@ -295,6 +300,10 @@ impl RedisStore {
     /// One request alone in its script call.
     pub(crate) async fn decide_one(&self, ask: &Ask) -> Result<Decided> {
         self.decide(&[ask]).await?.pop().ok_or_else(|| self.bad_reply("no answer"))
+    }
+
+    pub(crate) fn batch_window(&self) -> Duration {
+        self.inner.options.batch_window
     }
 
     pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, batch::Queue> {
