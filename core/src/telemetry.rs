@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::decision::{Decision, Source};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, LATENCY_BUCKETS_US};
+use crate::per_process::PerProcess;
 
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,17 +44,24 @@ struct TraceState {
     provider: SdkTracerProvider,
     record_raw_keys: bool,
     test_exporter: Option<InMemorySpanExporter>,
-    /// What it was built from, to build it anew in a forked child
+}
+
+/// How tracing was last configured (None: off). A forked child inherits it and builds its own
+/// tracer from it.
+struct Config {
     opts: TraceOptions,
-    /// The process it was built in: its exporter's threads and locks are that process's
-    pid: u32,
+    /// the test exporter (in memory) instead of OTLP's
+    test: bool,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-// Read on every traced decision, written only when tracing is (re)configured. No lock: a child
-// forked while a thread of its parent read it would inherit a lock held by nobody (a reader count
-// that never drops) and hang on its next write.
-static STATE: ArcSwapOption<TraceState> = ArcSwapOption::const_empty();
+static CONFIG: ArcSwapOption<Config> = ArcSwapOption::const_empty();
+/// This process's tracer, read on every traced decision. Per process: a child forked from a
+/// tracing parent has none of the parent's exporter threads (fork copies only the caller's) and
+/// the parent's locks may be held by threads that do not exist here, so the child builds its own
+/// from CONFIG and the parent's is left alone, never shut down. Swapped without a lock: a child
+/// forked while a parent thread held a read lock would hang on its next write.
+static STATE: PerProcess<ArcSwapOption<TraceState>> = PerProcess::new();
 
 /// Whether decisions are traced now (a batch then takes the per-decision path, one span each).
 pub(crate) fn tracing_on() -> bool {
@@ -64,37 +72,23 @@ fn state() -> Option<Arc<TraceState>> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
-    current()
+    here().load_full()
 }
 
-/// The tracing state of this process. In a child forked from a tracing parent, the parent's
-/// exporter has no threads (fork copies only the caller's) and its locks may be held by threads
-/// that do not exist here: the child traces anew with the same options, once, and leaves the
-/// parent's state alone (dropping it would shut that exporter down, taking those locks).
-fn current() -> Option<Arc<TraceState>> {
-    let s = STATE.load_full()?;
-    if s.pid == crate::per_process::pid() {
-        return Some(s);
-    }
-    let fresh = build(&s.opts, s.test_exporter.as_ref().map(|_| InMemorySpanExporter::default())).ok()?;
-    let prev = STATE.compare_and_swap(&s, Some(Arc::new(fresh)));
-    if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, &s)) {
-        // ours went in: the parent's is never dropped in this process
-        std::mem::forget(s);
-    }
-    drop(prev);
-    STATE.load_full()
+/// This process's tracer slot; in a new process, made from CONFIG.
+fn here() -> &'static ArcSwapOption<TraceState> {
+    STATE.get_or(|| {
+        let made = CONFIG.load_full().and_then(|c| build(&c.opts, c.test.then(InMemorySpanExporter::default)).ok());
+        ArcSwapOption::new(made.map(Arc::new))
+    })
 }
 
-/// Let go of a state taken out of STATE: shut down if this process built it, else leave it be
-/// (see `current`).
-fn retire(old: Option<Arc<TraceState>>) {
-    if let Some(old) = old {
-        if old.pid == crate::per_process::pid() {
-            let _ = old.provider.shutdown();
-        } else {
-            std::mem::forget(old);
-        }
+/// Put `state` in this process's slot (and the config others are built from), shutting down what it replaces.
+fn replace(config: Option<Config>, state: Option<TraceState>) {
+    let slot = here(); // made before CONFIG changes, so not built twice
+    CONFIG.store(config.map(Arc::new));
+    if let Some(old) = slot.swap(state.map(Arc::new)) {
+        let _ = old.provider.shutdown();
     }
 }
 
@@ -119,12 +113,13 @@ fn build(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Re
     }
     let provider = builder.build();
     let tracer = provider.tracer("floodwall");
-    Ok(TraceState { tracer, provider, record_raw_keys: opts.record_raw_keys, test_exporter, opts: opts.clone(), pid: crate::per_process::pid() })
+    Ok(TraceState { tracer, provider, record_raw_keys: opts.record_raw_keys, test_exporter })
 }
 
 fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
     let state = build(opts, test_exporter)?;
-    retire(STATE.swap(Some(Arc::new(state))));
+    let test = state.test_exporter.is_some();
+    replace(Some(Config { opts: opts.clone(), test }), Some(state));
     ENABLED.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -137,13 +132,13 @@ pub fn configure_tracing(opts: &TraceOptions) -> Result<()> {
 /// Turn tracing off; spans already ended are flushed.
 pub fn disable_tracing() {
     ENABLED.store(false, Ordering::Relaxed);
-    retire(STATE.swap(None));
+    replace(None, None);
 }
 
 /// Export the spans ended so far and wait for it, leaving tracing on (benchmarks count the export's
 /// CPU without the exporter's start and stop). False if the export failed or timed out.
 pub fn flush_tracing() -> bool {
-    let Some(s) = current() else { return true };
+    let Some(s) = here().load_full() else { return true };
     s.provider.force_flush().is_ok()
 }
 
@@ -165,7 +160,7 @@ pub struct SpanRecord {
 
 /// Spans the test exporter holds, oldest first.
 pub fn finished_spans() -> Vec<SpanRecord> {
-    let Some(s) = current() else { return Vec::new() };
+    let Some(s) = here().load_full() else { return Vec::new() };
     let Some(exp) = &s.test_exporter else { return Vec::new() };
     exp.get_finished_spans()
         .unwrap_or_default()
@@ -183,7 +178,7 @@ pub fn finished_spans() -> Vec<SpanRecord> {
 
 /// Forget what the test exporter holds.
 pub fn clear_finished_spans() {
-    if let Some(s) = current() {
+    if let Some(s) = here().load_full() {
         if let Some(e) = &s.test_exporter {
             e.reset();
         }
