@@ -350,22 +350,26 @@ async fn a_limiter_owns_the_key_of_its_windows_and_replaces_keys_of_another_shap
     }
 }
 
+/// A sliding window of 100/10s on a manual clock (Redis time from it too), 2 s into a window.
+fn ten_second_windows(server: &RedisServer, prefix: &str) -> (Limiter, floodwall::FakeClock) {
+    let clock = floodwall::FakeClock::new(1_700_000_000_000_000 + 2_000_000);
+    let limiter = common::exact(
+        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(prefix),
+    )
+    .build()
+    .unwrap();
+    (limiter, clock)
+}
+
 /// Within a window a sliding-window write keeps the key's TTL (SETRANGE in place: the expiry is a
 /// function of the window numbers only); when a window rolls the expiry moves and the TTL must
 /// move with it, or the key would vanish while its counts still matter and admit too much.
 #[tokio::test]
 async fn sliding_window_ttl_stays_within_a_window_and_moves_when_it_rolls() {
-    use floodwall::FakeClock;
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
     let prefix = unique_prefix("roll");
-    // 10 s windows on a manual clock, far from a window boundary
-    let clock = FakeClock::new(1_700_000_000_000_000 + 2_000_000);
-    let limiter = common::exact(
-        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(&prefix),
-    )
-    .build()
-    .unwrap();
+    let (limiter, clock) = ten_second_windows(&server, &prefix);
     let pttl = |conn: &mut redis::aio::MultiplexedConnection, key: String| {
         let mut conn = conn.clone();
         async move { conn.pttl::<_, i64>(key).await.unwrap() }
@@ -395,16 +399,10 @@ async fn sliding_window_ttl_stays_within_a_window_and_moves_when_it_rolls() {
 /// TTL (decide.lua carries the moved expiry from request to request of the key).
 #[tokio::test]
 async fn a_window_rolled_by_the_first_of_several_requests_in_one_call_moves_the_ttl() {
-    use floodwall::FakeClock;
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
     let prefix = unique_prefix("roll-many");
-    let clock = FakeClock::new(1_700_000_000_000_000 + 2_000_000);
-    let limiter = common::exact(
-        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(&prefix),
-    )
-    .build()
-    .unwrap();
+    let (limiter, clock) = ten_second_windows(&server, &prefix);
     // 2 s into window i: expiry at the end of window i+1, 18 s on (plus the test clock's `pad`)
     limiter.check("u").await.unwrap();
     let key = keys_with_prefix(&server, &prefix).await.pop().unwrap();
