@@ -4,17 +4,20 @@
 -- (EVALSHA, TIME, Lua setup) is shared (core/src/store/batch.rs); on a Cluster every key of one
 -- call is in one slot, so a call there holds one request.
 --
--- KEYS      per request: its state key (sliding window, token bucket), or its log key and the
---           key of its entry counter, made only on a clash of entry names (sliding log: log_add)
+-- KEYS      sliding window, token bucket: the three epoch hashes of each shard the requests are
+--           in (lua/prelude.lua shard_open); sliding log, per request: its log key and the key of
+--           its entry counter, made only on a clash of entry names (log_add)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME (the only source in production)
--- ARGV[2]   a MessagePack stream of three values (one argument and one unpack: every argument
+-- ARGV[2]   a MessagePack stream of five values (one argument and one unpack: every argument
 --           costs Redis a string and every unpack a C call, per call):
 --           - "sw" sliding window, "tb" token bucket, "log" sliding log
 --           - an array of the limits (windows µs then limits; token bucket: emission intervals µs
 --             then bursts): core/src/scripts.rs limit_args
---           - an array of three numbers per request k: its cost at 3k-2, 1 (consume) or 0 (peek)
---             at 3k-1, and at 3k the number of the last earlier request of this call with the
---             same key (0: none)
+--           - the epoch of the hashes in µs (core/src/keys.rs epoch_us; 0 for the log)
+--           - an array of four numbers per request k: its cost at 4k-3, 1 (consume) or 0 (peek)
+--             at 4k-2, at 4k-1 the number of the last earlier request of this call of the same
+--             identity (0: none), and at 4k its shard (the hashes KEYS[3g-2 .. 3g]; log: unused)
+--           - an array of the requests' hash fields, their identity tags (empty for the log)
 -- returns   {now, one string}: per request in order, a head byte 2c + a (a: allowed 1/0, c: the
 --           count of numbers that follow it), then c numbers packed as lua/prelude.lua stores a
 --           state (little-endian doubles): the state the request read as stored (none for a new
@@ -29,10 +32,9 @@ local unpack_numbers = struct.unpack
 
 -- Sliding window: decide one request of `cost` against every window (limits P: n windows in µs,
 -- then n limits) from the state `s` as stored (false: a new identity). Fills T with the numbers
--- after the request; returns whether every window allows it, and whether a window number moved
--- (the key's expiry with it: lua/prelude.lua sw_expiry).
+-- after the request; returns whether every window allows it.
 local function sw_decide(s, P, n, cost, now, T)
-  local ok, moved = true, false
+  local ok = true
   for i = 1, n do
     local w, limit = P[i], P[n + i]
     local si, sp, sc
@@ -40,26 +42,26 @@ local function sw_decide(s, P, n, cost, now, T)
     -- sw_roll, inline: a Lua function call costs Redis about as much as the roll itself
     local cur, prev, curr = floor(now / w), 0, 0
     if si == nil then
-      moved = true
+      -- a new identity: nothing counted
     elseif cur == si then
       prev, curr = sp, sc
     elseif cur < si then
+      -- Redis time went backwards (failover to a node with an earlier clock): keep the newer state
       cur, prev, curr = si, sp, sc
-    else
-      moved = true
-      if cur == si + 1 then prev = sc end
+    elseif cur == si + 1 then
+      prev = sc
     end
     local el = now - cur * w
     if el < 0 then el = 0 end
     if not (prev * ((w - el) / w) + curr + cost <= limit) then ok = false end
     T[3 * i - 2], T[3 * i - 1], T[3 * i] = cur, prev, curr + cost
   end
-  return ok, moved
+  return ok
 end
 
 -- Token bucket (GCRA): decide one request of `cost` against every limit (P: n emission intervals
 -- in µs, then n bursts) from the state `s` as stored (false: a new identity). Fills T with the
--- numbers after the request and returns whether every limit allows it, and that the expiry moved.
+-- numbers after the request and returns whether every limit allows it.
 local function tb_decide(s, P, n, cost, now, T)
   local ok = true
   for i = 1, n do
@@ -69,7 +71,7 @@ local function tb_decide(s, P, n, cost, now, T)
     T[i] = stored + t * cost
     if not (now >= T[i] - t * burst) then ok = false end
   end
-  return ok, true -- every write moves the expiry (the latest arrival time)
+  return ok
 end
 
 -- Sliding log: add `cost` entries at `now` to `log`, which holds `size` entries after the trim.
@@ -161,7 +163,7 @@ local function log_decide(log, seq, P, n, cost, consume, now, at)
 end
 
 local now = now_us(ARGV[1])
-local mode, P, R = mp_unpack(ARGV[2])
+local mode, P, E, R, F = mp_unpack(ARGV[2])
 local n = #P / 2
 -- the reply's pieces (see `returns`), joined once at the end
 local parts, concat, char = {}, table.concat, string.char
@@ -179,8 +181,8 @@ if mode == 'log' then
   at.expired = string.format('%.0f', now - at.longest)
   at.ttl = string.format('%d', ceil(at.longest / 1000) + ttl_pad_ms)
   local _, full = heads(3 + 3 * n)
-  for k = 1, #R / 3 do
-    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[3 * k - 2], R[3 * k - 1] == 1, now, at)
+  for k = 1, #R / 4 do
+    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[4 * k - 3], R[4 * k - 2] == 1, now, at)
     parts[2 * k - 1] = full[ok and 1 or 0]
     parts[2 * k] = encode_state(answers)
   end
@@ -188,39 +190,52 @@ if mode == 'log' then
 end
 
 -- Sliding window and token bucket. Every command called from Lua costs Redis about as much as
--- the decision's own maths, so: every key of the call is read by one MGET, the requests are
--- decided in order, and each key changed is written once, after its last request. A request whose
--- key an earlier request of the call (R: `prev`) already holds is decided against the state that
--- one left, exactly as if they had made calls one after another at this instant. Per-request
--- bookkeeping lives in arrays indexed by request (cheap in Lua; tables keyed by string are not).
--- States stay in their stored form (a string) and are read in place: every table made and every
--- bytecode run costs Redis more than the C that unpacks and packs them.
+-- the decision's own maths, so: each shard's fields of the call are read by one HMGET, the
+-- requests are decided in order, and each state changed is written once, after its identity's
+-- last request, by one HSET per shard. A request whose identity an earlier request of the call
+-- (R: `prev`) already decided is decided against the state that one left, exactly as if they had
+-- made calls one after another at this instant. Per-request bookkeeping lives in arrays indexed
+-- by request (cheap in Lua; tables keyed by string are not). States stay in their stored form (a
+-- string) and are read in place: every table made and every bytecode run costs Redis more than
+-- the C that unpacks and packs them.
 local decide, width = sw_decide, 3 * n
--- the TTL (µs) of a key whose numbers are now `v`, when a request moved its expiry
-local ttl_of = function(v) return sw_expiry(v, P) - now end
-if mode == 'tb' then
-  decide, width = tb_decide, n
-  ttl_of = function(v) return tb_ttl(v, now) end
-end
+if mode == 'tb' then decide, width = tb_decide, n end
 local fmt, bytes, pack = format(width), 8 * width, struct.pack
-local raw = redis.call('MGET', unpack(KEYS))
--- S: the state (as stored) after request k, false for none; dirty: its key changed in this call;
--- E: the key's new TTL (µs) if its expiry moved in this call; later: a later request has the same key
-local S, dirty, E, later = {}, {}, {}, {}
+local m = #F
+-- per shard g: its hashes, the fields it reads (names[g]), and where request k's is (at[k])
+local shards, names, at = {}, {}, {}
+for g = 1, #KEYS / 3 do
+  shards[g] = shard_open(3 * g - 2, E, now)
+  names[g] = {}
+end
+for k = 1, m do
+  if R[4 * k - 1] == 0 then
+    local list = names[R[4 * k]]
+    list[#list + 1] = F[k]
+    at[k] = #list
+  end
+end
+local raw = {}
+for g = 1, #shards do
+  if #names[g] > 0 then raw[g] = shard_read(shards[g], names[g]) end
+end
+-- S: the state (as stored) after request k, false for none; dirty: its identity's state changed
+-- in this call; later: a later request has the same identity
+local S, dirty, later = {}, {}, {}
 local T = {}
 local bare, full = heads(width)
 local o = 0
-for k = 1, #KEYS do
-  local cost, consume, p = R[3 * k - 2], R[3 * k - 1] == 1, R[3 * k]
+for k = 1, m do
+  local cost, consume, p = R[4 * k - 3], R[4 * k - 2] == 1, R[4 * k - 1]
   local s
   if p > 0 then
     later[p] = true
-    s, dirty[k], E[k] = S[p], dirty[p], E[p]
+    s, dirty[k] = S[p], dirty[p]
   else
-    s = raw[k] -- MGET gives a string, or false for an absent key
-    if s and #s ~= bytes then s = false end -- written for other limits: as if absent
+    s = raw[R[4 * k]][at[k]]
+    if s and #s ~= bytes then s = false end -- another shape: as if absent
   end
-  local ok, move = decide(s, P, n, cost, now, T)
+  local ok = decide(s, P, n, cost, now, T)
   if s then
     parts[o + 1] = full[ok and 1 or 0]
     parts[o + 2] = s
@@ -230,13 +245,19 @@ for k = 1, #KEYS do
     parts[o] = bare[ok and 1 or 0]
   end
   if ok and consume then
-    if move or E[k] then E[k] = ttl_of(T) end
     s = pack(fmt, unpack(T))
     dirty[k] = true
   end
   S[k] = s
 end
-for k = 1, #KEYS do
-  if dirty[k] and not later[k] then store_state(KEYS[k], S[k], E[k]) end
+local writes = {}
+for g = 1, #shards do writes[g] = {} end
+for k = 1, m do
+  if dirty[k] and not later[k] then
+    local w = writes[R[4 * k]]
+    w[#w + 1] = F[k]
+    w[#w + 1] = S[k]
+  end
 end
+for g = 1, #shards do shard_write(shards[g], writes[g], now) end
 return {now, concat(parts)}

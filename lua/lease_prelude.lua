@@ -2,9 +2,9 @@
 -- layer (core/src/scripts.rs): reading one identity's state, and the lease bookkeeping. Kept out of
 -- decide.lua's prelude because every function defined is a closure made again on every call.
 
--- The `width` numbers in `raw`, the value of a state key (lua/prelude.lua format). nil when the
--- key is absent (`raw` not a string), holds another shape, or is of another type (GET refuses
--- it): such state starts afresh. (decide.lua does the same inline, on an MGET's values.)
+-- The `width` numbers in `raw`, a state as stored (lua/prelude.lua format). nil when there is
+-- none (`raw` not a string) or it holds another shape: such state starts afresh. (decide.lua
+-- does the same inline.)
 local function decode_state(raw, width)
   if type(raw) ~= 'string' or #raw ~= 8 * width then return nil end
   local t = {struct.unpack(format(width), raw)}
@@ -12,9 +12,37 @@ local function decode_state(raw, width)
   return t
 end
 
--- The state stored at `key` (decode_state, or {} when there is none), for scripts that read one key.
-local function read_state(key, width)
-  return decode_state(redis.pcall('GET', key), width) or {}
+-- The state of the one identity `field` of a script, in the shard whose hashes are KEYS[1..3]
+-- (lua/prelude.lua shard_open; epochs of `E` µs): decode_state, or {} when there is none; and
+-- the shard, to write it back with write_state.
+local function read_state(field, width, E, now)
+  local sh = shard_open(1, E, now)
+  return decode_state(shard_read(sh, {field})[1], width) or {}, sh
+end
+
+-- Store the numbers `v` as the state of `field` in shard `sh` (from read_state).
+local function write_state(sh, field, v, now)
+  shard_write(sh, {field, encode_state(v)}, now)
+end
+
+-- Sliding window: move the stored (window number, previous, current) to the window holding `now`
+-- (twin: SwState::roll). Returns window number, previous count, current count, µs elapsed in it.
+local function sw_roll(si, sp, sc, now, w)
+  local cur = floor(now / w)
+  sp, sc = sp or 0, sc or 0
+  if si == nil then
+    sp, sc = 0, 0
+  elseif cur == si + 1 then
+    sp, sc = sc, 0
+  elseif cur > si + 1 then
+    sp, sc = 0, 0
+  elseif cur < si then
+    -- Redis time went backwards (failover to a node with an earlier clock): keep the newer state
+    cur = si
+  end
+  local el = now - cur * w
+  if el < 0 then el = 0 end
+  return cur, sp, sc, el
 end
 
 -- The lease rule shared by both batch scripts (twin: cache::twin::lease_size): drop the spent

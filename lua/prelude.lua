@@ -5,9 +5,9 @@
 -- to callers (remaining, reset, retry, which limit) are computed from that state by the Rust twin
 -- in core/src/algorithm.rs, off Redis's single thread. Lua keeps only the maths that decides.
 --
--- State: all windows (or buckets) of one identity live in ONE string, a MessagePack array of
--- numbers, so a check of any number of limits costs one GET and one SET inside Redis whatever the
--- number of limits (docs/ARCHITECTURE.md).
+-- State: all windows (or buckets) of one identity live in ONE string of packed numbers, a field
+-- of its shard's hash, so a check of any number of limits costs one read and one write inside
+-- Redis whatever the number of limits, and a batch of identities no more (docs/ARCHITECTURE.md).
 
 -- Globals are looked up by name on every use; the hot ones are bound once here.
 local floor, ceil, mp_pack, mp_unpack = math.floor, math.ceil, cmsgpack.pack, cmsgpack.unpack
@@ -50,82 +50,69 @@ local function encode_state(v)
   return struct.pack(format(#v), unpack(v))
 end
 
--- Store `bytes` (a state as encode_state makes it) at `key` with a TTL of `ttl_us` (rounded up to
--- ms), or keeping the TTL the key has when `ttl_us` is nil: then `key` must hold a state of the
--- same width, which SETRANGE overwrites in place. That costs Redis markedly less than a SET with
--- PX (no TTL to format, parse, drop and add again; an integer reply, not a status table), hence
--- nil wherever the expiry is unchanged.
-local function store_state(key, bytes, ttl_us)
-  if ttl_us == nil then
-    -- offset '0' as a string: Redis formats a Lua number argument with %.14g, a float printf
-    redis.call('SETRANGE', key, '0', bytes)
+-- Sliding window and token bucket keep each identity's state as a field of a hash shared by a
+-- shard of identities (core/src/keys.rs): one HMGET and one HSET serve a whole batch, where a key
+-- per identity costs a write command per admission. A shard has three hashes; in epoch e (Redis
+-- time / E, where E, keys::epoch_us, is at least how long a state stays relevant after its last
+-- write) states are written to hash e mod 3, and those not found there are read from e-1's. The
+-- first write of an epoch gives its hash an expiry and UNLINKs hash e+1 mod 3 (epoch e-2's, of no
+-- use now): freed in the background, where expiring a big hash would free it on Redis's thread.
+-- Field "#" (never an identity tag) marks a hash with 2e + 1, or 2e if e-1's hash was empty when
+-- it was made (then misses need no second read); a hash of another epoch (Redis time gone back,
+-- an expiry not yet run) reads as empty.
+local MARK = '#'
+
+-- The shard whose three hashes are KEYS[at .. at+2], at `now`, for epochs of `E` µs.
+local function shard_open(at, E, now)
+  local e = floor(now / E)
+  return {cur = KEYS[at + e % 3], prev = KEYS[at + (e + 2) % 3], stale = KEYS[at + (e + 1) % 3], e = e, E = E}
+end
+
+-- The states stored for `fields` (strings, or false when absent) in shard `sh`.
+local function shard_read(sh, fields)
+  local got = redis.pcall('HMGET', sh.cur, MARK, unpack(fields))
+  -- a key of another type there (not ours, or an old layout): replaced by the first write
+  if got.err then got = {true} end
+  local mark = tonumber(got[1])
+  if mark ~= nil and floor(mark / 2) == sh.e then
+    sh.live, sh.had_prev = true, mark % 2 == 1
   else
-    local ms = ceil(ttl_us / 1000)
-    if ms < 1 then ms = 1 end
-    -- formatted as an integer: a number argument would go through a float printf (%.14g)
-    redis.call('SET', key, bytes, 'PX', format_int(ms + ttl_pad_ms))
+    -- no hash for this epoch yet (or one of another epoch, which the first write replaces)
+    sh.live, sh.wipe = false, got[1] ~= false
   end
-end
-
--- Store the numbers `v` at `key` (store_state).
-local function write_state(key, v, ttl_us)
-  store_state(key, encode_state(v), ttl_us)
-end
-
--- Sliding window: move the stored (window number, previous, current) to the window holding `now`
--- (twin: SwState::roll). Returns window number, previous count, current count, µs elapsed in it.
-local function sw_roll(si, sp, sc, now, w)
-  local cur = floor(now / w)
-  sp, sc = sp or 0, sc or 0
-  if si == nil then
-    sp, sc = 0, 0
-  elseif cur == si + 1 then
-    sp, sc = sc, 0
-  elseif cur > si + 1 then
-    sp, sc = 0, 0
-  elseif cur < si then
-    -- Redis time went backwards (failover to a node with an earlier clock): keep the newer state
-    cur = si
+  local out, missed, names = {}, {}, {}
+  for j = 1, #fields do
+    local v = sh.live and got[j + 1]
+    out[j] = v or false
+    if not v then
+      missed[#missed + 1] = j
+      names[#names + 1] = fields[j]
+    end
   end
-  local el = now - cur * w
-  if el < 0 then el = 0 end
-  return cur, sp, sc, el
-end
-
--- Sliding window: when a key holding the windows `v` ({i, p, c} per window; W: window lengths µs)
--- may expire: once the last window's next one ends (after that no count in it matters). It
--- depends on the window numbers only, so it moves when a window rolls, not on every request.
-local function sw_expiry(v, W)
-  local expiry = 0
-  for i = 1, #v / 3 do
-    local e = (v[3 * i - 2] + 2) * W[i]
-    if e > expiry then expiry = e end
+  if #missed > 0 and sh.had_prev ~= false then
+    local old = redis.pcall('HMGET', sh.prev, MARK, unpack(names))
+    local pm = not old.err and tonumber(old[1])
+    local valid = (pm and floor(pm / 2) == sh.e - 1) or false
+    if not sh.live then sh.had_prev = valid end
+    if valid then
+      for i = 1, #missed do out[missed[i]] = old[i + 1] end
+    end
   end
-  return expiry
+  return out
 end
 
--- Sliding window: store `v` at `key`. `keep`: the key holds a state of the same shape whose
--- expiry this one shares (no window number moved), so it keeps its TTL, which the write that last
--- moved it set to this same expiry; otherwise the TTL is set from `v`.
-local function sw_write(key, v, W, now, keep)
-  if keep then
-    write_state(key, v, nil)
-  else
-    write_state(key, v, sw_expiry(v, W) - now)
+-- Store `fv` (field, state, field, state, ...) in shard `sh`, read by shard_read first.
+local function shard_write(sh, fv, now)
+  if #fv == 0 then return end
+  if sh.live then
+    redis.call('HSET', sh.cur, unpack(fv))
+    return
   end
-end
-
--- Token bucket: how long a key holding the theoretical arrival times `tat` lives: until the
--- latest one passes.
-local function tb_ttl(tat, now)
-  local last = now
-  for i = 1, #tat do
-    if tat[i] > last then last = tat[i] end
-  end
-  return last - now
-end
-
--- Token bucket: store every theoretical arrival time.
-local function tb_write(key, tat, now)
-  write_state(key, tat, tb_ttl(tat, now))
+  if sh.wipe then redis.call('UNLINK', sh.cur) end
+  -- formatted as integers: a number argument would go through a float printf (%.14g)
+  redis.call('HSET', sh.cur, MARK, format_int(2 * sh.e + (sh.had_prev == false and 0 or 1)), unpack(fv))
+  -- read through epoch e+1; UNLINKed by the first write of e+2, or expired at its end
+  redis.call('PEXPIRE', sh.cur, format_int(ceil(((sh.e + 3) * sh.E - now) / 1000) + ttl_pad_ms))
+  redis.call('UNLINK', sh.stale)
+  sh.live, sh.wipe, sh.had_prev = true, false, sh.had_prev ~= false
 end

@@ -5,7 +5,8 @@
 -- more are consumed for the caller to spend locally (core/src/cache/mod.rs, docs/ARCHITECTURE.md).
 -- Runs after lua/prelude.lua.
 --
--- KEYS[1]   string: {i, p, c} per window (as decide.lua);  KEYS[2] sorted set of leases
+-- KEYS[1..3] the epoch hashes of the identity's shard, whose field holds {i, p, c} per window
+--           (as decide.lua);  KEYS[4] sorted set of leases
 --           outstanding (member "id:size", score = expiry µs)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
@@ -14,6 +15,7 @@
 -- ARGV[6+m] lease member id;  ARGV[7+m] member of this instance's previous lease, spent or given
 --           back, to drop from the set ("" none)
 -- ARGV[8+m] MessagePack array: window i length µs at i, window i limit at n+i
+-- ARGV[9+m] the identity's field;  ARGV[10+m] the epoch of the hashes µs (core/src/keys.rs)
 -- returns   {granted (permits leased), now, allowed per cost, then the state read: i, p, c per
 --           window (nothing for a new identity)}; cache::twin::apply_batch computes the answers
 
@@ -26,7 +28,7 @@ local member = ARGV[6 + m]
 local release = ARGV[7 + m]
 local P = mp_unpack(ARGV[8 + m])
 local n = #P / 2
-local s = read_state(KEYS[1], 3 * n)
+local s, sh = read_state(ARGV[9 + m], 3 * n, tonumber(ARGV[10 + m]), now)
 
 local W, L, idx, prev, curr, el = {}, {}, {}, {}, {}, {}
 for i = 1, n do
@@ -59,7 +61,7 @@ end
 -- The lease: only when every request passed; at most a quarter of what any window has left (so
 -- leases shrink as the budget does and vanish near the limit), and never more than the budget
 -- minus what leases of all instances still hold.
-local k = lease_size(KEYS[2], release, all_admitted and want or 0, budget, now)
+local k = lease_size(KEYS[4], release, all_admitted and want or 0, budget, now)
 for i = 1, n do
   local q = floor((L[i] - estimate(i)) / 4)
   if q < k then k = q end
@@ -69,7 +71,7 @@ if k > 0 then
   granted = k
   total = total + k
   for i = 1, n do curr[i] = curr[i] + k end
-  lease_record(KEYS[2], member, k, now, ttl)
+  lease_record(KEYS[4], member, k, now, ttl)
 end
 
 if total > 0 then
@@ -79,7 +81,7 @@ if total > 0 then
     v[3 * i - 1] = prev[i]
     v[3 * i] = curr[i]
   end
-  sw_write(KEYS[1], v, W, now, #s == #v and sw_expiry(s, W) == sw_expiry(v, W))
+  write_state(sh, ARGV[9 + m], v, now)
 end
 out[1] = granted
 for i = 1, #s do out[#out + 1] = s[i] end

@@ -4,13 +4,15 @@
 -- Then, if every request was admitted and a lease is wanted, up to `want` permits more are taken.
 -- Runs after lua/prelude.lua.
 --
--- KEYS[1]   string: TAT µs of each limit (as decide.lua);  KEYS[2] sorted set of leases
+-- KEYS[1..3] the epoch hashes of the identity's shard, whose field holds the TAT µs of each
+--           limit (as decide.lua);  KEYS[4] sorted set of leases
 --           outstanding (member "id:size", score = expiry µs)
 -- ARGV[1]   now in microseconds, or "" to read Redis TIME
 -- ARGV[2]   m, the number of costs;  ARGV[2+j] cost j
 -- ARGV[3+m] want;  ARGV[4+m] lease lifetime µs;  ARGV[5+m] budget;  ARGV[6+m] lease member id
 -- ARGV[7+m] member of this instance's previous lease, spent or given back, to drop ("" none)
 -- ARGV[8+m] MessagePack array: emission interval of limit i µs at i, its burst at n+i
+-- ARGV[9+m] the identity's field;  ARGV[10+m] the epoch of the hashes µs (core/src/keys.rs)
 -- returns   {granted (permits leased), now, allowed per cost, then the state read: the TAT of
 --           each limit (nothing for a new identity)}; cache::twin::apply_batch computes the answers
 
@@ -23,7 +25,7 @@ local member = ARGV[6 + m]
 local release = ARGV[7 + m]
 local P = mp_unpack(ARGV[8 + m])
 local n = #P / 2
-local s = read_state(KEYS[1], n)
+local s, sh = read_state(ARGV[9 + m], n, tonumber(ARGV[10 + m]), now)
 
 local T, B, tat = {}, {}, {}
 for i = 1, n do
@@ -55,7 +57,7 @@ end
 
 -- The lease: as sliding_window_batch.lua (a quarter of what the tightest bucket holds, within
 -- the budget left by every instance's outstanding leases).
-local k = lease_size(KEYS[2], release, all_admitted and want or 0, budget, now)
+local k = lease_size(KEYS[4], release, all_admitted and want or 0, budget, now)
 for i = 1, n do
   local q = floor(floor((now - (tat[i] - T[i] * B[i])) / T[i]) / 4)
   if q < k then k = q end
@@ -65,10 +67,10 @@ if k > 0 then
   granted = k
   changed = true
   for i = 1, n do tat[i] = tat[i] + T[i] * k end
-  lease_record(KEYS[2], member, k, now, ttl)
+  lease_record(KEYS[4], member, k, now, ttl)
 end
 
-if changed then tb_write(KEYS[1], tat, now) end
+if changed then write_state(sh, ARGV[9 + m], tat, now) end
 out[1] = granted
 for i = 1, #s do out[#out + 1] = s[i] end
 return out

@@ -1,6 +1,11 @@
-//! The one place that lays out Redis keys: `{prefix}:{<identity tag>}:<algorithm>[:<windows ms>]`.
-//! The identity sits inside a hash tag, so every key of one identity lands in one Cluster slot
-//! (one script call can touch them all) while different identities spread across slots.
+//! The one place that lays out Redis keys. Sliding window and token bucket keep each identity's
+//! state as a field of a hash shared by a shard of identities and rotated by epoch; the sliding log keeps a key per identity.
+//!
+//! - sliding window, token bucket: hashes `{prefix}:{s<shard>}:<sw|tb>:<windows ms>:e<0|1|2>`,
+//!   field = the identity's tag. One HMGET and one HSET then serve a whole batch of identities
+//!   (a key per identity costs a write command per admission), and the three epoch hashes of a
+//!   shard share a slot. Which of them is current follows Redis time: lua/prelude.lua `shard_open`.
+//! - sliding log: `{prefix}:{<identity tag>}:log` (a sorted set) and `...:log:seq`.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -17,14 +22,20 @@ pub const MAX_RAW_IDENTITY: usize = 128;
 /// Longest identity accepted at all (it is hashed, but hashing megabytes per request is a DoS).
 pub const MAX_IDENTITY: usize = 4096;
 
+/// Shards of a limiter's hashes on a Cluster: they spread its identities (and its load) over the
+/// nodes, and each shard's hashes stay small enough to migrate. A standalone server has one: all
+/// identities of a batch then share one read and one write.
+pub const CLUSTER_SHARDS: u16 = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
     prefix: String,
+    shards: u16,
 }
 
 impl Default for KeyLayout {
     fn default() -> Self {
-        KeyLayout { prefix: "floodwall".into() }
+        KeyLayout { prefix: "floodwall".into(), shards: 1 }
     }
 }
 
@@ -40,7 +51,13 @@ impl KeyLayout {
         if !prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') {
             return bad("must be printable ASCII without spaces or braces (braces would break the hash tag)");
         }
-        Ok(KeyLayout { prefix: prefix.to_string() })
+        Ok(KeyLayout { prefix: prefix.to_string(), shards: 1 })
+    }
+
+    /// The layout with `shards` hashes per limiter and epoch (at least 1).
+    pub fn with_shards(mut self, shards: u16) -> Self {
+        self.shards = shards.max(1);
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -77,36 +94,69 @@ impl KeyLayout {
         }
     }
 
-    /// `{prefix}:{tag}` — every key of the identity starts with this.
-    pub fn base(&self, identity: &str) -> Result<String> {
-        Ok(format!("{}:{{{}}}", self.prefix, Self::identity_tag(identity)?))
+    /// The Cluster slot that holds the identity's state under `algorithm`.
+    pub fn slot(&self, identity: &str, algorithm: Algorithm) -> Result<u16> {
+        Ok(cluster_slot(&self.keys(identity, algorithm, &[])?[0]))
     }
 
-    /// The keys one script call touches, in the order the script expects them. Sliding window
-    /// and token bucket keep every limit of the identity in ONE key named by its windows
-    /// (`...:sw:1000,60000`), so a check costs one read and one write in Redis whatever the
-    /// number of limits, and limiters with other windows never share (or expire) its state.
+    /// What a store call needs for one identity, in the order the scripts expect it.
+    /// - Sliding window and token bucket: `[name, hash e0, hash e1, hash e2]`. The name
+    ///   (`<hash base>:=<tag>`) is the identity's own, unique per limiter shape: the embedded
+    ///   store and the cache key their entries by it, and its lease set is `<name>:lease`, in the
+    ///   shard's slot. In Redis the state is the field [`state_field`] of the shard's hashes.
+    ///   Every limit of the identity is in that one field, so a check costs one read and one write
+    ///   whatever the number of limits; the windows in the hash name keep limiters of other
+    ///   windows apart.
+    /// - Sliding log: `[log, seq]`.
     pub fn keys(&self, identity: &str, algorithm: Algorithm, limits: &[Limit]) -> Result<Vec<String>> {
-        // Built in one string each: this runs for every decision.
+        // Built with few allocations: this runs for every decision.
         let tag = Self::identity_tag(identity)?;
-        let mut key = String::with_capacity(self.prefix.len() + tag.len() + 12 + 8 * limits.len());
-        let _ = write!(key, "{}:{{{tag}}}", self.prefix);
         Ok(match algorithm {
             Algorithm::SlidingWindow | Algorithm::TokenBucket => {
-                key.push_str(if algorithm == Algorithm::SlidingWindow { ":sw:" } else { ":tb:" });
+                let shard = if self.shards == 1 { 0 } else { cluster_slot(&tag) % self.shards };
+                let mut base = String::with_capacity(self.prefix.len() + 16 + 8 * limits.len());
+                let _ = write!(base, "{}:{{s{shard}}}:{}:", self.prefix, if algorithm == Algorithm::SlidingWindow { "sw" } else { "tb" });
                 for (i, l) in limits.iter().enumerate() {
                     let sep = if i == 0 { "" } else { "," };
-                    let _ = write!(key, "{sep}{}", l.window().as_millis());
+                    let _ = write!(base, "{sep}{}", l.window().as_millis());
                 }
-                vec![key]
+                let epoch = |e: u8| format!("{base}:e{e}");
+                let (e0, e1, e2) = (epoch(0), epoch(1), epoch(2));
+                base.push_str(":=");
+                base.push_str(&tag);
+                vec![base, e0, e1, e2]
             }
             Algorithm::SlidingLog => {
-                key.push_str(":log");
+                let key = format!("{}:{{{tag}}}:log", self.prefix);
                 let seq = format!("{key}:seq");
                 vec![key, seq]
             }
         })
     }
+}
+
+/// The hash field holding the state of the identity whose [`KeyLayout::keys`] are `keys`
+/// (sliding window, token bucket): its tag, the end of the name after the hashes' base and ":=".
+pub fn state_field(keys: &[String]) -> &str {
+    // keys[1] is "<base>:e0", keys[0] is "<base>:=<tag>"
+    keys[0].get(keys[1].len() - 1..).unwrap_or_default()
+}
+
+/// The hashes holding the state (sliding window, token bucket): one per epoch, mod 3.
+pub fn state_hashes(keys: &[String]) -> &[String] {
+    &keys[1..4]
+}
+
+/// How long one epoch of a limiter's hashes lasts (µs): at least as long as a state stays
+/// relevant after its last write, since a hash is read through the next epoch and then dropped.
+/// A sliding window's counts matter until the window after the one written ends (2 × window);
+/// a token bucket's TAT, at most now + interval × burst after an admission, once it has passed.
+pub fn epoch_us(algorithm: Algorithm, limits: &[Limit]) -> u64 {
+    let relevant = |l: &Limit| match algorithm {
+        Algorithm::TokenBucket => crate::algorithm::emission_interval_us(l).saturating_mul(l.burst()),
+        _ => 2 * l.window_us(),
+    };
+    limits.iter().map(relevant).max().unwrap_or(1).max(1)
 }
 
 /// The Redis Cluster slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
@@ -135,31 +185,52 @@ mod tests {
 
     #[test]
     fn keys_of_one_identity_share_a_slot() {
-        let layout = KeyLayout::default();
         let limits = crate::parse_limits(&["5/second", "100/minute", "1000/hour"]).unwrap();
-        for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket, Algorithm::SlidingLog] {
-            for id in ["user:42", "10.0.0.1", "2001:db8::/64", "{weird}", &"x".repeat(500)] {
-                let keys = layout.keys(id, alg, &limits).unwrap();
-                let slot = cluster_slot(&keys[0]);
-                assert!(keys.iter().all(|k| cluster_slot(k) == slot), "{alg} {id}: {keys:?}");
+        for layout in [KeyLayout::default(), KeyLayout::default().with_shards(CLUSTER_SHARDS)] {
+            for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket, Algorithm::SlidingLog] {
+                for id in ["user:42", "10.0.0.1", "2001:db8::/64", "{weird}", &"x".repeat(500)] {
+                    let keys = layout.keys(id, alg, &limits).unwrap();
+                    let slot = cluster_slot(&keys[0]);
+                    assert!(keys.iter().all(|k| cluster_slot(k) == slot), "{alg} {id}: {keys:?}");
+                    assert_eq!(cluster_slot(&format!("{}:lease", keys[0])), slot);
+                }
             }
         }
     }
 
     #[test]
-    fn one_key_holds_every_window_of_an_identity() {
+    fn one_field_of_three_epoch_hashes_holds_every_window_of_an_identity() {
         let layout = KeyLayout::default();
         let limits = crate::parse_limits(&["5/second", "100/minute"]).unwrap();
-        assert_eq!(layout.keys("user:42", Algorithm::SlidingWindow, &limits).unwrap(), ["floodwall:{user:42}:sw:1000,60000"]);
-        assert_eq!(layout.keys("user:42", Algorithm::TokenBucket, &limits[..1]).unwrap(), ["floodwall:{user:42}:tb:1000"]);
+        let keys = layout.keys("user:42", Algorithm::SlidingWindow, &limits).unwrap();
+        let base = "floodwall:{s0}:sw:1000,60000";
+        assert_eq!(keys, [format!("{base}:=user:42"), format!("{base}:e0"), format!("{base}:e1"), format!("{base}:e2")]);
+        assert_eq!(state_field(&keys), "user:42");
+        assert_eq!(state_hashes(&keys), &keys[1..]);
+        let keys = layout.keys("#", Algorithm::TokenBucket, &limits[..1]).unwrap();
+        assert_eq!(keys[1], "floodwall:{s0}:tb:1000:e0");
+        assert_eq!(state_field(&keys), KeyLayout::identity_tag("#").unwrap());
+        // an identity named like an epoch hash cannot be confused with one
+        let keys = layout.keys("e0", Algorithm::SlidingWindow, &limits).unwrap();
+        assert!(!state_hashes(&keys).contains(&keys[0]) && state_field(&keys) == "e0");
     }
 
     #[test]
-    fn identities_spread_across_slots() {
-        let layout = KeyLayout::default();
+    fn epochs_outlast_the_state_they_hold() {
+        let limits = crate::parse_limits(&["100/minute", "1000/hour"]).unwrap();
+        assert_eq!(epoch_us(Algorithm::SlidingWindow, &limits), 2 * 3_600_000_000);
+        let tb = crate::parse_limits(&["10/second"]).unwrap();
+        assert_eq!(epoch_us(Algorithm::TokenBucket, &tb), 1_000_000);
+    }
+
+    #[test]
+    fn identities_spread_across_the_shards_of_a_cluster() {
+        let layout = KeyLayout::default().with_shards(CLUSTER_SHARDS);
         let slots: std::collections::HashSet<u16> =
-            (0..1000).map(|i| cluster_slot(&layout.base(&format!("user:{i}")).unwrap())).collect();
-        assert!(slots.len() > 900, "only {} distinct slots", slots.len());
+            (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingWindow).unwrap()).collect();
+        assert_eq!(slots.len(), CLUSTER_SHARDS as usize);
+        let logs: std::collections::HashSet<u16> = (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingLog).unwrap()).collect();
+        assert!(logs.len() > 900, "only {} distinct slots", logs.len());
     }
 
     #[test]

@@ -301,6 +301,10 @@ impl LimiterBuilder {
             // wrong: say so now rather than when a Redis URL is added
             c.validate()?;
         }
+        let layout = match &store {
+            Some(s) if s.is_cluster() => layout.with_shards(crate::keys::CLUSTER_SHARDS),
+            _ => layout,
+        };
         let backend = match store {
             None => Backend::Memory(MemoryStore::new(clock.clone())),
             Some(store) => Backend::Redis {
@@ -532,6 +536,7 @@ impl Limiter {
         let inner = &*self.inner;
         let store = remote.store();
         let limit_arg: Arc<[u8]> = limit_args(inner.algorithm, &inner.limits).into();
+        let epoch_us = crate::keys::epoch_us(inner.algorithm, &inner.limits);
         let mut answers: Vec<Option<Result<Decision>>> = (0..items.len()).map(|_| None).collect();
         let (mut asks, mut at) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
         for (i, it) in items.iter().enumerate() {
@@ -540,7 +545,7 @@ impl Limiter {
                 .and_then(|()| inner.layout.keys(it.key, inner.algorithm, &inner.limits));
             match keys {
                 Ok(keys) => {
-                    asks.push(Ask { keys, algorithm: inner.algorithm, limits: limit_arg.clone(), cost: it.cost.max(1), consume });
+                    asks.push(Ask { keys, algorithm: inner.algorithm, limits: limit_arg.clone(), epoch_us, cost: it.cost.max(1), consume });
                     at.push(i);
                 }
                 Err(e) => answers[i] = Some(Err(e)),
@@ -601,7 +606,7 @@ impl Limiter {
                 if let Some(c) = cache {
                     c.forget(&keys[0]);
                 }
-                remote.call(remote.store().reset(&keys)).await
+                remote.call(remote.store().reset(self.inner.algorithm, &keys)).await
             }
         }
     }

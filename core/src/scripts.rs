@@ -48,30 +48,48 @@ pub(crate) fn limit_args(algorithm: Algorithm, limits: &[Limit]) -> Vec<u8> {
     buf
 }
 
+/// One request as lua/decide.lua takes it.
+pub(crate) struct ScriptRequest<'a> {
+    /// The identity's own name (keys::KeyLayout::keys, first): requests of one name share a state
+    pub name: &'a str,
+    /// Its hash field (sliding window, token bucket) or "" (sliding log)
+    pub field: &'a str,
+    /// Its shard, numbered from 1 in the order of the call's KEYS (0: sliding log)
+    pub shard: u64,
+    pub cost: u64,
+    pub consume: bool,
+}
+
 /// ARGV[2] of lua/decide.lua: one MessagePack stream of the mode ("sw", "tb" or "log"), the limits
-/// (`limits`, from limit_args) and the requests: three numbers each, cost, consume (1) or peek
-/// (0), and the number (1-based) of the last earlier request of the call with the same key, 0 if
-/// none (so the script keeps per-request state in arrays, not string-keyed tables). Each request
-/// is given by its first key.
-pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], requests: impl ExactSizeIterator<Item = (&'a str, u64, bool)>) -> Vec<u8> {
+/// (`limits`, from limit_args), the epoch of the hashes (keys::epoch_us), the requests' numbers
+/// (four each: cost, consume (1) or peek (0), the number (1-based) of the last earlier request of
+/// the call with the same name, 0 if none, and the shard), so the script keeps per-request state
+/// in arrays, not string-keyed tables; and the requests' fields.
+pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], epoch_us: u64, requests: &[ScriptRequest<'a>]) -> Vec<u8> {
     let mode = match algorithm {
         Algorithm::SlidingWindow => "sw",
         Algorithm::TokenBucket => "tb",
         Algorithm::SlidingLog => "log",
     };
-    let mut buf = Vec::with_capacity(8 + limits.len() + 12 * requests.len());
+    let fields: usize = requests.iter().map(|r| r.field.len() + 2).sum();
+    let mut buf = Vec::with_capacity(16 + limits.len() + 16 * requests.len() + fields);
     // writing into a Vec cannot fail
     let _ = rmp::encode::write_str(&mut buf, mode);
     buf.extend_from_slice(limits);
-    let _ = rmp::encode::write_array_len(&mut buf, 3 * requests.len() as u32);
+    let _ = rmp::encode::write_uint(&mut buf, epoch_us);
+    let _ = rmp::encode::write_array_len(&mut buf, 4 * requests.len() as u32);
     // a request alone (every call on a Cluster, most at low load) has no earlier one: no map
     let alone = requests.len() == 1;
     let mut last: HashMap<&str, u64> = HashMap::with_capacity(if alone { 0 } else { requests.len() });
-    for (k, (key, cost, consume)) in requests.enumerate() {
-        let prev = if alone { 0 } else { last.insert(key, k as u64 + 1).unwrap_or(0) };
-        let _ = rmp::encode::write_uint(&mut buf, cost);
-        let _ = rmp::encode::write_uint(&mut buf, consume as u64);
-        let _ = rmp::encode::write_uint(&mut buf, prev);
+    for (k, r) in requests.iter().enumerate() {
+        let prev = if alone { 0 } else { last.insert(r.name, k as u64 + 1).unwrap_or(0) };
+        for v in [r.cost, r.consume as u64, prev, r.shard] {
+            let _ = rmp::encode::write_uint(&mut buf, v);
+        }
+    }
+    let _ = rmp::encode::write_array_len(&mut buf, requests.len() as u32);
+    for r in requests {
+        let _ = rmp::encode::write_str(&mut buf, r.field);
     }
     buf
 }
@@ -93,17 +111,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_name_the_last_earlier_request_of_their_key() {
+    fn requests_name_the_last_earlier_request_of_their_identity() {
         let limits = limit_args(Algorithm::SlidingWindow, &crate::limit::parse_limits(&["5/second"]).unwrap());
-        let buf = decide_args(Algorithm::SlidingWindow, &limits, [("a", 1, true), ("b", 2, false), ("a", 3, true), ("a", 1, true)].into_iter());
+        let req = |name, shard, cost, consume| ScriptRequest { name, field: name, shard, cost, consume };
+        let reqs = [req("a", 1, 1, true), req("b", 2, 2, false), req("a", 1, 3, true), req("a", 1, 1, true)];
+        let buf = decide_args(Algorithm::SlidingWindow, &limits, 2_000_000, &reqs);
         let mut rd = &buf[..];
         let mut mode = [0u8; 2];
         assert_eq!(rmp::decode::read_str(&mut rd, &mut mode).unwrap(), "sw");
         assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 2);
         assert_eq!([rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), rmp::decode::read_int(&mut rd).unwrap()], [1_000_000, 5]);
-        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 12);
-        let nums: Vec<u64> = (0..12).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect();
-        assert_eq!(nums, [1, 1, 0, 2, 0, 0, 3, 1, 1, 1, 1, 3]);
+        assert_eq!(rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), 2_000_000);
+        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 16);
+        let nums: Vec<u64> = (0..16).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect();
+        assert_eq!(nums, [1, 1, 0, 1, 2, 0, 0, 2, 3, 1, 1, 1, 1, 1, 3, 1]);
+        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 4);
+        let mut field = [0u8; 1];
+        let fields: Vec<String> = (0..4).map(|_| rmp::decode::read_str(&mut rd, &mut field).unwrap().to_string()).collect();
+        assert_eq!(fields, ["a", "b", "a", "a"]);
+        assert!(rd.is_empty());
     }
 
     #[test]

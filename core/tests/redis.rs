@@ -197,41 +197,58 @@ async fn scripts_reload_after_script_flush_and_restart() {
     assert_eq!(d.remaining, 2, "{d:?}");
 }
 
+/// What the limiters under `prefix` hold for each identity: the fields of their hashes (sliding
+/// window, token bucket), or the names of their keys (sliding log).
+async fn stored_identities(server: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut conn = raw_connection(server).await;
+    let mut ids = Vec::new();
+    for k in keys_with_prefix(server, prefix).await {
+        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut conn).await.unwrap();
+        if kind == "hash" {
+            let fields: Vec<String> = conn.hkeys(&k).await.unwrap();
+            ids.extend(fields.into_iter().filter(|f| f != "#"));
+        } else {
+            ids.push(k);
+        }
+    }
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
-async fn every_key_has_a_ttl_within_its_window_and_one_slot_per_identity() {
+async fn state_lives_in_one_expiring_hash_per_epoch_with_a_field_per_identity() {
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
+    let specs = ["5/second", "20/minute", "100/hour"];
+    let long = "long-identity-".repeat(20);
     for alg in ALGORITHMS {
         let prefix = unique_prefix("ttl");
-        let limiter = redis_limiter(&server.url(), alg, &["5/second", "20/minute", "100/hour"], &prefix);
-        for id in ["user:1", "user:2", &"long-identity-".repeat(20)] {
+        let limiter = redis_limiter(&server.url(), alg, &specs, &prefix);
+        for id in ["user:1", "user:2", &long] {
             limiter.check_n(id, 2).await.unwrap();
         }
         let keys = keys_with_prefix(&server, &prefix).await;
-        // one key per identity holds every window (the log's member counter exists only after a
-        // clash of member names: sliding_log_names_entries_apart_when_redis_time_goes_back)
-        let expected_keys = 3;
-        assert_eq!(keys.len(), expected_keys, "{alg}: {keys:?}");
-        for k in &keys {
-            let pttl: i64 = conn.pttl(k).await.unwrap();
-            let window_ms: i64 = if alg == Algorithm::SlidingLog {
-                3_600_000
-            } else {
-                let windows = k.rsplit(':').next().unwrap();
-                assert_eq!(windows, "1000,60000,3600000", "{alg}: the key names its windows");
-                3_600_000
-            };
-            // the key lives as long as its longest window needs: the sliding window keeps the
-            // current and the next window; the others at most one window
-            let bound = if alg == Algorithm::SlidingWindow { 2 * window_ms } else { window_ms };
-            assert!(pttl > 0 && pttl <= bound, "{alg}: {k} has PTTL {pttl}, bound {bound}");
-            assert!(!k.contains("long-identity-long"), "long identities are hashed: {k}");
+        let ids = stored_identities(&server, &prefix).await;
+        assert_eq!(ids.len(), 3, "{alg}: {keys:?} hold {ids:?}");
+        assert!(ids.iter().all(|k| !k.contains("long-identity-long")), "long identities are hashed: {ids:?}");
+        if alg == Algorithm::SlidingLog {
+            // a key per identity, living as long as its longest window, in the identity's slot
+            for k in &keys {
+                let pttl: i64 = conn.pttl(k).await.unwrap();
+                assert!(pttl > 0 && pttl <= 3_600_000, "{k} has PTTL {pttl}");
+            }
+            let mine: Vec<&String> = keys.iter().filter(|k| k.contains("{user:1}")).collect();
+            assert!(!mine.is_empty() && mine.iter().all(|k| cluster_slot(k) == cluster_slot(mine[0])), "{mine:?}");
+            continue;
         }
-        for id in ["user:1", "user:2"] {
-            let mine: Vec<&String> = keys.iter().filter(|k| k.contains(&format!("{{{id}}}"))).collect();
-            assert!(!mine.is_empty());
-            assert!(mine.iter().all(|k| cluster_slot(k) == cluster_slot(mine[0])), "{alg}: {mine:?}");
-        }
+        // one hash (the current epoch's), named by its windows, that expires three epochs after
+        // its own began at most (it is read through the next one)
+        assert_eq!(keys.len(), 1, "{alg}: {keys:?}");
+        let k = &keys[0];
+        assert!(k.ends_with(":1000,60000,3600000:e0") || k.ends_with(":1000,60000,3600000:e1") || k.ends_with(":1000,60000,3600000:e2"), "{k}");
+        let epoch_ms = floodwall::keys::epoch_us(alg, &limits(&specs)) as i64 / 1000;
+        let pttl: i64 = conn.pttl(k).await.unwrap();
+        assert!(pttl > 2 * epoch_ms && pttl <= 3 * epoch_ms, "{alg}: {k} has PTTL {pttl}, epoch {epoch_ms} ms");
     }
 }
 
@@ -245,8 +262,10 @@ async fn reset_and_peek() {
         let p = limiter.peek("k").await.unwrap();
         assert!(!p.allowed && p.remaining == 0, "{alg}: {p:?}");
         assert!(!limiter.peek("k").await.unwrap().allowed, "peek consumes nothing and stays denied");
+        limiter.check("other").await.unwrap();
         limiter.reset("k").await.unwrap();
-        assert!(keys_with_prefix(&server, &prefix).await.is_empty(), "{alg}: reset deletes every key");
+        let left = stored_identities(&server, &prefix).await;
+        assert!(left.len() == 1 && left[0].contains("other"), "{alg}: reset forgets the identity, and only it: {left:?}");
         assert_eq!(limiter.check("k").await.unwrap().remaining, 1, "{alg}");
     }
 }
@@ -329,92 +348,123 @@ async fn random_timelines_agree_between_memory_and_redis() {
 }
 
 #[tokio::test]
-async fn a_limiter_owns_the_key_of_its_windows_and_replaces_keys_of_another_shape() {
+async fn a_limiter_owns_the_hashes_of_its_windows_and_replaces_keys_of_another_type() {
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
     for (alg, tag) in [(Algorithm::SlidingWindow, "sw"), (Algorithm::TokenBucket, "tb")] {
         let prefix = unique_prefix("shape");
         let both = redis_limiter(&server.url(), alg, &["2/second", "10/hour"], &prefix);
         let one = redis_limiter(&server.url(), alg, &["2/second"], &prefix);
+        // keys of another type where `one`'s hashes go (an old layout, someone else's): they
+        // start afresh, not an error
+        let hashes: Vec<String> = (0..3).map(|e| format!("{prefix}:{{s0}}:{tag}:1000:e{e}")).collect();
+        for h in &hashes {
+            let _: () = conn.set(h, "not a hash").await.unwrap();
+        }
         both.check_n("k", 2).await.unwrap();
-        // other windows, other key: neither limiter's writes (or TTLs) touch the other's state
-        assert_eq!(one.check("k").await.unwrap().remaining, 1, "{alg}");
-        assert!(!both.check("k").await.unwrap().allowed, "{alg}");
-        // a key of the old hash-per-window layout (or any other type) starts afresh, not an error
-        let old = format!("{prefix}:{{old}}:{tag}:1000");
-        let _: () = conn.hset(&old, "c", 7).await.unwrap();
-        let d = one.check("old").await.unwrap();
+        // other windows, other hashes: neither limiter's writes touch the other's state
+        let d = one.check("k").await.unwrap();
         assert!(d.allowed && d.remaining == 1 && d.source == Source::Redis, "{alg}: {d:?}");
-        let kind: String = redis::cmd("TYPE").arg(&old).query_async(&mut conn).await.unwrap();
-        assert_eq!(kind, "string", "{alg}");
+        assert!(!both.check("k").await.unwrap().allowed, "{alg}");
+        let mut kinds = Vec::new();
+        for h in &hashes {
+            let kind: String = redis::cmd("TYPE").arg(h).query_async(&mut conn).await.unwrap();
+            kinds.push(kind);
+        }
+        kinds.sort();
+        // the current epoch's replaced, the one before next unlinked, the previous one left alone
+        assert_eq!(kinds, ["hash", "none", "string"], "{alg}");
+        let written: Vec<bool> = field_k_in(&mut conn, &hashes).await;
+        assert_eq!(written.iter().filter(|w| **w).count(), 1, "{alg}: the state was written to the new hash");
     }
 }
 
-/// A sliding window of 100/10s on a manual clock (Redis time from it too), 2 s into a window.
-fn ten_second_windows(server: &RedisServer, prefix: &str) -> (Limiter, floodwall::FakeClock) {
-    let clock = floodwall::FakeClock::new(1_700_000_000_000_000 + 2_000_000);
-    let limiter = common::exact(
-        Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock().clock(Arc::new(clock.clone())).prefix(prefix),
-    )
-    .build()
-    .unwrap();
-    (limiter, clock)
+/// Whether each of `hashes` has the field "k".
+async fn field_k_in(conn: &mut redis::aio::MultiplexedConnection, hashes: &[String]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for h in hashes {
+        let kind: String = redis::cmd("TYPE").arg(h).query_async(conn).await.unwrap();
+        out.push(kind == "hash" && conn.hexists::<_, _, bool>(h, "k").await.unwrap());
+    }
+    out
 }
 
-/// Within a window a sliding-window write keeps the key's TTL (SETRANGE in place: the expiry is a
-/// function of the window numbers only); when a window rolls the expiry moves and the TTL must
-/// move with it, or the key would vanish while its counts still matter and admit too much.
+/// A sliding window of 100/10s (epochs of 20 s) on a manual clock, Redis time from it too, and
+/// its twin on the embedded store on the same clock.
+fn ten_second_windows(server: &RedisServer, prefix: &str, start_us: u64) -> (Limiter, Limiter, floodwall::FakeClock) {
+    let clock = floodwall::FakeClock::new(start_us);
+    let on = |b: floodwall::LimiterBuilder| common::exact(b.clock(Arc::new(clock.clone())).prefix(prefix)).build().unwrap();
+    let limiter = on(Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock());
+    let twin = on(Limiter::builder(limits(&["100/10s"])));
+    (limiter, twin, clock)
+}
+
+/// 1_700_000_000 s is a multiple of the 20 s epoch
+const EPOCH_START: u64 = 1_700_000_000_000_000;
+
+/// A state written late in one epoch is read from that epoch's hash in the next (its counts still
+/// matter: the window after the one written), the hash two epochs back is unlinked by the first
+/// write of an epoch, and every answer is the embedded store's.
 #[tokio::test]
-async fn sliding_window_ttl_stays_within_a_window_and_moves_when_it_rolls() {
+async fn states_carry_over_one_epoch_and_old_hashes_are_unlinked() {
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
-    let prefix = unique_prefix("roll");
-    let (limiter, clock) = ten_second_windows(&server, &prefix);
-    let pttl = |conn: &mut redis::aio::MultiplexedConnection, key: String| {
-        let mut conn = conn.clone();
-        async move { conn.pttl::<_, i64>(key).await.unwrap() }
+    let prefix = unique_prefix("epoch");
+    let (limiter, twin, clock) = ten_second_windows(&server, &prefix, EPOCH_START + 19_000_000);
+    let both = |n: u64| {
+        let (limiter, twin) = (limiter.clone(), twin.clone());
+        async move {
+            let items: Vec<floodwall::BatchItem> = (0..n).map(|_| item("u", 1)).collect();
+            let r: Vec<(bool, u64)> = limiter.decide_many(&items).await.into_iter().map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap()).collect();
+            let t: Vec<(bool, u64)> = twin.decide_many(&items).await.into_iter().map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap()).collect();
+            assert_eq!(r, t, "Redis and the embedded store disagree");
+            r
+        }
     };
-    // 2 s into window i: the key may expire when window i+1 ends, 18 s on (plus the slack the
-    // scripts give keys under a test clock, which runs apart from Redis's real one: `pad`)
-    limiter.check("u").await.unwrap();
-    let key = keys_with_prefix(&server, &prefix).await.pop().unwrap();
-    let first = pttl(&mut conn, key.clone()).await;
-    let pad = first - 18_000; // less the real ms the first call took: hence the 500 ms of tolerance below
-    assert!((0..=120_000).contains(&pad), "PTTL {first}");
-    // 5 s later, same window: same expiry, so the TTL was kept (a rewrite would give 13 s + pad)
-    clock.advance(Duration::from_secs(5));
-    assert_eq!(limiter.check("u").await.unwrap().remaining, 98);
-    let same = pttl(&mut conn, key.clone()).await;
-    assert!(same <= first && same > first - 2_000, "TTL kept within the window: {first} then {same}");
-    // 10 s later, 7 s into window i+1: the expiry moved to the end of window i+2, 13 s on, and
-    // the TTL with it (kept, it would still say 18 s + pad)
-    clock.advance(Duration::from_secs(10));
-    assert!(limiter.check("u").await.unwrap().allowed);
-    let rolled = pttl(&mut conn, key.clone()).await;
-    assert!(rolled <= pad + 13_500 && rolled > pad + 11_000, "TTL set from the new expiry: {rolled} (pad {pad})");
+    let hash = |at_us: u64| format!("{prefix}:{{s0}}:sw:10000:e{}", (at_us / 20_000_000) % 3);
+    // epoch e, 9 s into a window
+    assert_eq!(both(30).await.last().unwrap().1, 70);
+    let first = hash(clock.now_us());
+    // epoch e+1, 1 s into the next window: three requests in one call, the first of which reads
+    // the state from e's hash and rolls the window; the 30 weigh 90%: 27 + 1, 2, 3
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(both(3).await, [(true, 72), (true, 71), (true, 70)]);
+    let second = hash(clock.now_us());
+    assert_ne!(first, second);
+    assert_eq!(keys_with_prefix(&server, &prefix).await, { let mut v = vec![first.clone(), second.clone()]; v.sort(); v });
+    // the new hash lives until its epoch and the next one are over (plus the slack the scripts
+    // give keys under a test clock, 60 s): 59 s + 60 s from now, less the real ms since
+    let pttl: i64 = conn.pttl(&second).await.unwrap();
+    assert!((117_000..=119_000).contains(&pttl), "PTTL {pttl}");
+    // epoch e+2: e+1's state is still read; e's hash goes with the first write
+    clock.advance(Duration::from_secs(20));
+    both(1).await;
+    assert!(!conn.exists::<_, bool>(&first).await.unwrap(), "the hash of two epochs back is unlinked");
+    assert_eq!(keys_with_prefix(&server, &prefix).await.len(), 2);
+    // two epochs later nothing of it is left to read, and nothing of it matters
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(both(1).await, [(true, 99)]);
 }
 
-/// Several requests of one key in one script call: the key is written once, after the last, and
-/// when the first of them rolled the window the write must set the new expiry, not keep the old
-/// TTL (decide.lua carries the moved expiry from request to request of the key).
+/// A hash of the right name but of another epoch (Redis time gone back, an expiry not yet run)
+/// holds nothing this epoch may read: it is read as empty and replaced whole on the first write.
 #[tokio::test]
-async fn a_window_rolled_by_the_first_of_several_requests_in_one_call_moves_the_ttl() {
+async fn a_hash_left_from_another_epoch_reads_as_empty() {
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
-    let prefix = unique_prefix("roll-many");
-    let (limiter, clock) = ten_second_windows(&server, &prefix);
-    // 2 s into window i: expiry at the end of window i+1, 18 s on (plus the test clock's `pad`)
-    limiter.check("u").await.unwrap();
-    let key = keys_with_prefix(&server, &prefix).await.pop().unwrap();
-    let pad = conn.pttl::<_, i64>(&key).await.unwrap() - 18_000;
-    // 7 s into window i+1: three requests in one call; the first rolls the window
-    clock.advance(Duration::from_secs(15));
-    let got = limiter.decide_many(&[item("u", 1), item("u", 1), item("u", 1)]).await;
-    let remaining: Vec<u64> = got.into_iter().map(|d| d.unwrap().remaining).collect();
-    // the previous window's 1 weighs 30% now: 0.3 + 1, 2, 3 in the current one
-    assert_eq!(remaining, vec![98, 97, 96]);
-    let ttl = conn.pttl::<_, i64>(&key).await.unwrap();
-    assert!(ttl <= pad + 13_500 && ttl > pad + 11_000, "TTL set from the new expiry (13 s on): {ttl} (pad {pad})");
+    let prefix = unique_prefix("old-epoch");
+    let now = EPOCH_START + 5_000_000;
+    let (limiter, _, _) = ten_second_windows(&server, &prefix, now);
+    let e = now / 20_000_000;
+    let current = format!("{prefix}:{{s0}}:sw:10000:e{}", e % 3);
+    // "u" full in this very window, as an older epoch's hash marked 2(e-3)+1 would say
+    let full: Vec<u8> = [(now / 10_000_000) as f64, 0.0, 100.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+    let _: () = conn.hset_multiple(&current, &[("#", (2 * (e - 3) + 1).to_string().into_bytes()), ("u", full), ("v", b"x".to_vec())]).await.unwrap();
+    let d = limiter.check("u").await.unwrap();
+    assert!(d.allowed && d.remaining == 99, "{d:?}");
+    let mut fields: Vec<String> = conn.hkeys(&current).await.unwrap();
+    fields.sort();
+    assert_eq!(fields, ["#", "u"], "the old hash was replaced, not added to");
 }
 
 /// The log names entries "now:position" and keeps no counter while time moves forward; when Redis

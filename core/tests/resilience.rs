@@ -254,8 +254,8 @@ async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_repl
     }
     assert!(!exact.check("victim").await.unwrap().allowed, "limit enforced on the cluster");
 
-    let key = l.key_layout().base("victim").unwrap();
-    let master = cluster.master_for_slot(floodwall::keys::cluster_slot(&key));
+    let slot = l.key_layout().slot("victim", floodwall::Algorithm::SlidingWindow).unwrap();
+    let master = cluster.master_for_slot(slot);
     cluster.nodes[master].kill();
     let killed_at = Instant::now();
 

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
 use crate::decision::Source;
 use crate::error::{Error, Result};
+use crate::keys::{epoch_us, state_field, state_hashes};
 use crate::limit::Limit;
 use crate::per_process::PerProcess;
 use crate::remote::Remote;
@@ -497,29 +498,7 @@ impl Shared {
 fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
     let (remote, algorithm, limits, returned) = (remote.clone(), sh.algorithm(), sh.limits().to_vec(), sh.permits_returned.clone());
     tokio::spawn(async move {
-        let mut inv = LEASE_RETURN.prepare_invoke();
-        for k in &u.keys {
-            inv.key(k);
-        }
-        inv.key(lease_key(&u.keys[0]));
-        let now = remote.store().now_arg();
-        match algorithm {
-            Algorithm::TokenBucket => {
-                inv.arg("tb").arg(u.unused).arg(&u.member).arg(now);
-                for l in &limits {
-                    inv.arg(emission_interval_us(l));
-                }
-                for m in &u.marks {
-                    inv.arg(*m);
-                }
-            }
-            _ => {
-                inv.arg("sw").arg(u.unused).arg(&u.member).arg(now);
-                for m in &u.marks {
-                    inv.arg(*m);
-                }
-            }
-        }
+        let inv = return_invocation(algorithm, &limits, &u, &remote.store().now_arg());
         match remote.call(remote.store().invoke::<Vec<i64>>(&inv)).await {
             Ok(v) => {
                 returned.fetch_add(v.first().copied().unwrap_or(0).max(0) as u64, Ordering::Relaxed);
@@ -527,6 +506,26 @@ fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
             Err(e) => tracing::debug!(error = %e, "lease not returned; its permits age out of the window"),
         }
     });
+}
+
+/// lua/lease_return.lua giving back the permits `u` leaves unused; `now` as RedisStore::now_arg.
+fn return_invocation(algorithm: Algorithm, limits: &[Limit], u: &Unused, now: &str) -> redis::ScriptInvocation<'static> {
+    let mut inv = LEASE_RETURN.prepare_invoke();
+    for k in state_hashes(&u.keys) {
+        inv.key(k);
+    }
+    inv.key(lease_key(&u.keys[0]));
+    let mode = if algorithm == Algorithm::TokenBucket { "tb" } else { "sw" };
+    inv.arg(mode).arg(u.unused).arg(&u.member).arg(now).arg(state_field(&u.keys)).arg(epoch_us(algorithm, limits));
+    if algorithm == Algorithm::TokenBucket {
+        for l in limits {
+            inv.arg(emission_interval_us(l));
+        }
+    }
+    for m in &u.marks {
+        inv.arg(*m);
+    }
+    inv
 }
 
 fn lease_key(first_key: &str) -> String {
@@ -725,20 +724,43 @@ fn serve_from_lease(st: &mut SlotState, now: Instant) {
     }
 }
 
-/// Run the batch script: per-caller outcomes, permits leased, and the marks to return them by.
-async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str, release: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
-    let script = if sh.algorithm() == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
+/// The lease a batch script call asks for.
+struct LeaseAsk<'a> {
+    /// permits wanted (0: none)
+    want: u64,
+    lifetime_us: u64,
+    /// most permits outstanding in leases of the identity, over all instances
+    budget: u64,
+    /// the lease's member in the identity's lease set
+    member: &'a str,
+    /// member of this instance's previous lease, spent or given back ("" none)
+    release: &'a str,
+}
+
+/// lua/sliding_window_batch.lua or token_bucket_batch.lua deciding `costs` for the identity whose
+/// keys are `keys`, in order, and leasing per `lease`; `now` as RedisStore::now_arg.
+fn batch_invocation(algorithm: Algorithm, limits: &[Limit], keys: &[String], costs: &[u64], lease: &LeaseAsk<'_>, now: &str) -> redis::ScriptInvocation<'static> {
+    let script = if algorithm == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
     let mut inv = script.prepare_invoke();
-    for k in keys {
+    for k in state_hashes(keys) {
         inv.key(k);
     }
     inv.key(lease_key(&keys[0]));
-    inv.arg(remote.store().now_arg()).arg(batch.len());
-    for w in batch {
-        inv.arg(w.cost);
+    inv.arg(now).arg(costs.len());
+    for c in costs {
+        inv.arg(*c);
     }
-    inv.arg(want).arg(sh.opts.lease_ms * 1000).arg(sh.budget()).arg(member).arg(release);
-    inv.arg(limit_args(sh.algorithm(), sh.limits()));
+    inv.arg(lease.want).arg(lease.lifetime_us).arg(lease.budget).arg(lease.member).arg(lease.release);
+    inv.arg(limit_args(algorithm, limits));
+    inv.arg(state_field(keys)).arg(epoch_us(algorithm, limits));
+    inv
+}
+
+/// Run the batch script: per-caller outcomes, permits leased, and the marks to return them by.
+async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str, release: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
+    let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
+    let lease = LeaseAsk { want, lifetime_us: sh.opts.lease_ms * 1000, budget: sh.budget(), member, release };
+    let inv = batch_invocation(sh.algorithm(), sh.limits(), keys, &costs, &lease, &remote.store().now_arg());
     let reply: Vec<i64> = remote.call(remote.store().invoke(&inv)).await?;
     let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
     let m = batch.len();
@@ -747,7 +769,6 @@ async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Wait
     }
     let (granted, read) = (reply[0].max(0) as u64, StateReply { now_us: reply[1].max(0) as u64, state: &reply[2 + m..] });
     let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
-    let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
     let (outs, marks) = twin::apply_batch(sh.algorithm(), &read, sh.limits(), &costs, &allowed, granted);
     Ok((outs, granted, marks))
 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use floodwall_testkit::RedisServer;
 
 use super::twin;
-use super::{LEASE_RETURN, SW_BATCH, TB_BATCH};
-use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply, SwState};
+use crate::algorithm::{Algorithm, Outcome, StateReply, SwState};
 use crate::clock::FakeClock;
 use crate::limit::Limit;
 use crate::store::{RedisOptions, RedisStore};
@@ -28,22 +27,20 @@ impl Rng {
 /// One batch script call: the answers (via the twin, from the state the script read and the
 /// decisions it made), permits granted, lease marks, and the raw state the script read.
 #[allow(clippy::too_many_arguments)]
-async fn run_batch(store: &RedisStore, alg: Algorithm, key: &str, limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
-    let script = if alg == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
-    let mut inv = script.prepare_invoke();
-    inv.key(key).key(format!("{key}:lease"));
-    inv.arg(store.now_arg()).arg(costs.len());
-    for c in costs {
-        inv.arg(*c);
-    }
-    inv.arg(want).arg(300_000u64).arg(budget).arg(member).arg("");
-    inv.arg(crate::scripts::limit_args(alg, limits));
+async fn run_batch(store: &RedisStore, alg: Algorithm, id: &str, limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
+    let lease = super::LeaseAsk { want, lifetime_us: 300_000, budget, member, release: "" };
+    let inv = super::batch_invocation(alg, limits, &keys(alg, id, limits), costs, &lease, &store.now_arg());
     let reply: Vec<i64> = store.invoke(&inv).await.expect("script");
     let m = costs.len();
     let read = StateReply { now_us: reply[1] as u64, state: &reply[2 + m..] };
     let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
     let (outs, marks) = twin::apply_batch(alg, &read, limits, costs, &allowed, reply[0] as u64);
     (outs, reply[0] as u64, marks, reply[2 + m..].to_vec())
+}
+
+/// The identity's keys as limiters of `limits` lay them out.
+fn keys(alg: Algorithm, id: &str, limits: &[Limit]) -> Vec<String> {
+    crate::keys::KeyLayout::new("cache-test").unwrap().keys(id, alg, limits).unwrap()
 }
 
 /// The state the twin holds, laid out as the scripts store it (empty for a new identity).
@@ -66,7 +63,7 @@ async fn batch_scripts_match_their_twins() {
         (Algorithm::TokenBucket, vec!["1000/second"]),
     ] {
         let limits = crate::parse_limits(&specs).unwrap();
-        let key = format!("parity:{{{alg}{}}}", specs.len());
+        let key = format!("parity:{alg}{}", specs.len());
         let mut sw: Vec<Option<SwState>> = vec![None; limits.len()];
         let mut tb: Vec<Option<u64>> = vec![None; limits.len()];
         // leases outstanding in the twin: (expiry, size)
@@ -109,7 +106,7 @@ async fn a_batch_of_ones_is_the_single_script_called_in_order() {
     let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
     let limits = crate::parse_limits(&["5/second"]).unwrap();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
-        let key = format!("ones:{{{alg}}}");
+        let key = format!("ones:{alg}");
         let (outs, granted, _, _) = run_batch(&store, alg, &key, &limits, &[1, 1, 1, 1, 1, 1, 1], 0, 0, "x").await;
         let allowed: Vec<bool> = outs.iter().map(|o| o.allowed).collect();
         let remaining: Vec<u64> = outs.iter().map(|o| o.windows[0].remaining).collect();
@@ -127,19 +124,14 @@ async fn returned_permits_count_again() {
     let store = RedisStore::with_test_clock(RedisOptions::new(server.url()), clock.clone()).unwrap();
     let limits = crate::parse_limits(&["1000/minute"]).unwrap();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
-        let key = format!("ret:{{{alg}}}");
+        let key = format!("ret:{alg}");
         let (_, granted, marks, _) = run_batch(&store, alg, &key, &limits, &[1], 8, 10, "L").await;
         assert_eq!(granted, 8, "{alg}");
         let (outs, _, _, _) = run_batch(&store, alg, &key, &[limits[0]], &[1], 0, 10, "-").await;
         assert_eq!(outs[0].windows[0].remaining, 1000 - 10, "{alg}: the lease counts as consumed");
         // give back 5 of the 8
-        let mut inv = LEASE_RETURN.prepare_invoke();
-        inv.key(&key).key(format!("{key}:lease"));
-        inv.arg(if alg == Algorithm::TokenBucket { "tb" } else { "sw" }).arg(5).arg("L:8").arg(store.now_arg());
-        if alg == Algorithm::TokenBucket {
-            inv.arg(emission_interval_us(&limits[0]));
-        }
-        inv.arg(marks[0]);
+        let unused = super::Unused { keys: keys(alg, &key, &limits), unused: 5, member: "L:8".into(), marks };
+        let inv = super::return_invocation(alg, &limits, &unused, &store.now_arg());
         let back: Vec<i64> = store.invoke(&inv).await.unwrap();
         assert_eq!(back, vec![5], "{alg}");
         let (outs, _, _, _) = run_batch(&store, alg, &key, &limits, &[1], 0, 10, "-").await;

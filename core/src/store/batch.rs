@@ -27,6 +27,8 @@ pub(crate) struct Ask {
     pub algorithm: Algorithm,
     /// scripts::limit_args of the limiter's limits (shared by the requests of one batch)
     pub limits: Arc<[u8]>,
+    /// keys::epoch_us of those limits
+    pub epoch_us: u64,
     pub cost: u64,
     pub consume: bool,
 }
@@ -34,7 +36,8 @@ pub(crate) struct Ask {
 impl Ask {
     /// `req` as a request of a script call; `limits` is scripts::limit_args of its limits.
     pub(crate) fn of(req: &super::Request<'_>, limits: Arc<[u8]>) -> Self {
-        Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits, cost: req.cost, consume: req.consume }
+        let epoch_us = crate::keys::epoch_us(req.algorithm, req.limits);
+        Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits, epoch_us, cost: req.cost, consume: req.consume }
     }
 
     pub(crate) fn request<'a>(&'a self, limits: &'a [crate::limit::Limit]) -> super::Request<'a> {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::algorithm::{self, Algorithm, Outcome, SwState};
 use crate::clock::{Clock, SystemClock};
-use crate::keys::cluster_slot;
 
 use super::Request;
 
@@ -93,7 +92,7 @@ impl MemoryStore {
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
         let mut h = DefaultHasher::new();
-        cluster_slot(key).hash(&mut h);
+        key.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 

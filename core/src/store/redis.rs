@@ -12,7 +12,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::scripts::{decide_args, decode_decided, limit_args, DECIDE};
+use crate::keys::{state_field, state_hashes};
+use crate::scripts::{decide_args, decode_decided, limit_args, ScriptRequest, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
@@ -314,11 +315,33 @@ impl RedisStore {
     pub(crate) async fn decide(&self, asks: &[&Ask]) -> Result<Vec<Decided>> {
         let Some(first) = asks.first() else { return Ok(Vec::new()) };
         let mut inv = DECIDE.prepare_invoke();
-        for k in asks.iter().flat_map(|a| &a.keys) {
-            inv.key(k);
+        let hashed = first.algorithm != Algorithm::SlidingLog;
+        // sliding window, token bucket: each shard's three hashes once, in order of first use
+        let mut shards: Vec<&str> = Vec::new();
+        let mut requests = Vec::with_capacity(asks.len());
+        for a in asks {
+            let (field, shard) = if hashed {
+                let hashes = state_hashes(&a.keys);
+                let g = match shards.iter().position(|s| *s == hashes[0]) {
+                    Some(g) => g,
+                    None => {
+                        shards.push(&hashes[0]);
+                        for h in hashes {
+                            inv.key(h);
+                        }
+                        shards.len() - 1
+                    }
+                };
+                (state_field(&a.keys), g as u64 + 1)
+            } else {
+                for k in &a.keys {
+                    inv.key(k);
+                }
+                ("", 0)
+            };
+            requests.push(ScriptRequest { name: &a.keys[0], field, shard, cost: a.cost, consume: a.consume });
         }
-        let requests = asks.iter().map(|a| (a.keys.first().map_or("", String::as_str), a.cost, a.consume));
-        inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, requests));
+        inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, first.epoch_us, &requests));
         let reply: Vec<Value> = self.invoke(&inv).await?;
         let bad = || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
         let [Value::Int(now), Value::BulkString(packed)] = &reply[..] else { return Err(bad()) };
@@ -352,9 +375,20 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn reset(&self, keys: &[String]) -> Result<()> {
+    /// Forget the state of the identity whose keys (keys::KeyLayout::keys) are `keys`.
+    pub(crate) async fn reset(&self, algorithm: Algorithm, keys: &[String]) -> Result<()> {
         let mut conn = self.connection().await?;
-        redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await.map_err(|e| self.store_error(e))
+        let result = if algorithm == Algorithm::SlidingLog {
+            redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await
+        } else {
+            // the field, in each epoch's hash (one slot: one pipeline reaches them all)
+            let mut pipe = redis::pipe();
+            for h in state_hashes(keys) {
+                pipe.cmd("HDEL").arg(h).arg(state_field(keys)).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await
+        };
+        result.map_err(|e| self.store_error(e))
     }
 
     /// Round trip to Redis; used by health checks and `Limiter::connect`. On a cluster one node
