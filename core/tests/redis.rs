@@ -610,6 +610,48 @@ async fn a_batch_window_gathers_checks_of_other_identities_into_one_script_call(
     }
 }
 
+/// Checks arriving while a script call is in flight wait for it and then share one call, rather
+/// than each starting a call with a request or two; only when enough wait to fill one does a
+/// second call go while the first is in flight. Behind a proxy adding 30 ms each way.
+#[tokio::test]
+async fn checks_wait_for_the_call_in_flight_unless_enough_wait_to_fill_a_second() {
+    let server = RedisServer::start();
+    let mut conn = raw_connection(&server).await;
+    let proxy = floodwall_testkit::FaultProxy::start(server.port());
+    let limiter = redis_limiter(&proxy.url(), Algorithm::SlidingWindow, &["100/minute"], &unique_prefix("second-call"));
+    limiter.connect().await.unwrap();
+    proxy.set(floodwall_testkit::Fault::Latency(Duration::from_millis(30)));
+    for (others, calls) in [(5, 2), (12, 2)] {
+        reset_stats(&mut conn).await;
+        let l = limiter.clone();
+        let first = tokio::spawn(async move {
+            l.check("first").await.unwrap();
+            std::time::Instant::now()
+        });
+        // this one-thread runtime runs the first check until it waits on Redis
+        tokio::task::yield_now().await;
+        let rest: Vec<_> = (0..others)
+            .map(|i| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    l.check(&format!("other-{i}")).await.unwrap();
+                    std::time::Instant::now()
+                })
+            })
+            .collect();
+        let first_done = first.await.unwrap();
+        let rest_done = futures::future::join_all(rest).await.into_iter().map(Result::unwrap).max().unwrap();
+        assert_eq!(evalsha_calls(&mut conn).await, calls, "{others} others");
+        // a round trip takes 60 ms: the others end one after the first call, or with it
+        let after_first = rest_done.saturating_duration_since(first_done);
+        if others < 8 {
+            assert!(after_first >= Duration::from_millis(45), "{others} others waited for the call in flight: {after_first:?}");
+        } else {
+            assert!(after_first < Duration::from_millis(30), "{others} others went beside the call in flight: {after_first:?}");
+        }
+    }
+}
+
 fn item(key: &str, cost: u64) -> floodwall::BatchItem<'_> {
     floodwall::BatchItem { key, cost, traceparent: None }
 }

@@ -1,6 +1,6 @@
 //! Batches concurrent decisions of one Redis store into one call of lua/decide.lua, so Redis pays a script call's fixed cost (EVALSHA, TIME, Lua setup) per batch.
 //! A caller with no company calls alone (or, with a batch window, waits that long for company); callers arriving
-//! while calls are in flight wait and go together.
+//! while a call is in flight wait for it and go together, and a second call goes beside it only once enough wait to fill one.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,6 +18,10 @@ use super::redis::RedisStore;
 pub(crate) const MAX_BATCH: usize = 64;
 /// Script calls of one store in flight at once: one runs in Redis while the next one fills.
 const MAX_CALLS: usize = 2;
+/// Requests waiting that justify a second call while one is in flight. Fewer wait for the call
+/// in flight to end and go together after it: a script call's fixed part (EVALSHA, TIME, a read
+/// and a write per shard) then serves more requests, for at most one call's time of waiting.
+const SECOND_CALL_AT: usize = 8;
 
 /// One decision to make. Requests share a call only with the same algorithm and limits.
 #[derive(Debug)]
@@ -68,6 +72,13 @@ pub(crate) struct Queue {
     opening: bool,
 }
 
+impl Queue {
+    /// Whether the waiting requests may start a call now.
+    fn may_call(&self) -> bool {
+        !self.opening && (self.calls == 0 || (self.calls < MAX_CALLS && self.waiting.len() >= SECOND_CALL_AT))
+    }
+}
+
 /// What an arriving request does: call Redis itself, or wait for a drain to answer it.
 enum Turn {
     Call(Ask),
@@ -102,7 +113,7 @@ impl Drop for Hold {
         let held = HELD.with(|h| std::mem::replace(&mut *h.borrow_mut(), self.0.take()));
         for store in held.unwrap_or_default() {
             let mut q = store.queue();
-            if !q.waiting.is_empty() && q.calls < MAX_CALLS && !q.opening {
+            if !q.waiting.is_empty() && q.may_call() {
                 q.calls += 1;
                 drop(q);
                 start_drain(&store, false);
@@ -131,13 +142,13 @@ pub(crate) async fn submit(store: &RedisStore, ask: Ask) -> Result<Decided> {
     let window = !store.batch_window().is_zero();
     let turn = {
         let mut q = store.queue();
-        if !held && !window && q.calls < MAX_CALLS && q.waiting.is_empty() {
+        if !held && !window && q.calls == 0 && q.waiting.is_empty() {
             q.calls += 1;
             Turn::Call(ask)
         } else {
             let (tx, rx) = oneshot::channel();
             q.waiting.push(Waiting { ask, tx });
-            if !held && q.calls < MAX_CALLS && !q.opening {
+            if !held && q.may_call() {
                 q.calls += 1;
                 q.opening = window;
                 drop(q);
