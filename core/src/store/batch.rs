@@ -79,6 +79,12 @@ impl Queue {
     }
 }
 
+/// Turns of the runtime a drain waits, after a call, while the callers it answered keep coming
+/// back with their next requests (on a multi-thread runtime they come over several turns, each
+/// deciding from its cache first). hot/tail, 10 instances, 90 s: one turn 0.190 Redis commands per
+/// decision, two 0.152, at the same decisions/s and p99; four cost p99 (1.97 ms in 30 s).
+const GATHER_TURNS: usize = 2;
+
 /// What an arriving request does: call Redis itself, or wait for a drain to answer it.
 enum Turn {
     Call(Ask),
@@ -233,7 +239,16 @@ async fn drain(store: RedisStore, window: bool) {
         // once ride in it rather than in a call of their own behind it (a few µs of latency for
         // fewer, fuller script calls; each call costs Redis ~5 decisions' worth of fixed work).
         if !std::mem::take(&mut first) {
-            tokio::task::yield_now().await;
+            // and for up to GATHER_TURNS more turns while they keep coming
+            let mut seen = store.queue().waiting.len();
+            for _ in 0..GATHER_TURNS {
+                tokio::task::yield_now().await;
+                let now = store.queue().waiting.len();
+                if now == seen || now >= MAX_BATCH {
+                    break;
+                }
+                seen = now;
+            }
         }
         let batch: Vec<Waiting> = {
             let mut q = store.queue();
