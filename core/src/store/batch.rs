@@ -81,8 +81,9 @@ impl Queue {
 
 /// Turns of the runtime a drain waits, after a call, while the callers it answered keep coming
 /// back with their next requests (on a multi-thread runtime they come over several turns, each
-/// deciding from its cache first). hot/tail, 10 instances, 90 s: one turn 0.190 Redis commands per
-/// decision, two 0.152, at the same decisions/s and p99; four cost p99 (1.97 ms in 30 s).
+/// deciding from its cache first). hot/tail, 10 instances, 90 s: one turn 0.189–0.190 Redis
+/// commands per decision (two runs), two 0.152–0.183 (two runs; the share of hot identities'
+/// calls grows as a run's decisions/s falls), at the same p99; four cost p99 (1.97 ms in 30 s).
 const GATHER_TURNS: usize = 2;
 
 /// What an arriving request does: call Redis itself, or wait for a drain to answer it.
