@@ -226,6 +226,60 @@ async fn acl_user_and_password_in_the_url() {
     assert!(e.to_string().contains("app:***@") && !e.to_string().contains("wrong"), "{e}");
 }
 
+/// On a Cluster the state hashes are sharded 64 ways: every algorithm counts exactly and resets,
+/// whatever shard an identity lands in, and the cache layer's lease scripts (three hashes and a
+/// lease set, one slot) grant, spend and never exceed the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_and_the_cache_layer_count_exactly_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    for alg in common::ALGORITHMS {
+        let l = common::exact(Limiter::builder(limits(&["20/minute", "100/hour"])).algorithm(alg).cluster(cluster.seeds()).prefix(unique_prefix("shards")))
+            .build()
+            .unwrap();
+        let mut admitted = 0;
+        for _ in 0..25 {
+            admitted += l.check("one").await.unwrap().allowed as u32;
+        }
+        assert_eq!(admitted, 20, "{alg}");
+        // identities over many shards (and so over all three masters)
+        for i in 0..40 {
+            let d = l.check(&format!("user:{i}")).await.unwrap();
+            assert!(d.allowed && d.remaining == 19 && d.source == Source::Redis, "{alg} user:{i}: {d:?}");
+        }
+        l.reset("one").await.unwrap();
+        assert_eq!(l.check("one").await.unwrap().remaining, 19, "{alg}: reset");
+    }
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let l = common::exact(
+            Limiter::builder(limits(&["1000/hour"])).algorithm(alg).cluster(cluster.seeds()).prefix(unique_prefix("leases")).cache(floodwall::CacheOptions::default()),
+        )
+        .build()
+        .unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u32;
+                    for _ in 0..75 {
+                        admitted += l.check("hot").await.unwrap().allowed as u32;
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += t.await.unwrap();
+        }
+        let stats = l.cache_stats().unwrap();
+        assert!(stats.leases_granted > 0, "{alg}: {stats:?}");
+        // 1,200 asked of 1,000 an hour: what is admitted never passes the limit (plus the one
+        // permit an hour-long window may free during the test), and falls short of it by at most
+        // the permits still leased (the drift budget, 1% of 1,000)
+        assert!((990..=1001).contains(&admitted), "{alg}: {admitted} admitted, {stats:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_replica() {
     let mut cluster = RedisCluster::start();
