@@ -642,12 +642,13 @@ async fn checks_wait_for_the_call_in_flight_unless_enough_wait_to_fill_a_second(
         let first_done = first.await.unwrap();
         let rest_done = futures::future::join_all(rest).await.into_iter().map(Result::unwrap).max().unwrap();
         assert_eq!(evalsha_calls(&mut conn).await, calls, "{others} others");
-        // a round trip takes 60 ms: the others end one after the first call, or with it
+        // a round trip takes 60 ms: the others end a round trip after the first call, or with it
+        // (up to one 30 ms hold later: the proxy holds the chunks of one connection in turn)
         let after_first = rest_done.saturating_duration_since(first_done);
         if others < 8 {
-            assert!(after_first >= Duration::from_millis(45), "{others} others waited for the call in flight: {after_first:?}");
+            assert!(after_first >= Duration::from_millis(50), "{others} others waited for the call in flight: {after_first:?}");
         } else {
-            assert!(after_first < Duration::from_millis(30), "{others} others went beside the call in flight: {after_first:?}");
+            assert!(after_first < Duration::from_millis(45), "{others} others went beside the call in flight: {after_first:?}");
         }
     }
 }
