@@ -105,6 +105,13 @@ struct Outcome {
     records: Vec<Record>,
 }
 
+/// Latencies in µs, 1 µs to 60 s, allocated whole at the start: an auto-resizing histogram grows
+/// each time a slower call than any before is recorded, and in a soak that growth (64 callers'
+/// histograms, rarer and rarer outliers) would show as the limiter's RSS creeping up.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
 async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -115,7 +122,7 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
         // a soak keeps no records: RSS must show the limiter, not the bench's log
         let record = args.rss_every.is_none();
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3).unwrap();
+            let mut h = latency_histogram();
             let mut rng = Rng::new(t as u64 + 1);
             let mut rec = Vec::with_capacity(1 << 16);
             let mut n = 0u64;
@@ -160,7 +167,7 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
         None => tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await,
     }
     stop.store(true, Ordering::Relaxed);
-    let mut out = Outcome { decisions: 0, per_sec: 0.0, hist: Histogram::new(3).unwrap(), records: Vec::new() };
+    let mut out = Outcome { decisions: 0, per_sec: 0.0, hist: latency_histogram(), records: Vec::new() };
     for t in tasks {
         let (n, h, rec) = t.await.unwrap();
         out.decisions += n;
