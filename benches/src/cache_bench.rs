@@ -72,6 +72,30 @@ fn commandstats_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64
     (d.iter().map(|(_, v)| v).sum(), top)
 }
 
+/// The allocator's view of the heap, in MB: (bytes in live allocations, bytes it holds beyond
+/// them). Beside RSS it tells a leak (live grows) from an allocator keeping what was freed.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+fn heap_mb() -> Option<(f64, f64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let (allocated, resident) = (stats::allocated::read().ok()?, stats::resident::read().ok()?);
+    Some((allocated as f64 / 1048576.0, resident.saturating_sub(allocated) as f64 / 1048576.0))
+}
+
+/// glibc's counters over all arenas: in use (including untouched mmapped blocks), and free
+/// chunks it keeps.
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+fn heap_mb() -> Option<(f64, f64)> {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    Some(((m.uordblks + m.hblkhd) as f64 / 1048576.0, m.fordblks as f64 / 1048576.0))
+}
+
+#[cfg(not(any(all(feature = "jemalloc", not(target_env = "msvc")), all(target_os = "linux", target_env = "gnu"))))]
+fn heap_mb() -> Option<(f64, f64)> {
+    None
+}
+
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -126,7 +150,7 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
         tasks.push(tokio::spawn(async move {
             let mut h = latency_histogram();
             let mut rng = Rng::new(t as u64 + 1);
-            let mut rec = Vec::with_capacity(1 << 16);
+            let mut rec = Vec::with_capacity(if record { 1 << 16 } else { 0 });
             let mut n = 0u64;
             let mut due = tokio::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -163,7 +187,8 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
                 tokio::time::sleep(Duration::from_secs_f64(step)).await;
                 t += step;
                 let stats: Vec<String> = instances.iter().filter_map(|l| l.cache_stats()).map(|s| format!("{}", s.weighted_bytes / 1024)).collect();
-                println!("    t={t:>5.0}s  RSS {:>6.1} MB  cache KiB per instance [{}]", rss_mb(), stats.join(" "));
+                let heap = heap_mb().map(|(used, free)| format!("  heap live {used:>6.1} MB, held beyond {free:>5.1} MB")).unwrap_or_default();
+                println!("    t={t:>5.0}s  RSS {:>6.1} MB{heap}  cache KiB per instance [{}]", rss_mb(), stats.join(" "));
             }
         }
         None => tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await,

@@ -7,6 +7,10 @@
 //!       [--workload NAME] [--instances 1|10] [--batch-window-us 0-500] [--rss-every SECONDS]
 //!     (the local cache layer on the issue-5 workloads: see cache_bench.rs)
 
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod cache_bench;
 #[allow(dead_code)]
 mod workloads;
