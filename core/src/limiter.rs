@@ -309,7 +309,7 @@ impl LimiterBuilder {
             None => Backend::Memory(MemoryStore::new(clock.clone())),
             Some(store) => Backend::Redis {
                 remote: Remote::new(store, self.timeout, self.breaker, metrics.clone()),
-                cache: self.cache.map(LocalCache::new).transpose()?,
+                cache: self.cache.map(|c| LocalCache::new(c, self.limits.len())).transpose()?,
                 fallback: Fallback::new(self.fallback, &self.limits, self.algorithm, clock.clone())?,
             },
         };

@@ -109,9 +109,18 @@ pub struct CacheStats {
     pub permits_returned: u64,
 }
 
-/// Per-entry weight: the key, the slot and its outcome vectors, and moka's own bookkeeping.
+/// What moka keeps per entry besides our key and value (its entry record, key hash, deque node,
+/// map bucket), measured: `an_entry_weighs_what_it_takes_on_the_heap` (core/tests/cache_memory.rs)
+/// fails when the weight falls short of an entry's heap bytes.
+const MOKA_ENTRY_BYTES: usize = 256;
+
+/// Per-entry weight, the heap bytes an entry takes: its name (moka's key, the only copy), the
+/// slot, a denial's outcome for `windows` limits, and moka's own record. A lease is not
+/// weighed: only hot identities hold one, and its memory goes when it is spent or expires.
 fn weight(key: &str, windows: usize) -> u32 {
-    (key.len() + 320 + 2 * 24 * windows).min(u32::MAX as usize) as u32
+    let slot = std::mem::size_of::<Slot>() + 2 * std::mem::size_of::<usize>(); // in its Arc
+    let denial = windows * std::mem::size_of::<crate::algorithm::WindowEval>();
+    (key.len() + std::mem::size_of::<String>() + slot + denial + MOKA_ENTRY_BYTES).min(u32::MAX as usize) as u32
 }
 
 type Reply = Result<(Outcome, Source)>;
@@ -131,6 +140,8 @@ struct Denial {
 }
 
 struct Lease {
+    /// The identity's keys, to give the unused rest back to.
+    keys: Vec<String>,
     left: u64,
     granted: u64,
     /// The outcome of the grant (remaining already net of the lease).
@@ -145,7 +156,8 @@ struct Lease {
 #[derive(Default)]
 struct SlotState {
     denial: Option<Denial>,
-    lease: Option<Lease>,
+    /// Boxed: most entries never hold one.
+    lease: Option<Box<Lease>>,
     in_flight: bool,
     queue: Vec<Waiter>,
     /// Lease size to ask for next (adapted to how fast leases are spent).
@@ -157,8 +169,10 @@ struct SlotState {
     lease_cooldown: u8,
 }
 
+/// An identity's entry. Its keys are not kept here: every check brings them, and the lease
+/// that must outlive a check carries its own.
+#[derive(Default)]
 struct Slot {
-    keys: Vec<String>,
     state: Mutex<SlotState>,
 }
 
@@ -230,6 +244,8 @@ struct Shared {
 /// its parent's leases (both would admit from them) nor wait on its parent's in-flight calls.
 pub(crate) struct LocalCache {
     opts: CacheOptions,
+    /// The limiter's number of limits (what a cached outcome holds one window of each of).
+    windows: usize,
     process: PerProcess<Instance>,
 }
 
@@ -240,13 +256,13 @@ impl std::fmt::Debug for LocalCache {
 }
 
 impl LocalCache {
-    pub(crate) fn new(opts: CacheOptions) -> Result<Self> {
+    pub(crate) fn new(opts: CacheOptions, windows: usize) -> Result<Self> {
         opts.validate()?;
-        Ok(LocalCache { opts, process: PerProcess::new() })
+        Ok(LocalCache { opts, windows, process: PerProcess::new() })
     }
 
     fn here(&self) -> &Instance {
-        self.process.get_or(|| Instance::new(self.opts.clone()))
+        self.process.get_or(|| Instance::new(self.opts.clone(), self.windows))
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -271,7 +287,7 @@ struct Instance {
 }
 
 impl Instance {
-    fn new(opts: CacheOptions) -> Self {
+    fn new(opts: CacheOptions, windows: usize) -> Self {
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let instance = seed ^ (crate::per_process::pid() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
@@ -289,16 +305,11 @@ impl Instance {
         let weak = Arc::downgrade(&shared);
         let entries = moka::sync::Cache::builder()
             .max_capacity(opts.max_bytes)
-            .weigher(|k: &String, s: &Arc<Slot>| weight(k, s.keys.len()))
+            .weigher(move |k: &String, _: &Arc<Slot>| weight(k, windows))
             .time_to_idle(Duration::from_millis(opts.idle_ms.max(1)))
             .eviction_listener(move |_k, slot: Arc<Slot>, _cause| {
                 let Some(shared) = weak.upgrade() else { return };
-                let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused {
-                    keys: slot.keys.clone(),
-                    unused: l.left,
-                    member: l.member,
-                    marks: l.marks,
-                });
+                let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused { keys: l.keys, unused: l.left, member: l.member, marks: l.marks });
                 if let Some(u) = unused {
                     shared.evicted.lock().unwrap_or_else(|p| p.into_inner()).push(u);
                 }
@@ -341,12 +352,12 @@ impl Instance {
                 let t0 = Instant::now();
                 let out = remote.evaluate(req).await?;
                 if !out.allowed && sh.opts.denial_cache {
-                    let slot = self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() }));
+                    let slot = self.entries.get_with(key.clone(), Arc::default);
                     sh.remember_denial(&mut slot.lock(), &out, req.cost, t0);
                 }
                 return Ok((out, Source::Redis));
             }
-            None => self.entries.get_with(key.clone(), || Arc::new(Slot { keys: req.keys.to_vec(), state: Mutex::default() })),
+            None => self.entries.get_with(key.clone(), Arc::default),
         };
         let now = Instant::now();
         let step = {
@@ -374,7 +385,7 @@ impl Instance {
                 Step::Wait(rx)
             } else {
                 st.in_flight = true;
-                Step::Drive(plan(sh, &mut st, &slot, now, 1))
+                Step::Drive(plan(sh, &mut st, now, 1))
             }
         };
         match step {
@@ -391,8 +402,8 @@ impl Instance {
                 Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
             },
             Step::Drive(p) => {
-                let _handoff = Handoff { sh: sh.clone(), remote: remote.clone(), slot: slot.clone() };
-                let own = exchange(sh, remote, &slot, vec![Waiter { cost: req.cost, tx: None }], p).await;
+                let _handoff = Handoff { sh, remote, slot: &slot, keys: req.keys };
+                let own = exchange(sh, remote, req.keys, &slot, vec![Waiter { cost: req.cost, tx: None }], p).await;
                 own.unwrap_or_else(|| Err(Error::Store { url: remote.store().url().to_string(), message: "no answer for the driving caller".into() }))
             }
         }
@@ -551,7 +562,7 @@ fn is_hot(since_last: Option<Duration>, lease_used: Option<u64>, lease: Duration
 
 /// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
 /// lease out (its rest is given back), adapt the next lease size, decide whether to ask for one.
-fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: usize) -> Plan {
+fn plan(sh: &Shared, st: &mut SlotState, now: Instant, batch_len: usize) -> Plan {
     let (mut release, mut lease_used) = (None, None);
     let spent = st.lease.take().and_then(|l| {
         let used = l.granted - l.left;
@@ -563,7 +574,7 @@ fn plan(sh: &Shared, st: &mut SlotState, slot: &Slot, now: Instant, batch_len: u
             st.lease_cooldown = LEASE_COOLDOWN_CALLS;
         }
         release = Some(l.member.clone());
-        (l.left > 0).then(|| Unused { keys: slot.keys.clone(), unused: l.left, member: l.member, marks: l.marks })
+        (l.left > 0).then_some(Unused { keys: l.keys, unused: l.left, member: l.member, marks: l.marks })
     });
     let hot = is_hot(st.last_remote.map(|t| now.duration_since(t)), lease_used, Duration::from_millis(sh.opts.lease_ms), batch_len);
     st.last_remote = Some(now);
@@ -585,7 +596,7 @@ struct Plan {
 
 /// One script call for `batch`: answers every waiter with a channel, records denials and the
 /// lease, and returns the answer of the waiter without one (the caller that drives inline).
-async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Waiter>, plan: Plan) -> Option<Reply> {
+async fn exchange(sh: &Arc<Shared>, remote: &Remote, keys: &[String], slot: &Slot, batch: Vec<Waiter>, plan: Plan) -> Option<Reply> {
     let Plan { want, spent, release } = plan;
     if let Some(u) = spent {
         spawn_return(sh, remote, u);
@@ -594,10 +605,10 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Wai
     let t0 = Instant::now();
     let result = if batch.len() == 1 && want == 0 && release.is_none() {
         // one caller, no lease: the plain script answers the same, with less Lua
-        let req = Request { keys: &slot.keys, limits: sh.limits(), algorithm: sh.algorithm(), cost: batch[0].cost, consume: true };
+        let req = Request { keys, limits: sh.limits(), algorithm: sh.algorithm(), cost: batch[0].cost, consume: true };
         remote.evaluate(&req).await.map(|o| (vec![o], 0, Vec::new()))
     } else {
-        call_batch(sh, remote, &slot.keys, &batch, want, &member, release.as_deref().unwrap_or("")).await
+        call_batch(sh, remote, keys, &batch, want, &member, release.as_deref().unwrap_or("")).await
     };
     let mut own = None;
     let mut st = slot.lock();
@@ -626,7 +637,7 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Wai
                 sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
                 // the local lease ends no later than its record in Redis (sent before Redis read TIME)
                 let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
-                st.lease = Some(Lease { left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks });
+                st.lease = Some(Box::new(Lease { keys: keys.to_vec(), left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks }));
             }
         }
     }
@@ -635,13 +646,14 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, slot: &Slot, batch: Vec<Wai
 
 /// After an inline call: callers that queued meanwhile get a driver; otherwise nothing is in flight.
 /// Also runs when the inline caller is dropped mid-call, so queued callers are never stranded.
-struct Handoff {
-    sh: Arc<Shared>,
-    remote: Remote,
-    slot: Arc<Slot>,
+struct Handoff<'a> {
+    sh: &'a Arc<Shared>,
+    remote: &'a Remote,
+    slot: &'a Arc<Slot>,
+    keys: &'a [String],
 }
 
-impl Drop for Handoff {
+impl Drop for Handoff<'_> {
     fn drop(&mut self) {
         let mut st = self.slot.lock();
         if st.queue.is_empty() {
@@ -649,7 +661,7 @@ impl Drop for Handoff {
             return;
         }
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => drop(h.spawn(drive(self.sh.clone(), self.remote.clone(), self.slot.clone()))),
+            Ok(h) => drop(h.spawn(drive(self.sh.clone(), self.remote.clone(), self.slot.clone(), self.keys.to_vec()))),
             Err(_) => {
                 for w in st.queue.drain(..) {
                     if let Some(tx) = w.tx {
@@ -665,7 +677,7 @@ impl Drop for Handoff {
 /// One identity's driver, for callers that queued behind a call in flight: send their costs as
 /// one script call (with a lease request when the identity is hot), answer each in arrival
 /// order, repeat. At most one call per identity is in flight, so at most one refresh.
-async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
+async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>, keys: Vec<String>) {
     if sh.opts.batch_window_us > 0 {
         crate::store::batch::wait_until(Instant::now() + Duration::from_micros(sh.opts.batch_window_us)).await;
     }
@@ -682,10 +694,10 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>) {
             }
             let take = st.queue.len().min(sh.opts.max_batch);
             let batch: Vec<Waiter> = st.queue.drain(..take).collect();
-            let p = plan(&sh, &mut st, &slot, now, batch.len());
+            let p = plan(&sh, &mut st, now, batch.len());
             (batch, p)
         };
-        exchange(&sh, &remote, &slot, batch, p).await;
+        exchange(&sh, &remote, &keys, &slot, batch, p).await;
     }
 }
 

@@ -148,7 +148,7 @@ fn options_default_from_an_empty_object_and_are_validated() {
     assert!(serde_json::from_str::<super::CacheOptions>(r#"{"lease": 1}"#).is_err(), "unknown fields are refused");
     for bad in [r#"{"lease_ms": 50}"#, r#"{"batch_window_us": 501}"#, r#"{"drift_ratio": 0.5}"#, r#"{"max_bytes": 10}"#] {
         let o: super::CacheOptions = serde_json::from_str(bad).unwrap();
-        let e = super::LocalCache::new(o).unwrap_err();
+        let e = super::LocalCache::new(o, 1).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
     }
 }
@@ -166,3 +166,4 @@ fn a_lease_is_asked_for_only_when_it_should_serve_several_calls() {
     assert!(!super::is_hot(Some(ms(100)), Some(3), lease, 1), "2.5 calls per lease, and the last lease served 3");
     assert!(super::is_hot(Some(ms(240)), Some(900), lease, 1), "a lease that served 900 calls in 240 ms");
 }
+

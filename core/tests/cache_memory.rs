@@ -1,0 +1,79 @@
+//! What a cache entry really costs on the heap, against the weight the cache's cap counts it at:
+//! its own binary so that a counting global allocator sees every allocation of the process.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use common::{exact, limits, unique_prefix};
+use floodwall::{Algorithm, BreakerOptions, CacheOptions, Limiter};
+use floodwall_testkit::RedisServer;
+
+/// The system allocator, counting the bytes live in the process.
+struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call goes to System with the caller's layout; only the count is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Check each identity twice (a first sighting makes no entry), `denied` of them past their limit.
+async fn fill(l: &Limiter, ids: std::ops::Range<u32>, denied: bool) {
+    for i in ids {
+        let key = format!("tail-{i:06}");
+        for _ in 0..if denied { 4 } else { 2 } {
+            l.check(&key).await.unwrap();
+        }
+    }
+}
+
+/// Live bytes, entries and weighted bytes once the cache has applied its pending work.
+fn measure(l: &Limiter) -> (i64, i64, i64) {
+    let s = l.cache_stats().unwrap();
+    (LIVE.load(Ordering::Relaxed), s.entries as i64, s.weighted_bytes as i64)
+}
+
+/// Marginal heap bytes and weight per entry over entries made by `fill`: the cap is only a
+/// bound on memory if an entry weighs at least what it takes (and not much more, or the cap
+/// holds far fewer identities than it could).
+#[tokio::test]
+async fn an_entry_weighs_what_it_takes_on_the_heap() {
+    let server = RedisServer::start();
+    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    for (specs, denied) in [(&["100/minute", "1000/hour"][..], false), (&["3/minute", "1000/hour"][..], true), (&["100/minute"][..], false)] {
+        let b = exact(Limiter::builder(limits(specs)).algorithm(Algorithm::SlidingWindow).redis_url(server.url()).prefix(unique_prefix("entry-size")));
+        let l = b.breaker(breaker.clone()).cache(CacheOptions { leases: false, ..Default::default() }).build().unwrap();
+        // warm up: connection, scripts, moka's tables at a size they keep through the second fill
+        fill(&l, 0..3_000, denied).await;
+        let (live0, n0, w0) = measure(&l);
+        fill(&l, 3_000..9_000, denied).await;
+        let (live1, n1, w1) = measure(&l);
+        let entries = n1 - n0;
+        assert!(entries >= 5_900, "entries made: {entries}");
+        let (live, weight) = ((live1 - live0) / entries, (w1 - w0) / entries);
+        println!("{specs:?} denied={denied}: {live} B live per entry, weighed at {weight} B");
+        assert!(weight >= live, "{specs:?} denied={denied}: an entry takes {live} B but weighs {weight} B");
+        assert!(weight <= live * 3 / 2, "{specs:?} denied={denied}: an entry takes {live} B but weighs {weight} B");
+    }
+}
