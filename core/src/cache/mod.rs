@@ -48,7 +48,8 @@ pub struct CacheOptions {
     pub drift_ratio: f64,
     /// Largest single lease.
     pub max_lease: u64,
-    /// Size cap of the cache in bytes (approximate, by a per-entry weight).
+    /// Size cap of the cache in bytes: an entry weighs its heap bytes (a lease, held by hot
+    /// identities only, excepted).
     pub max_bytes: u64,
     /// Entries unused this long are dropped (their lease, if any, is returned).
     pub idle_ms: u64,
