@@ -29,10 +29,13 @@ struct Args {
     instances: Option<usize>,
     /// The cache layer's batch window (CacheOptions::batch_window_us).
     batch_window_us: u64,
+    /// Pace every workload at this many decisions/s in all: latency at a given load, where
+    /// unpaced rows show it at saturation (closed loop, as fast as the machine goes).
+    rate: Option<f64>,
 }
 
 fn parse(args: &[String]) -> Args {
-    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None, batch_window_us: 0 };
+    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None, batch_window_us: 0, rate: None };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -45,6 +48,7 @@ fn parse(args: &[String]) -> Args {
             "--rss-every" => a.rss_every = Some(val().parse().expect("--rss-every SECONDS")),
             "--instances" => a.instances = Some(val().parse().expect("--instances 1|10")),
             "--batch-window-us" => a.batch_window_us = val().parse().expect("--batch-window-us 0-500"),
+            "--rate" => a.rate = Some(val().parse().expect("--rate DECISIONS_PER_SECOND")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -142,7 +146,7 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     // a paced workload: each caller's share of the demand, as the time between its requests
-    let gap = w.paced_rate().map(|rate| Duration::from_secs_f64(args.concurrency as f64 / rate));
+    let gap = args.rate.or(w.paced_rate()).map(|rate| Duration::from_secs_f64(args.concurrency as f64 / rate));
     for t in 0..args.concurrency {
         let (l, stop) = (instances[t % instances.len()].clone(), stop.clone());
         // a soak keeps no records: RSS must show the limiter, not the bench's log
@@ -262,7 +266,9 @@ pub fn run(raw: &[String]) {
         if args.only.as_ref().is_some_and(|o| !w.name.contains(o.as_str())) {
             continue;
         }
-        if let Some(rate) = w.paced_rate() {
+        if let Some(rate) = args.rate {
+            println!("({}: demand paced at {rate:.0} decisions/s in all, by --rate)", w.name);
+        } else if let Some(rate) = w.paced_rate() {
             println!("({}: demand paced at {rate:.0} decisions/s in all, {:.0}% of what its limits allow)", w.name, 100.0 * w.demand.unwrap_or(1.0));
         }
         let mut modes: Vec<(&str, usize, Option<CacheOptions>)> = Vec::new();

@@ -4,7 +4,7 @@
 //!
 //!   cargo run --release -p floodwall-bench -- [--seconds 5] [--concurrency 64] [--redis-url URL] [--redis-only]
 //!   cargo run --release -p floodwall-bench -- cache [--seconds 5] [--concurrency 64] [--algorithm A] [--no-exact]
-//!       [--workload NAME] [--instances 1|10] [--batch-window-us 0-500] [--rss-every SECONDS]
+//!       [--workload NAME] [--instances 1|10] [--batch-window-us 0-500] [--rss-every SECONDS] [--rate N]
 //!     (the local cache layer on the issue-5 workloads: see cache_bench.rs)
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
