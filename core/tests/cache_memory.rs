@@ -39,12 +39,17 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Check each identity twice (a first sighting makes no entry), `denied` of them past their limit.
+/// Identities go 100 at a time, so calls carry many (the warm-up fill grows every buffer first).
 async fn fill(l: &Limiter, ids: std::ops::Range<u32>, denied: bool) {
-    for i in ids {
-        let key = format!("tail-{i:06}");
-        for _ in 0..if denied { 4 } else { 2 } {
-            l.check(&key).await.unwrap();
-        }
+    let ids: Vec<u32> = ids.collect();
+    for chunk in ids.chunks(100) {
+        futures::future::join_all(chunk.iter().map(|i| async move {
+            let key = format!("tail-{i:06}");
+            for _ in 0..if denied { 4 } else { 2 } {
+                l.check(&key).await.unwrap();
+            }
+        }))
+        .await;
     }
 }
 
@@ -63,7 +68,9 @@ async fn an_entry_weighs_what_it_takes_on_the_heap() {
     let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
     for (specs, denied) in [(&["100/minute", "1000/hour"][..], false), (&["3/minute", "1000/hour"][..], true), (&["100/minute"][..], false)] {
         let b = exact(Limiter::builder(limits(specs)).algorithm(Algorithm::SlidingWindow).redis_url(server.url()).prefix(unique_prefix("entry-size")));
-        let l = b.breaker(breaker.clone()).cache(CacheOptions { leases: false, ..Default::default() }).build().unwrap();
+        // entries must not idle out while a slow machine fills the cache
+        let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
+        let l = b.breaker(breaker.clone()).cache(opts).build().unwrap();
         // warm up: connection, scripts, moka's tables at a size they keep through the second fill
         fill(&l, 0..3_000, denied).await;
         let (live0, n0, w0) = measure(&l);
