@@ -166,4 +166,3 @@ fn a_lease_is_asked_for_only_when_it_should_serve_several_calls() {
     assert!(!super::is_hot(Some(ms(100)), Some(3), lease, 1), "2.5 calls per lease, and the last lease served 3");
     assert!(super::is_hot(Some(ms(240)), Some(900), lease, 1), "a lease that served 900 calls in 240 ms");
 }
-
