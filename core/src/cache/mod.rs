@@ -8,11 +8,13 @@ mod twin;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use siphasher::sip128::SipHasher13;
 use tokio::sync::oneshot;
 
 use crate::algorithm::{emission_interval_us, Algorithm, Outcome, StateReply};
@@ -115,13 +117,65 @@ pub struct CacheStats {
 /// fails when the weight falls short of an entry's heap bytes.
 const MOKA_ENTRY_BYTES: usize = 256;
 
-/// Per-entry weight, the heap bytes an entry takes: its name (moka's key, the only copy), the
-/// slot, a denial's outcome for `windows` limits, and moka's own record. A lease is not
-/// weighed: only hot identities hold one, and its memory goes when it is spent or expires.
-fn weight(key: &str, windows: usize) -> u32 {
+/// Per-entry weight, the heap bytes an entry takes: the slot, a denial's outcome for `windows`
+/// limits, and moka's own record with its key. A lease is not weighed: only hot identities hold
+/// one, and its memory goes when it is spent or expires.
+fn weight(windows: usize) -> u32 {
     let slot = std::mem::size_of::<Slot>() + 2 * std::mem::size_of::<usize>(); // in its Arc
     let denial = windows * std::mem::size_of::<crate::algorithm::WindowEval>();
-    (key.len() + std::mem::size_of::<String>() + slot + denial + MOKA_ENTRY_BYTES).min(u32::MAX as usize) as u32
+    (std::mem::size_of::<Id>() + slot + denial + MOKA_ENTRY_BYTES).min(u32::MAX as usize) as u32
+}
+
+/// An identity in the cache: a 128-bit SipHash-1-3 of its name under a key drawn per cache, not
+/// the name. moka then compares 16 inline bytes where it followed a pointer to ~50 (its key lookups
+/// were a third of a cached hot/tail run's client CPU, perf), and an entry no longer holds a copy
+/// of the name. Two identities share an entry only if their ids collide: about n²/2¹²⁹ for n
+/// identities, and no client can aim for it without the key (long identities' tags are 128 bits
+/// of SHA-256 too, keys.rs).
+type Id = u128;
+
+/// Computes [`Id`]s with this cache's key.
+#[derive(Clone)]
+struct IdHasher(SipHasher13);
+
+impl IdHasher {
+    fn new() -> Self {
+        // RandomState is seeded from the OS; its hashes of constants are secret, random keys.
+        let seed = std::collections::hash_map::RandomState::new();
+        IdHasher(SipHasher13::new_with_keys(seed.hash_one(0u8), seed.hash_one(1u8)))
+    }
+
+    fn id(&self, name: &str) -> Id {
+        self.0.hash(name.as_bytes()).as_u128()
+    }
+}
+
+/// moka's hasher for [`Id`]s, which are keyed hashes already: their low 64 bits.
+#[derive(Clone, Default)]
+struct Prehashed;
+
+impl BuildHasher for Prehashed {
+    type Hasher = PrehashedHasher;
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
+    }
+}
+
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn write_u128(&mut self, id: u128) {
+        self.0 = id as u64;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // only Ids are hashed here; anything else still gets a usable (FNV-1a) hash
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 type Reply = Result<(Outcome, Source)>;
@@ -206,8 +260,8 @@ impl Doorkeeper {
         Doorkeeper { bits: (0..Self::WORDS).map(|_| AtomicU64::new(0)).collect(), epoch: Instant::now(), cleared_at_ms: AtomicU64::new(0), period_ms }
     }
 
-    /// Marks `key` seen; true when it was not seen since the last clear.
-    fn first_sighting(&self, key: &str) -> bool {
+    /// Marks `id` seen; true when it was not seen since the last clear.
+    fn first_sighting(&self, id: Id) -> bool {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let last = self.cleared_at_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= self.period_ms
@@ -217,10 +271,7 @@ impl Doorkeeper {
                 w.store(0, Ordering::Relaxed);
             }
         }
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let x = h.finish();
+        let x = (id >> 64) as u64; // moka buckets by the low half
         let (word, bit) = ((x as usize >> 6) % Self::WORDS, 1u64 << (x & 63));
         self.bits[word].fetch_or(bit, Ordering::Relaxed) & bit == 0
     }
@@ -233,6 +284,8 @@ struct Shared {
     shape: OnceLock<(Vec<Limit>, Algorithm)>,
     /// Leases of evicted entries, returned on the next check.
     evicted: Mutex<Vec<Unused>>,
+    /// Set after each push to `evicted`: checks read this, not the lock every other thread takes.
+    has_evicted: AtomicBool,
     rng: AtomicU64,
     instance: u64,
     lease_seq: AtomicU64,
@@ -283,7 +336,8 @@ impl LocalCache {
 
 /// One process's cache: its entries, leases and counters.
 struct Instance {
-    entries: moka::sync::Cache<String, Arc<Slot>>,
+    entries: moka::sync::Cache<Id, Arc<Slot>, Prehashed>,
+    ids: IdHasher,
     shared: Arc<Shared>,
 }
 
@@ -296,6 +350,7 @@ impl Instance {
             doorkeeper: Doorkeeper::new(1_000),
             shape: OnceLock::new(),
             evicted: Mutex::new(Vec::new()),
+            has_evicted: AtomicBool::new(false),
             rng: AtomicU64::new(seed | 1),
             instance,
             lease_seq: AtomicU64::new(0),
@@ -306,17 +361,18 @@ impl Instance {
         let weak = Arc::downgrade(&shared);
         let entries = moka::sync::Cache::builder()
             .max_capacity(opts.max_bytes)
-            .weigher(move |k: &String, _: &Arc<Slot>| weight(k, windows))
+            .weigher(move |_: &Id, _: &Arc<Slot>| weight(windows))
             .time_to_idle(Duration::from_millis(opts.idle_ms.max(1)))
             .eviction_listener(move |_k, slot: Arc<Slot>, _cause| {
                 let Some(shared) = weak.upgrade() else { return };
                 let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused { keys: l.keys, unused: l.left, member: l.member, marks: l.marks });
                 if let Some(u) = unused {
                     shared.evicted.lock().unwrap_or_else(|p| p.into_inner()).push(u);
+                    shared.has_evicted.store(true, Ordering::Release);
                 }
             })
-            .build();
-        Instance { entries, shared }
+            .build_with_hasher(Prehashed);
+        Instance { entries, ids: IdHasher::new(), shared }
     }
 
     fn stats(&self) -> CacheStats {
@@ -334,31 +390,31 @@ impl Instance {
     /// Drop what the cache knows of an identity (before a reset). Its lease goes to the eviction
     /// listener like any other; once the reset deleted the counts, the return finds nothing to give back to.
     fn forget(&self, first_key: &str) {
-        self.entries.invalidate(first_key);
+        self.entries.invalidate(&self.ids.id(first_key));
     }
 
     async fn check(&self, remote: &Remote, req: &Request<'_>) -> Result<(Outcome, Source)> {
         let sh = &self.shared;
         sh.shape.get_or_init(|| (req.limits.to_vec(), req.algorithm));
         self.return_evicted(remote);
-        let key = &req.keys[0];
-        let slot = match self.entries.get(key) {
+        let id = self.ids.id(&req.keys[0]);
+        let slot = match self.entries.get(&id) {
             Some(s) => s,
             None if !(sh.opts.denial_cache || sh.opts.coalesce && batchable(req.algorithm)) => {
                 return remote.evaluate(req).await.map(|o| (o, Source::Redis));
             }
             // First sighting in this doorkeeper period: no entry (a long tail of identities seen
             // once would only churn the cache); an entry is made on a denial or a second sighting.
-            None if sh.doorkeeper.first_sighting(key) => {
+            None if sh.doorkeeper.first_sighting(id) => {
                 let t0 = Instant::now();
                 let out = remote.evaluate(req).await?;
                 if !out.allowed && sh.opts.denial_cache {
-                    let slot = self.entries.get_with(key.clone(), Arc::default);
+                    let slot = self.entries.get_with(id, Arc::default);
                     sh.remember_denial(&mut slot.lock(), &out, req.cost, t0);
                 }
                 return Ok((out, Source::Redis));
             }
-            None => self.entries.get_with(key.clone(), Arc::default),
+            None => self.entries.get_with(id, Arc::default),
         };
         let now = Instant::now();
         let step = {
@@ -411,11 +467,12 @@ impl Instance {
     }
 
     fn return_evicted(&self, remote: &Remote) {
-        let mut ev = self.shared.evicted.lock().unwrap_or_else(|p| p.into_inner());
-        if ev.is_empty() {
+        // cleared before the drain: a push after it sets the flag again for the next check
+        if !self.shared.has_evicted.load(Ordering::Acquire) || !self.shared.has_evicted.swap(false, Ordering::AcqRel) {
             return;
         }
-        for u in ev.drain(..) {
+        let unused = std::mem::take(&mut *self.shared.evicted.lock().unwrap_or_else(|p| p.into_inner()));
+        for u in unused {
             spawn_return(&self.shared, remote, u);
         }
     }
