@@ -100,6 +100,27 @@ fn heap_mb() -> Option<(f64, f64)> {
     None
 }
 
+/// CPU seconds (user + system) this process has used: the client's cost, beside redis-server's.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// CPU seconds redis-server has used (INFO cpu: used_cpu_user + used_cpu_sys).
+fn redis_cpu_s(port: u16) -> f64 {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "cpu"]).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -129,6 +150,8 @@ type Record = (u32, u64, bool);
 struct Outcome {
     decisions: u64,
     per_sec: f64,
+    /// This process's CPU seconds over the run (every instance, the callers, the connections).
+    cpu_s: f64,
     hist: Histogram<u64>,
     records: Vec<Record>,
 }
@@ -145,6 +168,7 @@ fn latency_histogram() -> Histogram<u64> {
 async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    let cpu0 = process_cpu_s();
     // a paced workload: each caller's share of the demand, as the time between its requests
     let gap = args.rate.or(w.paced_rate()).map(|rate| Duration::from_secs_f64(args.concurrency as f64 / rate));
     for t in 0..args.concurrency {
@@ -198,14 +222,18 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
         None => tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await,
     }
     stop.store(true, Ordering::Relaxed);
-    let mut out = Outcome { decisions: 0, per_sec: 0.0, hist: latency_histogram(), records: Vec::new() };
+    let mut out = Outcome { decisions: 0, per_sec: 0.0, cpu_s: 0.0, hist: latency_histogram(), records: Vec::new() };
+    let mut results = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let (n, h, rec) = t.await.unwrap();
+        results.push(t.await.unwrap());
+    }
+    out.per_sec = results.iter().map(|r| r.0).sum::<u64>() as f64 / started.elapsed().as_secs_f64();
+    out.cpu_s = process_cpu_s() - cpu0;
+    for (n, h, rec) in results {
         out.decisions += n;
         out.hist.add(h).unwrap();
         out.records.extend(rec);
     }
-    out.per_sec = out.decisions as f64 / started.elapsed().as_secs_f64();
     out
 }
 
@@ -289,9 +317,10 @@ pub fn run(raw: &[String]) {
                     l.connect().await.expect("redis reachable");
                 }
             });
-            let before = commandstats(port);
+            let (before, redis_cpu0) = (commandstats(port), redis_cpu_s(port));
             let mut out = rt.block_on(drive(&instances, w, &args));
             let (commands, top_commands) = commandstats_delta(&before, &commandstats(port));
+            let redis_cpu = redis_cpu_s(port) - redis_cpu0;
             let (mut cache_hits, mut lease_hits) = (0u64, 0u64);
             for l in &instances {
                 let s = l.metrics().snapshot();
@@ -322,7 +351,12 @@ pub fn run(raw: &[String]) {
                 format!("{sys} vs {ora}, {off} ids off, +{over}/-{under}"),
                 rss
             );
-            println!("{:<34} Redis commands: {top_commands}", "");
+            println!(
+                "{:<34} CPU per decision: client {:.2} µs, redis-server {:.2} µs; Redis commands: {top_commands}",
+                "",
+                1e6 * out.cpu_s / d,
+                1e6 * redis_cpu / d
+            );
             if cache.is_some() {
                 println!(
                     "{:<34} leases {granted} (avg {:.0} permits), {returned} permits returned, cache {cache_kib} KiB over {n} instance(s)",
