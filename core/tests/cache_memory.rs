@@ -38,6 +38,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The count is the whole process's: one test measures at a time.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Check each identity twice (a first sighting makes no entry), `denied` of them past their limit.
 /// Identities go 100 at a time, so calls carry many (the warm-up fill grows every buffer first).
 async fn fill(l: &Limiter, ids: std::ops::Range<u32>, denied: bool) {
@@ -64,6 +67,7 @@ fn measure(l: &Limiter) -> (i64, i64, i64) {
 /// holds far fewer identities than it could).
 #[tokio::test]
 async fn an_entry_weighs_what_it_takes_on_the_heap() {
+    let _alone = MEASURING.lock().await;
     let server = RedisServer::start();
     let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
     for (specs, denied) in [(&["100/minute", "1000/hour"][..], false), (&["3/minute", "1000/hour"][..], true), (&["100/minute"][..], false)] {
@@ -83,4 +87,42 @@ async fn an_entry_weighs_what_it_takes_on_the_heap() {
         assert!(weight >= live, "{specs:?} denied={denied}: an entry takes {live} B but weighs {weight} B");
         assert!(weight <= live * 3 / 2, "{specs:?} denied={denied}: an entry takes {live} B but weighs {weight} B");
     }
+}
+
+/// `per_id` concurrent checks of each identity, 100 identities at a time: all but the first of an
+/// identity's checks queue behind its call in flight.
+async fn concurrently(l: &Limiter, ids: std::ops::Range<u32>, per_id: usize) {
+    let ids: Vec<u32> = ids.collect();
+    for chunk in ids.chunks(100) {
+        futures::future::join_all(chunk.iter().flat_map(|i| {
+            let key = format!("tail-{i:06}");
+            (0..per_id).map(move |_| {
+                let key = key.clone();
+                async move { assert!(l.check(&key).await.unwrap().allowed) }
+            })
+        }))
+        .await;
+    }
+}
+
+/// Callers that queued behind an identity's call leave nothing in its entry: a queue's buffer
+/// kept for life would be memory the cap does not count, growing as more identities see company.
+#[tokio::test]
+async fn coalesced_callers_leave_nothing_behind() {
+    let _alone = MEASURING.lock().await;
+    let server = RedisServer::start();
+    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    let b = exact(Limiter::builder(limits(&["100/minute", "1000/hour"])).algorithm(Algorithm::SlidingWindow).redis_url(server.url()).prefix(unique_prefix("queue-size")));
+    let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
+    let l = b.breaker(breaker).cache(opts).build().unwrap();
+    fill(&l, 0..6_000, false).await;
+    // warm up whatever a round of queued callers grows once (the runtime's, the connection's)
+    concurrently(&l, 0..1_000, 4).await;
+    let (live0, n0, _) = measure(&l);
+    concurrently(&l, 1_000..6_000, 4).await;
+    let (live1, n1, _) = measure(&l);
+    assert_eq!(n0, n1, "the round made or lost entries");
+    let per_id = (live1 - live0) / 5_000;
+    println!("{per_id} B more per identity after its callers queued");
+    assert!(per_id < 16, "{per_id} B left behind per identity whose callers queued");
 }

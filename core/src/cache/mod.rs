@@ -231,6 +231,16 @@ struct Slot {
     state: Mutex<SlotState>,
 }
 
+impl SlotState {
+    /// Nothing in flight and nobody waiting. The queue's buffer goes too: kept, an entry would
+    /// hold its busiest moment's buffer for life, unweighed, and a soak's heap grew 0.3 MB a
+    /// minute as more identities saw company (`coalesced_callers_leave_nothing_behind`).
+    fn settle(&mut self) {
+        self.in_flight = false;
+        self.queue = Vec::new();
+    }
+}
+
 impl Slot {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -715,7 +725,7 @@ impl Drop for Handoff<'_> {
     fn drop(&mut self) {
         let mut st = self.slot.lock();
         if st.queue.is_empty() {
-            st.in_flight = false;
+            st.settle();
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -726,7 +736,7 @@ impl Drop for Handoff<'_> {
                         let _ = tx.send(Err(Error::Store { url: self.remote.store().url().to_string(), message: "no runtime to finish a coalesced call".into() }));
                     }
                 }
-                st.in_flight = false;
+                st.settle();
             }
         }
     }
@@ -747,7 +757,7 @@ async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>, keys: Vec<Strin
             serve_from_denial(&mut st, now);
             serve_from_lease(&mut st, now);
             if st.queue.is_empty() {
-                st.in_flight = false;
+                st.settle();
                 return;
             }
             let take = st.queue.len().min(sh.opts.max_batch);
