@@ -182,6 +182,37 @@ async fn unused_lease_permits_are_returned() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_an_evicted_entry_is_returned() {
+    let server = RedisServer::start();
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        let prefix = unique_prefix("evicted");
+        // the entry idles out long before its lease would expire
+        let l = cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 500, idle_ms: 50, ..Default::default() });
+        let started = Instant::now();
+        for _ in 0..50 {
+            assert!(l.check("k").await.unwrap().allowed);
+        }
+        assert!(l.cache_stats().unwrap().leases_granted > 0, "{alg}");
+        // let the entry idle out (time passing is what is tested here); stats apply the eviction
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(l.cache_stats().unwrap().entries, 0, "{alg}: the entry was not evicted");
+        // the next check, of any identity, gives the evicted lease back
+        assert!(l.check("other").await.unwrap().allowed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.cache_stats().unwrap().permits_returned == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = l.cache_stats().unwrap();
+        assert!(s.permits_returned > 0, "{alg}: {s:?}");
+        // nothing is left out: Redis counts what was admitted (a token bucket refills meanwhile)
+        let truth = exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        let counted = 100_000 - truth.peek("k").await.unwrap().remaining;
+        let refill = if alg == Algorithm::TokenBucket { (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1 } else { 0 };
+        assert!(counted <= 50 && counted + refill >= 50, "{alg}: Redis holds {counted} for 50 admitted (refill {refill}): {s:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_lease_that_expires_untouched_pauses_leasing_for_that_identity() {
     // an identity seen about once per lease lifetime is not hot: leasing it costs a return call
