@@ -111,16 +111,6 @@ fn process_cpu_s() -> f64 {
     secs(ru.ru_utime) + secs(ru.ru_stime)
 }
 
-/// CPU seconds redis-server has used (INFO cpu: used_cpu_user + used_cpu_sys).
-fn redis_cpu_s(port: u16) -> f64 {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "cpu"]).output().expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
-        .sum()
-}
-
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -317,10 +307,10 @@ pub fn run(raw: &[String]) {
                     l.connect().await.expect("redis reachable");
                 }
             });
-            let (before, redis_cpu0) = (commandstats(port), redis_cpu_s(port));
+            let (before, redis_cpu0) = (commandstats(port), crate::redis_cpu(port));
             let mut out = rt.block_on(drive(&instances, w, &args));
             let (commands, top_commands) = commandstats_delta(&before, &commandstats(port));
-            let redis_cpu = redis_cpu_s(port) - redis_cpu0;
+            let redis_cpu = redis_cpu0.zip(crate::redis_cpu(port)).map(|(a, b)| format!("{:.2} µs", 1e6 * (b - a) / out.decisions.max(1) as f64));
             let (mut cache_hits, mut lease_hits) = (0u64, 0u64);
             for l in &instances {
                 let s = l.metrics().snapshot();
@@ -352,10 +342,10 @@ pub fn run(raw: &[String]) {
                 rss
             );
             println!(
-                "{:<34} CPU per decision: client {:.2} µs, redis-server {:.2} µs; Redis commands: {top_commands}",
+                "{:<34} CPU per decision: client {:.2} µs, redis-server {}; Redis commands: {top_commands}",
                 "",
                 1e6 * out.cpu_s / d,
-                1e6 * redis_cpu / d
+                redis_cpu.as_deref().unwrap_or("-")
             );
             if cache.is_some() {
                 println!(
