@@ -672,9 +672,11 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, keys: &[String], slot: &Slo
     if let Some(u) = spent {
         spawn_return(sh, remote, u);
     }
-    let member = format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed));
+    let plain = batch.len() == 1 && want == 0 && release.is_none();
+    // the name a granted lease is recorded under in Redis; a plain call grants none
+    let member = if plain { String::new() } else { format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed)) };
     let t0 = Instant::now();
-    let result = if batch.len() == 1 && want == 0 && release.is_none() {
+    let result = if plain {
         // one caller, no lease: the plain script answers the same, with less Lua
         let req = Request { keys, limits: sh.limits(), algorithm: sh.algorithm(), cost: batch[0].cost, consume: true };
         remote.evaluate(&req).await.map(|o| (vec![o], 0, Vec::new()))
