@@ -310,6 +310,8 @@ async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_repl
 
     let slot = l.key_layout().slot("victim", floodwall::Algorithm::SlidingWindow).unwrap();
     let master = cluster.master_for_slot(slot);
+    // the counts must be on the replica before its master dies (replication is asynchronous)
+    cluster.wait_for_replication(master, Duration::from_secs(5));
     cluster.nodes[master].kill();
     let killed_at = Instant::now();
 

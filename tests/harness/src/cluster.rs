@@ -89,6 +89,38 @@ impl RedisCluster {
         panic!("replicas did not sync within {within:?}");
     }
 
+    /// Wait until the replicas of node `master` hold everything it has written so far.
+    /// Replication is asynchronous: a master killed before its replicas caught up takes its last
+    /// writes with it, and a failover test would see counts vanish for a reason it does not test.
+    pub fn wait_for_replication(&self, master: usize, within: Duration) {
+        let field = |info: &str, key: &str| info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+        let info = self.nodes[master].command(&["INFO", "replication"]).expect("the master answers");
+        let written = field(&info, "master_repl_offset:").expect("master_repl_offset in INFO replication");
+        // "slave0:ip=127.0.0.1,port=7001,state=online,offset=...,lag=0"
+        let replicas: Vec<u16> = info
+            .lines()
+            .filter(|l| l.starts_with("slave"))
+            .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("port="))?.parse().ok())
+            .collect();
+        assert!(!replicas.is_empty(), "node {master} has no replica: {info}");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let caught_up = replicas.iter().all(|port| {
+                self.nodes
+                    .iter()
+                    .find(|n| n.port() == *port)
+                    .and_then(|n| n.command(&["INFO", "replication"]).ok())
+                    .and_then(|i| field(&i, "slave_repl_offset:"))
+                    .is_some_and(|applied| applied >= written)
+            });
+            if caught_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the replicas of node {master} did not reach offset {written} within {within:?}");
+    }
+
     /// Index of the node that is master for `slot` now.
     pub fn master_for_slot(&self, slot: u16) -> usize {
         for n in &self.nodes {
