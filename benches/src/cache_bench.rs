@@ -35,7 +35,17 @@ struct Args {
 }
 
 fn parse(args: &[String]) -> Args {
-    let mut a = Args { seconds: 5.0, concurrency: 64, algorithm: Algorithm::SlidingWindow, exact_rows: true, only: None, rss_every: None, instances: None, batch_window_us: 0, rate: None };
+    let mut a = Args {
+        seconds: 5.0,
+        concurrency: 64,
+        algorithm: Algorithm::SlidingWindow,
+        exact_rows: true,
+        only: None,
+        rss_every: None,
+        instances: None,
+        batch_window_us: 0,
+        rate: None,
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -57,7 +67,8 @@ fn parse(args: &[String]) -> Args {
 
 /// Calls per command from INFO commandstats (commands run inside scripts included), INFO itself left out.
 fn commandstats(port: u16) -> HashMap<String, u64> {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "commandstats"]).output().expect("redis-cli");
+    let out =
+        Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "commandstats"]).output().expect("redis-cli");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
@@ -70,7 +81,11 @@ fn commandstats(port: u16) -> HashMap<String, u64> {
 
 /// (total, the commands that made most of it)
 fn commandstats_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> (u64, String) {
-    let mut d: Vec<(String, u64)> = after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0)))).filter(|(_, v)| *v > 0).collect();
+    let mut d: Vec<(String, u64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+        .filter(|(_, v)| *v > 0)
+        .collect();
     d.sort_by_key(|e| std::cmp::Reverse(e.1));
     let top = d.iter().take(6).map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
     (d.iter().map(|(_, v)| v).sum(), top)
@@ -114,7 +129,9 @@ fn process_cpu_s() -> f64 {
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -204,9 +221,19 @@ async fn drive(instances: &[Limiter], w: Workload, args: &Args) -> Outcome {
                 let step = every.min(args.seconds - t);
                 tokio::time::sleep(Duration::from_secs_f64(step)).await;
                 t += step;
-                let stats: Vec<String> = instances.iter().filter_map(|l| l.cache_stats()).map(|s| format!("{}", s.weighted_bytes / 1024)).collect();
-                let heap = heap_mb().map(|(used, free)| format!("  heap live {used:>6.1} MB, held beyond {free:>5.1} MB")).unwrap_or_default();
-                println!("    t={t:>5.0}s  RSS {:>6.1} MB{heap}  cache KiB per instance [{}]", rss_mb(), stats.join(" "));
+                let stats: Vec<String> = instances
+                    .iter()
+                    .filter_map(|l| l.cache_stats())
+                    .map(|s| format!("{}", s.weighted_bytes / 1024))
+                    .collect();
+                let heap = heap_mb()
+                    .map(|(used, free)| format!("  heap live {used:>6.1} MB, held beyond {free:>5.1} MB"))
+                    .unwrap_or_default();
+                println!(
+                    "    t={t:>5.0}s  RSS {:>6.1} MB{heap}  cache KiB per instance [{}]",
+                    rss_mb(),
+                    stats.join(" ")
+                );
             }
         }
         None => tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await,
@@ -234,7 +261,11 @@ async fn oracle(w: &Workload, alg: Algorithm, records: &mut [Record]) -> (u64, u
     records.sort_by_key(|r| r.1);
     let start = records.first().map(|r| r.1).unwrap_or(0);
     let clock = Arc::new(FakeClock::new(start));
-    let exact = Limiter::builder(floodwall::parse_limits(w.limits).unwrap()).algorithm(alg).clock(clock.clone()).build().unwrap();
+    let exact = Limiter::builder(floodwall::parse_limits(w.limits).unwrap())
+        .algorithm(alg)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let mut per: HashMap<u32, (i64, i64)> = HashMap::new();
     for &(id, at, allowed) in records.iter() {
         clock.set_us(at);
@@ -278,7 +309,17 @@ pub fn run(raw: &[String]) {
     }
     println!(
         "{:<34} {:>10} {:>8} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7}  {:<40} {:>7}",
-        "workload / mode", "dec/s", "cmd/s", "cmd/dec", "cache", "lease", "p50µs", "p99µs", "p99.9µs", "accuracy vs oracle (admitted, off, over/under)", "RSS MB"
+        "workload / mode",
+        "dec/s",
+        "cmd/s",
+        "cmd/dec",
+        "cache",
+        "lease",
+        "p50µs",
+        "p99µs",
+        "p99.9µs",
+        "accuracy vs oracle (admitted, off, over/under)",
+        "RSS MB"
     );
     for w in workloads::ALL {
         if args.only.as_ref().is_some_and(|o| !w.name.contains(o.as_str())) {
@@ -287,7 +328,11 @@ pub fn run(raw: &[String]) {
         if let Some(rate) = args.rate {
             println!("({}: demand paced at {rate:.0} decisions/s in all, by --rate)", w.name);
         } else if let Some(rate) = w.paced_rate() {
-            println!("({}: demand paced at {rate:.0} decisions/s in all, {:.0}% of what its limits allow)", w.name, 100.0 * w.demand.unwrap_or(1.0));
+            println!(
+                "({}: demand paced at {rate:.0} decisions/s in all, {:.0}% of what its limits allow)",
+                w.name,
+                100.0 * w.demand.unwrap_or(1.0)
+            );
         }
         let mut modes: Vec<(&str, usize, Option<CacheOptions>)> = Vec::new();
         if args.exact_rows {
@@ -300,8 +345,14 @@ pub fn run(raw: &[String]) {
             if args.instances.is_some_and(|k| k != n) {
                 continue;
             }
-            let prefix = format!("bench-{}-{}-{}", std::process::id(), w.name.replace([' ', '/'], "_"), mode.replace([' ', ','], ""));
-            let instances: Vec<Limiter> = (0..n).map(|_| limiter(&url, &w, args.algorithm, &prefix, cache.clone())).collect();
+            let prefix = format!(
+                "bench-{}-{}-{}",
+                std::process::id(),
+                w.name.replace([' ', '/'], "_"),
+                mode.replace([' ', ','], "")
+            );
+            let instances: Vec<Limiter> =
+                (0..n).map(|_| limiter(&url, &w, args.algorithm, &prefix, cache.clone())).collect();
             rt.block_on(async {
                 for l in &instances {
                     l.connect().await.expect("redis reachable");
@@ -310,7 +361,9 @@ pub fn run(raw: &[String]) {
             let (before, redis_cpu0) = (commandstats(port), crate::redis_cpu(port));
             let mut out = rt.block_on(drive(&instances, w, &args));
             let (commands, top_commands) = commandstats_delta(&before, &commandstats(port));
-            let redis_cpu = redis_cpu0.zip(crate::redis_cpu(port)).map(|(a, b)| format!("{:.2} µs", 1e6 * (b - a) / out.decisions.max(1) as f64));
+            let redis_cpu = redis_cpu0
+                .zip(crate::redis_cpu(port))
+                .map(|(a, b)| format!("{:.2} µs", 1e6 * (b - a) / out.decisions.max(1) as f64));
             let (mut cache_hits, mut lease_hits) = (0u64, 0u64);
             for l in &instances {
                 let s = l.metrics().snapshot();

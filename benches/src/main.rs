@@ -64,7 +64,10 @@ struct Row {
 fn print_row(r: &Row, floor: Option<f64>) {
     let share = floor.map(|f| format!("{:>5.0}%", 100.0 * r.per_sec / f)).unwrap_or_else(|| "    -".into());
     let cpu = r.redis_cpu_us.map(|c| format!("{c:>8.1}")).unwrap_or_else(|| "       -".into());
-    println!("{:<44} {:>12.0} {:>9} {:>9} {:>9}   {:>6}  {}", r.name, r.per_sec, r.p50_us, r.p99_us, r.p999_us, share, cpu);
+    println!(
+        "{:<44} {:>12.0} {:>9} {:>9} {:>9}   {:>6}  {}",
+        r.name, r.per_sec, r.p50_us, r.p99_us, r.p999_us, share, cpu
+    );
 }
 
 /// redis-server's CPU seconds so far (user + sys).
@@ -173,8 +176,12 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         url
     );
-    println!("{:<44} {:>12} {:>9} {:>9} {:>9}    floor  redis cpu µs/call", "case", "decisions/s", "p50 µs", "p99 µs", "p99.9 µs");
-    let limit_sets: [(&str, &[&str]); 2] = [("1 limit", &["1000000/minute"]), ("3 limits", &["100000/second", "1000000/minute", "10000000/hour"])];
+    println!(
+        "{:<44} {:>12} {:>9} {:>9} {:>9}    floor  redis cpu µs/call",
+        "case", "decisions/s", "p50 µs", "p99 µs", "p99.9 µs"
+    );
+    let limit_sets: [(&str, &[&str]); 2] =
+        [("1 limit", &["1000000/minute"]), ("3 limits", &["100000/second", "1000000/minute", "10000000/hour"])];
     rt.block_on(async {
         for (label, specs) in limit_sets {
             for alg in [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket] {
@@ -203,7 +210,11 @@ fn main() {
                     // the exact path: every decision from Redis, none from the fallback
                     .timeout(Duration::from_secs(5))
                     .fallback(floodwall::FallbackMode::Error)
-                    .breaker(floodwall::BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() })
+                    .breaker(floodwall::BreakerOptions {
+                        slow_call_ms: 60_000,
+                        failure_threshold: u32::MAX,
+                        ..Default::default()
+                    })
                     .build()
                     .unwrap();
                 l.connect().await.expect("redis reachable");

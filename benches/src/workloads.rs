@@ -16,9 +16,24 @@ pub struct Workload {
     pub demand: Option<f64>,
 }
 
-pub const HOT_TAIL: Workload = Workload { name: "hot/tail", limits: &["100/minute", "1000/hour"], hot: 1_000, hot_share: 0.8, tail: 100_000, demand: None };
-pub const ONE_HOT_KEY: Workload = Workload { name: "one hot key", limits: &["100000/minute"], hot: 1, hot_share: 1.0, tail: 0, demand: None };
-pub const BUSY_ALLOWED: Workload = Workload { name: "busy but allowed", limits: &["1000000/minute"], hot: 10, hot_share: 1.0, tail: 0, demand: Some(0.9) };
+pub const HOT_TAIL: Workload = Workload {
+    name: "hot/tail",
+    limits: &["100/minute", "1000/hour"],
+    hot: 1_000,
+    hot_share: 0.8,
+    tail: 100_000,
+    demand: None,
+};
+pub const ONE_HOT_KEY: Workload =
+    Workload { name: "one hot key", limits: &["100000/minute"], hot: 1, hot_share: 1.0, tail: 0, demand: None };
+pub const BUSY_ALLOWED: Workload = Workload {
+    name: "busy but allowed",
+    limits: &["1000000/minute"],
+    hot: 10,
+    hot_share: 1.0,
+    tail: 0,
+    demand: Some(0.9),
+};
 
 pub const ALL: [Workload; 3] = [HOT_TAIL, ONE_HOT_KEY, BUSY_ALLOWED];
 

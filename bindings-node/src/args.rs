@@ -14,7 +14,11 @@ pub fn describe(v: &Unknown) -> String {
         Ok(ValueType::String) => match unsafe { String::from_napi_value(env, raw) } {
             Ok(s) => {
                 let shown: String = s.chars().take(80).collect();
-                if shown.len() < s.len() { format!("{shown:?}...") } else { format!("{s:?}") }
+                if shown.len() < s.len() {
+                    format!("{shown:?}...")
+                } else {
+                    format!("{s:?}")
+                }
             }
             Err(_) => "a string".into(),
         },
@@ -129,10 +133,7 @@ pub fn options<'env>(what: &str, v: Option<&Unknown<'env>>, known: &[&str]) -> O
     let obj: Object<'env> = unsafe { Object::from_napi_value(v.value().env, v.raw()) }?;
     for key in Object::keys(&obj)? {
         if !known.contains(&key.as_str()) {
-            return Err(Failure::Arg(format!(
-                "unknown {what} key {key:?}: expected one of {}",
-                known.join(", ")
-            )));
+            return Err(Failure::Arg(format!("unknown {what} key {key:?}: expected one of {}", known.join(", "))));
         }
     }
     Ok(Some(obj))

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use floodwall::web::{
-    ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, Rule, RouteRule, RuleSet, DEFAULT_IPV6_PREFIX,
+    ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, RouteRule, Rule, RuleSet, DEFAULT_IPV6_PREFIX,
 };
-use napi::bindgen_prelude::{
-    Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown,
-};
+use napi::bindgen_prelude::{Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown};
 use napi::{Env, JsValue, ValueType};
 use napi_derive::napi;
 
@@ -19,18 +17,48 @@ use crate::limiter::{build_limiter, nullable, settle, JsLimiter, Nullable, LIMIT
 
 /// Options the native side reads; express.js handles the rest (skip, logger, handler, ...).
 const HTTP_OPTIONS: &[&str] = &[
-    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "cache",
-    "clock", "limiter", "key", "cost", "trustedProxies", "ipv6Prefix", "jwt", "headers", "rules",
+    "name",
+    "limits",
+    "algorithm",
+    "redisUrl",
+    "clusterNodes",
+    "prefix",
+    "timeoutMs",
+    "fallback",
+    "breaker",
+    "cache",
+    "clock",
+    "limiter",
+    "key",
+    "cost",
+    "trustedProxies",
+    "ipv6Prefix",
+    "jwt",
+    "headers",
+    "rules",
 ];
 const RULE_OPTIONS: &[&str] = &[
-    "name", "path", "methods", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback",
-    "breaker", "cache", "clock", "limiter", "key", "cost",
+    "name",
+    "path",
+    "methods",
+    "limits",
+    "algorithm",
+    "redisUrl",
+    "clusterNodes",
+    "prefix",
+    "timeoutMs",
+    "fallback",
+    "breaker",
+    "cache",
+    "clock",
+    "limiter",
+    "key",
+    "cost",
 ];
 /// Options that build a limiter. `name` is not one of them here: it names the middleware or the
 /// rule (headers, keys), and the limiter built for it takes that name as its metrics label.
 const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS.split_at(1).1;
 const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
-
 
 /// A store failure, reported to the adapter instead of failing the request.
 #[napi(object)]
@@ -133,26 +161,38 @@ fn jwt_for(obj: &Object) -> Outcome<Option<JwtVerifier>> {
     let public_key = args::field(&j, "publicKey")?;
     let algorithm = args::field(&j, "algorithm")?.map(|a| args::string("jwt.algorithm", &a)).transpose()?;
     let verifier = match (secret, public_key) {
-        (Some(_), Some(_)) => return Err(Failure::Arg("jwt: give either `secret` (HS256) or `publicKey` (RS256/ES256), not both".into())),
-        (None, None) => return Err(Failure::Arg("jwt: give `secret` (HS256) or `publicKey` with algorithm 'RS256' or 'ES256'".into())),
+        (Some(_), Some(_)) => {
+            return Err(Failure::Arg("jwt: give either `secret` (HS256) or `publicKey` (RS256/ES256), not both".into()))
+        }
+        (None, None) => {
+            return Err(Failure::Arg(
+                "jwt: give `secret` (HS256) or `publicKey` with algorithm 'RS256' or 'ES256'".into(),
+            ))
+        }
         (Some(s), None) => {
             if let Some(a) = algorithm.as_deref().filter(|a| !a.eq_ignore_ascii_case("HS256")) {
-                return Err(Failure::Arg(format!("invalid jwt.algorithm {a:?}: a `secret` means HS256; use `publicKey` for RS256/ES256")));
+                return Err(Failure::Arg(format!(
+                    "invalid jwt.algorithm {a:?}: a `secret` means HS256; use `publicKey` for RS256/ES256"
+                )));
             }
             let bytes = if args::type_of(&s) == ValueType::String {
                 args::string("jwt.secret", &s)?.into_bytes()
             } else {
                 match unsafe { Buffer::from_napi_value(s.value().env, s.raw()) } {
                     Ok(b) => b.to_vec(),
-                    Err(_) => return Err(Failure::Arg(format!("invalid jwt.secret {}: must be a string or a Buffer", shown_type(&s)))),
+                    Err(_) => {
+                        return Err(Failure::Arg(format!(
+                            "invalid jwt.secret {}: must be a string or a Buffer",
+                            shown_type(&s)
+                        )))
+                    }
                 }
             };
             JwtVerifier::hs256(&bytes)?
         }
         (None, Some(k)) => {
-            let pem = args::string("jwt.publicKey", &k).map_err(|_| {
-                Failure::Arg(format!("invalid jwt.publicKey {}: must be a PEM string", shown_type(&k)))
-            })?;
+            let pem = args::string("jwt.publicKey", &k)
+                .map_err(|_| Failure::Arg(format!("invalid jwt.publicKey {}: must be a PEM string", shown_type(&k))))?;
             match algorithm.as_deref().map(str::to_ascii_uppercase).as_deref() {
                 Some("RS256") | None => JwtVerifier::rs256_pem(&pem)?,
                 Some("ES256") => JwtVerifier::es256_pem(&pem)?,
@@ -188,7 +228,9 @@ fn shown_type(v: &Unknown) -> String {
 
 fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     let Some(obj) = args::options("rateLimit option", Some(options), HTTP_OPTIONS)? else {
-        return Err(Failure::Arg("missing options: rateLimit({ limits: '100/minute' }) needs `limits`, `limiter` or `rules`".into()));
+        return Err(Failure::Arg(
+            "missing options: rateLimit({ limits: '100/minute' }) needs `limits`, `limiter` or `rules`".into(),
+        ));
     };
     let trusted = match args::field(&obj, "trustedProxies")? {
         Some(v) => args::strings("trustedProxies", &v)?,
@@ -231,7 +273,9 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
             };
             let rname = match args::field(&r, "name")? {
                 Some(v) => args::string(&format!("{what}.name"), &v)?,
-                None => return Err(Failure::Arg(format!("{what}: missing `name` (it names the rule in headers and keys)"))),
+                None => {
+                    return Err(Failure::Arg(format!("{what}: missing `name` (it names the rule in headers and keys)")))
+                }
             };
             let path = match args::field(&r, "path")? {
                 Some(v) => args::string(&format!("{what}.path"), &v)?,
@@ -373,7 +417,11 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         store_errors: o
             .store_errors
             .iter()
-            .map(|(rule, e)| StoreFailure { rule: rule.clone(), code: crate::error::STORE.to_string(), message: e.to_string() })
+            .map(|(rule, e)| StoreFailure {
+                rule: rule.clone(),
+                code: crate::error::STORE.to_string(),
+                message: e.to_string(),
+            })
             .collect(),
     })
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use floodwall::{Algorithm, BreakerOptions, CacheOptions, FakeClock, FallbackMode};
 use napi::bindgen_prelude::{
-    ClassInstance, Either, Float64ArraySlice, FromNapiValue, JavaScriptClassExt, JsObjectValue, Null, Object, PromiseRaw,
-    ToNapiValue, Unknown,
+    ClassInstance, Either, Float64ArraySlice, FromNapiValue, JavaScriptClassExt, JsObjectValue, Null, Object,
+    PromiseRaw, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue};
 use napi_derive::napi;
@@ -23,7 +23,9 @@ where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
-    env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| r.map_err(|f| f.into_js(env.raw())))
+    env.spawn_future_with_callback(async move { Ok(guard_async(fut).await) }, |env, r| {
+        r.map_err(|f| f.into_js(env.raw()))
+    })
 }
 
 fn secs(d: Duration) -> f64 {
@@ -147,11 +149,28 @@ impl JsManualClock {
 
 /// `name` comes first: http.rs builds limiters from the rest (there `name` names the rule).
 pub const LIMITER_OPTIONS: &[&str] = &[
-    "name", "limits", "algorithm", "redisUrl", "clusterNodes", "prefix", "timeoutMs", "fallback", "breaker", "cache", "clock",
+    "name",
+    "limits",
+    "algorithm",
+    "redisUrl",
+    "clusterNodes",
+    "prefix",
+    "timeoutMs",
+    "fallback",
+    "breaker",
+    "cache",
+    "clock",
 ];
 const BREAKER_OPTIONS: &[&str] = &[
-    "failureThreshold", "slowCallMs", "slowCallRatio", "slowCallWindow", "slowCallMinCalls", "openMs",
-    "halfOpenProbes", "healthCheckMs", "maxInFlight",
+    "failureThreshold",
+    "slowCallMs",
+    "slowCallRatio",
+    "slowCallWindow",
+    "slowCallMinCalls",
+    "openMs",
+    "halfOpenProbes",
+    "healthCheckMs",
+    "maxInFlight",
 ];
 
 /// The circuit breaker in front of Redis; absent fields keep the core's defaults.
@@ -202,7 +221,10 @@ fn fallback_arg(v: &Unknown) -> Outcome<FallbackMode> {
         return Ok(FallbackMode::parse(&args::string("fallback", v)?)?);
     }
     let Some(obj) = args::options("fallback option", Some(v), FALLBACK_OPTIONS)? else {
-        return Err(Failure::Arg(format!("invalid fallback {}: expected a mode or {{ mode, ... }}", args::describe(v))));
+        return Err(Failure::Arg(format!(
+            "invalid fallback {}: expected a mode or {{ mode, ... }}",
+            args::describe(v)
+        )));
     };
     let Some(mode) = args::field(&obj, "mode")? else {
         return Err(Failure::Arg("fallback: missing `mode` ('open', 'closed', 'local' or 'error')".into()));
@@ -227,7 +249,10 @@ fn fallback_arg(v: &Unknown) -> Outcome<FallbackMode> {
     }
     if let FallbackMode::Open | FallbackMode::Error = mode {
         if retry.is_some() || instances.is_some() {
-            return Err(Failure::Arg(format!("fallback {:?} takes no retryAfterMs or expectedInstances", mode.as_str())));
+            return Err(Failure::Arg(format!(
+                "fallback {:?} takes no retryAfterMs or expectedInstances",
+                mode.as_str()
+            )));
         }
     }
     Ok(mode)
@@ -236,10 +261,17 @@ fn fallback_arg(v: &Unknown) -> Outcome<FallbackMode> {
 /// The cache options as JS spells them, beside the core's field names: the core's range checks
 /// run at build, and their messages are given back under the name the caller wrote.
 const CACHE_FIELDS: &[(&str, &str)] = &[
-    ("denialCache", "denial_cache"), ("coalesce", "coalesce"), ("maxBatch", "max_batch"),
-    ("batchWindowUs", "batch_window_us"), ("leases", "leases"), ("leaseMs", "lease_ms"),
-    ("driftRatio", "drift_ratio"), ("maxLease", "max_lease"), ("maxBytes", "max_bytes"),
-    ("idleMs", "idle_ms"), ("jitterRatio", "jitter_ratio"),
+    ("denialCache", "denial_cache"),
+    ("coalesce", "coalesce"),
+    ("maxBatch", "max_batch"),
+    ("batchWindowUs", "batch_window_us"),
+    ("leases", "leases"),
+    ("leaseMs", "lease_ms"),
+    ("driftRatio", "drift_ratio"),
+    ("maxLease", "max_lease"),
+    ("maxBytes", "max_bytes"),
+    ("idleMs", "idle_ms"),
+    ("jitterRatio", "jitter_ratio"),
 ];
 
 /// `true` (the core's defaults), or `{ leaseMs, driftRatio, ... }` over them; `false`: no cache.
@@ -253,7 +285,10 @@ fn cache_arg(v: &Unknown) -> Outcome<Option<CacheOptions>> {
         _ => None,
     };
     let Some(obj) = obj else {
-        return Err(Failure::Arg(format!("invalid cache {}: expected true or {{ leaseMs, driftRatio, ... }}", args::describe(v))));
+        return Err(Failure::Arg(format!(
+            "invalid cache {}: expected true or {{ leaseMs, driftRatio, ... }}",
+            args::describe(v)
+        )));
     };
     let mut c = CacheOptions::default();
     let flag = |name: &str| -> Outcome<Option<bool>> {
@@ -331,7 +366,9 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
         ));
     };
     let Some(limits) = args::field(&obj, "limits")? else {
-        return Err(Failure::Arg("missing option limits: give at least one limit, e.g. ['5/second', '100/minute']".into()));
+        return Err(Failure::Arg(
+            "missing option limits: give at least one limit, e.g. ['5/second', '100/minute']".into(),
+        ));
     };
     let limits = floodwall::parse_limits(&args::strings("limits", &limits)?)?;
     let mut b = floodwall::Limiter::builder(limits);
@@ -498,7 +535,12 @@ impl<'a> Encoder<'a> {
 /// A batch's answers as index.js reads them: `{ data: Float64Array, names: string[], errors:
 /// string[] }`. The array is copied into a plain ArrayBuffer: a few KiB, cheaper than an external
 /// buffer and its finalizer.
-fn batch_object<'env>(env: &'env Env, data: &[f64], names: Vec<String>, errors: Vec<String>) -> napi::Result<Object<'env>> {
+fn batch_object<'env>(
+    env: &'env Env,
+    data: &[f64],
+    names: Vec<String>,
+    errors: Vec<String>,
+) -> napi::Result<Object<'env>> {
     let mut out = Object::new(env)?;
     out.set_named_property("data", Float64ArraySlice::copy_from(env, data)?)?;
     out.set_named_property("names", names)?;
@@ -525,7 +567,12 @@ impl JsLimiter {
         ts_args_type = "key: string, options?: { cost?: number, traceparent?: string }",
         ts_return_type = "Promise<Decision>"
     )]
-    pub fn check<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
+    pub fn check<'env>(
+        &self,
+        env: &'env Env,
+        key: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<PromiseRaw<'env, Decision>> {
         let prepared = guard(|| Ok((key_arg(&key)?, check_arg(options.as_ref(), &["cost", "traceparent"])?)));
         let limiter = self.inner.clone();
         settle(env, async move {
@@ -536,8 +583,17 @@ impl JsLimiter {
     }
 
     /// Would one more request pass? Consumes nothing. index.js exposes it as `peek`.
-    #[napi(js_name = "_peek", ts_args_type = "key: string, options?: { traceparent?: string }", ts_return_type = "Promise<Decision>")]
-    pub fn peek<'env>(&self, env: &'env Env, key: Unknown, options: Option<Unknown>) -> napi::Result<PromiseRaw<'env, Decision>> {
+    #[napi(
+        js_name = "_peek",
+        ts_args_type = "key: string, options?: { traceparent?: string }",
+        ts_return_type = "Promise<Decision>"
+    )]
+    pub fn peek<'env>(
+        &self,
+        env: &'env Env,
+        key: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<PromiseRaw<'env, Decision>> {
         let prepared = guard(|| Ok((key_arg(&key)?, check_arg(options.as_ref(), &["traceparent"])?.1)));
         let limiter = self.inner.clone();
         settle(env, async move {
@@ -556,7 +612,10 @@ impl JsLimiter {
 
     /// `keys[i]` with `costs[i]` (0: peek) under `traceparents[i]` ("" or absent: none). Used by
     /// index.js; see `Encoder` for what the Promise resolves to.
-    #[napi(js_name = "_decideMany", ts_return_type = "Promise<{ data: Float64Array, names: string[], errors: string[] }>")]
+    #[napi(
+        js_name = "_decideMany",
+        ts_return_type = "Promise<{ data: Float64Array, names: string[], errors: string[] }>"
+    )]
     pub fn decide_many<'env>(
         &self,
         env: &'env Env,
@@ -573,7 +632,11 @@ impl JsLimiter {
                 .iter()
                 .zip(&costs)
                 .zip(&traceparents)
-                .map(|((key, cost), tp)| floodwall::BatchItem { key, cost: *cost as u64, traceparent: Some(tp.as_str()).filter(|t| !t.is_empty()) })
+                .map(|((key, cost), tp)| floodwall::BatchItem {
+                    key,
+                    cost: *cost as u64,
+                    traceparent: Some(tp.as_str()).filter(|t| !t.is_empty()),
+                })
                 .collect();
             let all = limiter.decide_many(&items).await;
             let mut enc = Encoder::new(limiter.limits(), all.len());

@@ -23,7 +23,10 @@ fn trace_options(v: Option<&Unknown>) -> Outcome<core::TraceOptions> {
     if let Some(v) = args::field(&obj, "samplingRatio")? {
         let r = args::non_negative("samplingRatio", &v)?;
         if r > 1.0 {
-            return Err(Failure::Arg(format!("invalid samplingRatio {}: must be between 0 and 1", args::fmt_number(r))));
+            return Err(Failure::Arg(format!(
+                "invalid samplingRatio {}: must be between 0 and 1",
+                args::fmt_number(r)
+            )));
         }
         o.sampling_ratio = r;
     }
@@ -49,10 +52,13 @@ pub fn configure_tracing(env: Env, options: Option<Unknown>) -> napi::Result<()>
 /// Turn tracing off; spans already ended are flushed.
 #[napi]
 pub fn disable_tracing(env: Env) -> napi::Result<()> {
-    throw(&env, guard(|| {
-        core::disable_tracing();
-        Ok(())
-    }))
+    throw(
+        &env,
+        guard(|| {
+            core::disable_tracing();
+            Ok(())
+        }),
+    )
 }
 
 /// floodwall's warnings and errors as JSON lines on stderr (with trace ids); `filter` is an
@@ -152,8 +158,11 @@ pub fn finished_spans(env: Env) -> napi::Result<Vec<SpanRecord>> {
 
 #[napi(js_name = "_clearFinishedSpans")]
 pub fn clear_finished_spans(env: Env) -> napi::Result<()> {
-    throw(&env, guard(|| {
-        core::clear_finished_spans();
-        Ok(())
-    }))
+    throw(
+        &env,
+        guard(|| {
+            core::clear_finished_spans();
+            Ok(())
+        }),
+    )
 }

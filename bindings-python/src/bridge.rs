@@ -184,7 +184,11 @@ fn bridge_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Py<Loop
             pid,
             event_loop: event_loop.clone().unbind(),
             wake_read,
-            completions: Arc::new(Completions { wake_write, queue: Mutex::new(Vec::new()), armed: AtomicBool::new(false) }),
+            completions: Arc::new(Completions {
+                wake_write,
+                queue: Mutex::new(Vec::new()),
+                armed: AtomicBool::new(false),
+            }),
             jobs: Mutex::new(Vec::new()),
         },
     )?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use floodwall::web::{
     limited_body, rate_limit_headers, ClientIpRule, HeaderStyle, HttpRequest, JwtVerifier, KeyResolver, KeyScope,
-    RequestInfo, Rule, RouteRule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
+    RequestInfo, RouteRule, Rule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use floodwall::Source;
 use pyo3::prelude::*;
@@ -381,7 +381,10 @@ impl PyHttpLimiter {
             }
             let place = if built.iter().all(|r| r.limiter.store_kind() == Source::Memory) {
                 Place::InProcess
-            } else if built.iter().all(|r| r.limiter.store_kind() == Source::Memory || r.limiter.cache_stats().is_some()) {
+            } else if built
+                .iter()
+                .all(|r| r.limiter.store_kind() == Source::Memory || r.limiter.cache_stats().is_some())
+            {
                 Place::Cached
             } else {
                 Place::Runtime

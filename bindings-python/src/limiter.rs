@@ -11,7 +11,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use floodwall::{
-    Algorithm, CacheOptions, CheckOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source, WindowState,
+    Algorithm, CacheOptions, CheckOptions, Decision, FakeClock, FallbackMode, Limiter, RedisOptions, Source,
+    WindowState,
 };
 use futures::FutureExt;
 use pyo3::exceptions::PyStopIteration;
@@ -413,7 +414,9 @@ pub fn _panic<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>>
         "call" => guard(|| panic!("a test panic in a call")),
         "sync" => blocking(py, false, boom()).map(|b| b.into_bound_py_any(py))?,
         "async" => awaitable(py, Place::Runtime, boom()),
-        "in_place" => awaitable(py, Place::InProcess, async { panic!("a test panic polled in place") as floodwall::Result<bool> }),
+        "in_place" => {
+            awaitable(py, Place::InProcess, async { panic!("a test panic polled in place") as floodwall::Result<bool> })
+        }
         _ => Err(config_error("where", where_, "expected call, sync, async or in_place")),
     }
 }
@@ -574,14 +577,28 @@ impl PyLimiter {
                 (_, None) => Place::Runtime,
             };
             let token = Arc::new(());
-            Ok(PyLimiter { inner, shown_url, prefix: prefix.to_owned(), fallback: fallback.as_str(), name, token, place })
+            Ok(PyLimiter {
+                inner,
+                shown_url,
+                prefix: prefix.to_owned(),
+                fallback: fallback.as_str(),
+                name,
+                token,
+                place,
+            })
         })
     }
 
     /// Consume `cost` from every limit of `key`, or nothing if any limit would be exceeded.
     /// `traceparent`: the caller's W3C trace context; floodwall's span becomes its child.
     #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
-    fn check<'py>(&self, py: Python<'py>, key: String, cost: i64, traceparent: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+    fn check<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        cost: i64,
+        traceparent: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cost = cost_arg(cost)?;
         let limiter = self.inner.clone();
         self.awaitable(py, async move {
@@ -609,8 +626,12 @@ impl PyLimiter {
     #[pyo3(signature = (key, *, traceparent = None))]
     fn peek_sync(&self, py: Python<'_>, key: &str, traceparent: Option<&str>) -> PyResult<PyDecision> {
         let limiter = &self.inner;
-        self.blocking_here(py, |c| async move { limiter.peek_on(&c, key, traceparent).await }, limiter.peek_with(key, traceparent))
-            .map(PyDecision::from)
+        self.blocking_here(
+            py,
+            |c| async move { limiter.peek_on(&c, key, traceparent).await },
+            limiter.peek_with(key, traceparent),
+        )
+        .map(PyDecision::from)
     }
 
     /// Forget every count of `key`.

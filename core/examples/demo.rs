@@ -8,7 +8,10 @@ use floodwall::{Algorithm, Limiter, LimiterConfig};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redis_url = std::env::var("FLOODWALL_REDIS_URL").ok().filter(|u| !u.is_empty());
-    let where_ = redis_url.clone().map(|u| floodwall::store::redis::redact_url(&u)).unwrap_or_else(|| "the embedded store".into());
+    let where_ = redis_url
+        .clone()
+        .map(|u| floodwall::store::redis::redact_url(&u))
+        .unwrap_or_else(|| "the embedded store".into());
     for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog, Algorithm::TokenBucket] {
         let mut config = LimiterConfig::new(floodwall::parse_limits(&["5/second", "20/minute"])?);
         config.algorithm = algorithm;
@@ -16,7 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.prefix = "floodwall-demo".into();
         let limiter = Limiter::from_config(&config)?;
         let key = format!("demo-user-{}", std::process::id());
-        println!("\n{algorithm} on {where_}: 5/second and 20/minute for {key:?}, 8 requests at once, then one per 150 ms");
+        println!(
+            "\n{algorithm} on {where_}: 5/second and 20/minute for {key:?}, 8 requests at once, then one per 150 ms"
+        );
         println!("  #  allowed  limit  remaining  reset_after  retry_after  limited_by   source");
         for i in 1..=14 {
             let d = limiter.check(&key).await?;

@@ -40,11 +40,7 @@ impl Algorithm {
             "sliding_window" => Ok(Algorithm::SlidingWindow),
             "sliding_log" => Ok(Algorithm::SlidingLog),
             "token_bucket" | "gcra" => Ok(Algorithm::TokenBucket),
-            _ => Err(Error::config(
-                "algorithm",
-                s,
-                "expected \"sliding_window\", \"sliding_log\" or \"token_bucket\"",
-            )),
+            _ => Err(Error::config("algorithm", s, "expected \"sliding_window\", \"sliding_log\" or \"token_bucket\"")),
         }
     }
 
@@ -140,7 +136,14 @@ impl StateReply<'_> {
     }
 
     /// The outcome of one request of `cost`, as the single-call script decided it (`allowed`).
-    pub(crate) fn outcome(&self, algorithm: Algorithm, limits: &[Limit], cost: u64, consume: bool, allowed: bool) -> Outcome {
+    pub(crate) fn outcome(
+        &self,
+        algorithm: Algorithm,
+        limits: &[Limit],
+        cost: u64,
+        consume: bool,
+        allowed: bool,
+    ) -> Outcome {
         let n = limits.len();
         let out = match algorithm {
             Algorithm::TokenBucket => token_bucket(&mut self.tats(n), limits, self.now_us, cost, consume),
@@ -154,7 +157,12 @@ impl StateReply<'_> {
 /// bug in one of them (the conformance and differential tests exist to make that impossible).
 pub(crate) fn agree(mut out: Outcome, allowed: bool) -> Outcome {
     if out.allowed != allowed {
-        tracing::error!(script = allowed, twin = out.allowed, now_us = out.now_us, "the Lua script and its Rust twin disagree; keeping the script's decision");
+        tracing::error!(
+            script = allowed,
+            twin = out.allowed,
+            now_us = out.now_us,
+            "the Lua script and its Rust twin disagree; keeping the script's decision"
+        );
         out.allowed = allowed;
         if allowed {
             out.limited_by = None;
@@ -216,7 +224,13 @@ impl SwState {
 }
 
 /// Evaluate (and when `consume`, update) every window of one identity.
-pub(crate) fn sliding_window(states: &mut [Option<SwState>], limits: &[Limit], now: u64, cost: u64, consume: bool) -> Outcome {
+pub(crate) fn sliding_window(
+    states: &mut [Option<SwState>],
+    limits: &[Limit],
+    now: u64,
+    cost: u64,
+    consume: bool,
+) -> Outcome {
     let mut rolled = Vec::with_capacity(limits.len());
     let mut all_ok = true;
     for (st, l) in states.iter().zip(limits) {
@@ -257,7 +271,12 @@ pub(crate) fn sliding_window(states: &mut [Option<SwState>], limits: &[Limit], n
         }
         evals.push((ok, WindowEval { remaining, reset_after_us: reset, retry_after_us: retry }));
     }
-    Outcome { allowed: all_ok, limited_by: worst(&evals), now_us: now, windows: evals.into_iter().map(|(_, e)| e).collect() }
+    Outcome {
+        allowed: all_ok,
+        limited_by: worst(&evals),
+        now_us: now,
+        windows: evals.into_iter().map(|(_, e)| e).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,7 +306,12 @@ pub(crate) fn token_bucket(tats: &mut [Option<u64>], limits: &[Limit], now: u64,
         let retry = if ok { 0 } else { new_tat - t * burst - now };
         evals.push((ok, WindowEval { remaining, reset_after_us: after - now, retry_after_us: retry }));
     }
-    Outcome { allowed: all_ok, limited_by: worst(&evals), now_us: now, windows: evals.into_iter().map(|(_, e)| e).collect() }
+    Outcome {
+        allowed: all_ok,
+        limited_by: worst(&evals),
+        now_us: now,
+        windows: evals.into_iter().map(|(_, e)| e).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +327,8 @@ pub(crate) fn sliding_log(log: &mut VecDeque<u64>, limits: &[Limit], now: u64, c
         }
     }
     // first index inside window i: entries with t > now - w
-    let starts: Vec<usize> = limits.iter().map(|l| log.partition_point(|&t| t <= now.saturating_sub(l.window_us()))).collect();
+    let starts: Vec<usize> =
+        limits.iter().map(|l| log.partition_point(|&t| t <= now.saturating_sub(l.window_us()))).collect();
     let counts: Vec<u64> = starts.iter().map(|&s| (log.len() - s) as u64).collect();
     let oks: Vec<bool> = counts.iter().zip(limits).map(|(&c, l)| c + cost <= l.max()).collect();
     let all_ok = oks.iter().all(|&o| o);
@@ -340,5 +365,10 @@ pub(crate) fn sliding_log(log: &mut VecDeque<u64>, limits: &[Limit], now: u64, c
             (ok, WindowEval { remaining: l.max().saturating_sub(c), reset_after_us: reset, retry_after_us: retry })
         })
         .collect();
-    Outcome { allowed: all_ok, limited_by: worst(&evals), now_us: now, windows: evals.into_iter().map(|(_, e)| e).collect() }
+    Outcome {
+        allowed: all_ok,
+        limited_by: worst(&evals),
+        now_us: now,
+        windows: evals.into_iter().map(|(_, e)| e).collect(),
+    }
 }

@@ -78,9 +78,8 @@ impl Decision {
             })
             .collect();
         // Binding window: the denier, else least remaining (first wins, i.e. configuration order).
-        let binding = o.limited_by.unwrap_or_else(|| {
-            (0..windows.len()).min_by_key(|&i| (windows[i].remaining, i)).unwrap_or(0)
-        });
+        let binding =
+            o.limited_by.unwrap_or_else(|| (0..windows.len()).min_by_key(|&i| (windows[i].remaining, i)).unwrap_or(0));
         let w = &windows[binding];
         Decision {
             allowed: o.allowed,

@@ -49,10 +49,20 @@ struct FallbackRepr {
 impl TryFrom<FallbackRepr> for FallbackMode {
     type Error = Error;
     fn try_from(r: FallbackRepr) -> Result<Self> {
-        let stray = |field: &str| Err(Error::config("fallback", format!("{field} with mode {:?}", r.mode), "that field belongs to another mode"));
+        let stray = |field: &str| {
+            Err(Error::config(
+                "fallback",
+                format!("{field} with mode {:?}", r.mode),
+                "that field belongs to another mode",
+            ))
+        };
         match (FallbackMode::parse(&r.mode)?, r.retry_after_ms, r.expected_instances) {
-            (FallbackMode::Closed { .. }, retry, None) => Ok(FallbackMode::Closed { retry_after_ms: retry.unwrap_or_else(default_retry_ms) }),
-            (FallbackMode::Local { .. }, None, n) => Ok(FallbackMode::Local { expected_instances: n.unwrap_or_else(default_instances) }),
+            (FallbackMode::Closed { .. }, retry, None) => {
+                Ok(FallbackMode::Closed { retry_after_ms: retry.unwrap_or_else(default_retry_ms) })
+            }
+            (FallbackMode::Local { .. }, None, n) => {
+                Ok(FallbackMode::Local { expected_instances: n.unwrap_or_else(default_instances) })
+            }
             (m @ (FallbackMode::Open | FallbackMode::Error), None, None) => Ok(m),
             (_, Some(_), _) => stray("retry_after_ms"),
             (_, _, Some(_)) => stray("expected_instances"),
@@ -105,7 +115,12 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
-    pub(crate) fn new(mode: FallbackMode, limits: &[Limit], algorithm: Algorithm, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub(crate) fn new(
+        mode: FallbackMode,
+        limits: &[Limit],
+        algorithm: Algorithm,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let (local_limits, local) = match &mode {
             FallbackMode::Local { expected_instances } => {
                 if *expected_instances == 0 {
@@ -126,7 +141,11 @@ impl Fallback {
                 (scaled?, Some(MemoryStore::new(clock)))
             }
             FallbackMode::Closed { retry_after_ms: 0 } => {
-                return Err(Error::config("retry_after_ms", 0, "a closed fallback must ask clients to wait at least 1 ms"));
+                return Err(Error::config(
+                    "retry_after_ms",
+                    0,
+                    "a closed fallback must ask clients to wait at least 1 ms",
+                ));
             }
             _ => (limits.to_vec(), None),
         };
@@ -155,7 +174,9 @@ impl Fallback {
         match &self.mode {
             FallbackMode::Error => Err(err),
             FallbackMode::Open => Ok(fixed(true, 0)),
-            FallbackMode::Closed { retry_after_ms } => Ok(fixed(false, Duration::from_millis(*retry_after_ms).as_micros() as u64)),
+            FallbackMode::Closed { retry_after_ms } => {
+                Ok(fixed(false, Duration::from_millis(*retry_after_ms).as_micros() as u64))
+            }
             FallbackMode::Local { .. } => {
                 let store = self.local.as_ref().expect("local mode has a store");
                 let local = Request { limits: &self.local_limits, ..*req };
@@ -188,10 +209,19 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(&serde_json::from_str::<FallbackMode>(text).unwrap(), want, "{text}");
         }
-        for text in [r#"{"mode":"open","retry_after_ms":5}"#, r#"{"mode":"local","retry_after_ms":5}"#, r#"{"mode":"closed","expected_instances":2}"#, r#"{"mode":"open","typo":1}"#, r#"{"mode":"sideways"}"#] {
+        for text in [
+            r#"{"mode":"open","retry_after_ms":5}"#,
+            r#"{"mode":"local","retry_after_ms":5}"#,
+            r#"{"mode":"closed","expected_instances":2}"#,
+            r#"{"mode":"open","typo":1}"#,
+            r#"{"mode":"sideways"}"#,
+        ] {
             assert!(serde_json::from_str::<FallbackMode>(text).is_err(), "{text} accepted");
         }
         let round = serde_json::to_string(&FallbackMode::Local { expected_instances: 3 }).unwrap();
-        assert_eq!(serde_json::from_str::<FallbackMode>(&round).unwrap(), FallbackMode::Local { expected_instances: 3 });
+        assert_eq!(
+            serde_json::from_str::<FallbackMode>(&round).unwrap(),
+            FallbackMode::Local { expected_instances: 3 }
+        );
     }
 }

@@ -181,7 +181,11 @@ pub fn cluster_slot(key: &str) -> u16 {
         .iter()
         .position(|&b| b == b'{')
         .and_then(|open| {
-            bytes[open + 1..].iter().position(|&b| b == b'}').filter(|&len| len > 0).map(|len| &bytes[open + 1..open + 1 + len])
+            bytes[open + 1..]
+                .iter()
+                .position(|&b| b == b'}')
+                .filter(|&len| len > 0)
+                .map(|len| &bytes[open + 1..open + 1 + len])
         })
         .unwrap_or(bytes);
     let mut crc: u16 = 0;
@@ -219,7 +223,10 @@ mod tests {
         let limits = crate::parse_limits(&["5/second", "100/minute"]).unwrap();
         let keys = layout.keys("user:42", Algorithm::SlidingWindow, &limits).unwrap();
         let base = "floodwall:{s0}:sw:1000,60000";
-        assert_eq!(keys, [format!("{base}:=user:42"), format!("{base}:e0"), format!("{base}:e1"), format!("{base}:e2")]);
+        assert_eq!(
+            keys,
+            [format!("{base}:=user:42"), format!("{base}:e0"), format!("{base}:e1"), format!("{base}:e2")]
+        );
         assert_eq!(state_field(&keys), "user:42");
         assert_eq!(state_hashes(&keys), &keys[1..]);
         let keys = layout.keys("#", Algorithm::TokenBucket, &limits[..1]).unwrap();
@@ -244,7 +251,8 @@ mod tests {
         let slots: std::collections::HashSet<u16> =
             (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingWindow).unwrap()).collect();
         assert_eq!(slots.len(), CLUSTER_SHARDS as usize);
-        let logs: std::collections::HashSet<u16> = (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingLog).unwrap()).collect();
+        let logs: std::collections::HashSet<u16> =
+            (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingLog).unwrap()).collect();
         assert!(logs.len() > 900, "only {} distinct slots", logs.len());
     }
 

@@ -29,13 +29,13 @@ pub mod telemetry;
 pub mod web;
 
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
+pub use cache::{CacheOptions, CacheStats};
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
 pub use decision::{Decision, Source, WindowState};
 pub use error::{Error, ErrorKind, Result};
+pub use fallback::FallbackMode;
 pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
-pub use cache::{CacheOptions, CacheStats};
-pub use fallback::FallbackMode;
 pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use remote::BreakerOptions;

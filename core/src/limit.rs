@@ -224,7 +224,12 @@ impl std::str::FromStr for Limit {
 #[serde(untagged)]
 enum LimitRepr {
     Text(String),
-    Fields { max: u64, window_ms: u64, #[serde(default)] burst: Option<u64> },
+    Fields {
+        max: u64,
+        window_ms: u64,
+        #[serde(default)]
+        burst: Option<u64>,
+    },
 }
 
 impl TryFrom<LimitRepr> for Limit {
@@ -275,7 +280,9 @@ mod tests {
 
     #[test]
     fn bad_strings_name_the_bad_value() {
-        for input in ["", "ten/second", "0/second", "-5/second", "5/0s", "5/fortnight", "5", "5/", "5/second burst x", "5/400d"] {
+        for input in
+            ["", "ten/second", "0/second", "-5/second", "5/0s", "5/fortnight", "5", "5/", "5/second burst x", "5/400d"]
+        {
             let err = Limit::parse(input).expect_err(input);
             assert!(err.to_string().contains(&format!("{input:?}")), "{input}: {err}");
             assert_eq!(err.kind(), crate::ErrorKind::Config);

@@ -505,7 +505,9 @@ impl Limiter {
         let inner = &*self.inner;
         match &inner.backend {
             Backend::Redis { remote, cache: None, .. }
-                if !remote.store().is_cluster() && !telemetry::tracing_on() && items.iter().all(|i| i.traceparent.is_none()) =>
+                if !remote.store().is_cluster()
+                    && !telemetry::tracing_on()
+                    && items.iter().all(|i| i.traceparent.is_none()) =>
             {
                 self.decide_in_calls(remote, items).await
             }
@@ -545,7 +547,14 @@ impl Limiter {
                 .and_then(|()| inner.layout.keys(it.key, inner.algorithm, &inner.limits));
             match keys {
                 Ok(keys) => {
-                    asks.push(Ask { keys, algorithm: inner.algorithm, limits: limit_arg.clone(), epoch_us, cost: it.cost.max(1), consume });
+                    asks.push(Ask {
+                        keys,
+                        algorithm: inner.algorithm,
+                        limits: limit_arg.clone(),
+                        epoch_us,
+                        cost: it.cost.max(1),
+                        consume,
+                    });
                     at.push(i);
                 }
                 Err(e) => answers[i] = Some(Err(e)),
@@ -580,7 +589,10 @@ impl Limiter {
                 answers[at[k]] = Some(answer);
             }
         }
-        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(store.bad_reply("a batched request got no answer")))).collect()
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(store.bad_reply("a batched request got no answer"))))
+            .collect()
     }
 
     /// Would one more request pass? Consumes nothing.
@@ -633,11 +645,19 @@ impl Limiter {
         self.clock_offset_us().is_some_and(|o| o.abs() > self.inner.skew_threshold_us)
     }
 
-    async fn run(&self, key: &str, cost: u64, consume: bool, traceparent: Option<&str>, via: Option<&OwnConnection>) -> Result<Decision> {
+    async fn run(
+        &self,
+        key: &str,
+        cost: u64,
+        consume: bool,
+        traceparent: Option<&str>,
+        via: Option<&OwnConnection>,
+    ) -> Result<Decision> {
         let inner = &*self.inner;
         let op = if consume { "check" } else { "peek" };
         let mut span = CheckSpan::start(traceparent, key, op, cost, inner.algorithm.as_str(), &inner.limits_label);
-        let result = self.decide(key, cost, consume, span.as_ref().map(|s| s.trace_id()).unwrap_or_default(), via).await;
+        let result =
+            self.decide(key, cost, consume, span.as_ref().map(|s| s.trace_id()).unwrap_or_default(), via).await;
         match (&result, span.as_mut()) {
             (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
             (Err(e), Some(s)) => s.failed(e),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::decision::Source;
 
 /// Upper bounds (µs) of the Redis latency histogram buckets; the last bucket is +Inf.
-pub const LATENCY_BUCKETS_US: [u64; 12] = [100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 500_000, 1_000_000];
+pub const LATENCY_BUCKETS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 500_000, 1_000_000];
 
 const SOURCES: [Source; 5] = [Source::Redis, Source::Memory, Source::Cache, Source::Lease, Source::Fallback];
 

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Outcome;
 use crate::error::{Error, Result};
-use crate::per_process::PerProcess;
 use crate::metrics::{BreakerState, Metrics};
+use crate::per_process::PerProcess;
 use crate::store::{RedisStore, Request};
 
 /// Deadline and breaker settings. Defaults suit a Redis on the same network.
@@ -65,7 +65,11 @@ impl BreakerOptions {
         if !(self.slow_call_ratio > 0.0 && self.slow_call_ratio <= 1.0) {
             return Err(Error::config("slow_call_ratio", self.slow_call_ratio, "must be in (0, 1]"));
         }
-        if self.failure_threshold == 0 || self.half_open_probes == 0 || self.slow_call_window == 0 || self.max_in_flight == 0 {
+        if self.failure_threshold == 0
+            || self.half_open_probes == 0
+            || self.slow_call_window == 0
+            || self.max_in_flight == 0
+        {
             return Err(Error::config(
                 "breaker",
                 format!(
@@ -124,15 +128,19 @@ impl Drop for Permit<'_> {
 
 impl Breaker {
     pub(crate) fn new(opts: BreakerOptions, metrics: Arc<Metrics>) -> Self {
-        Breaker {
-            opts,
-            inner: PerProcess::new(),
-            metrics,
-        }
+        Breaker { opts, inner: PerProcess::new(), metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
-        let fresh = || Mutex::new(BreakerInner { state: State::Closed, consecutive_failures: 0, recent: VecDeque::new(), slow: 0, health_running: false });
+        let fresh = || {
+            Mutex::new(BreakerInner {
+                state: State::Closed,
+                consecutive_failures: 0,
+                recent: VecDeque::new(),
+                slow: 0,
+                health_running: false,
+            })
+        };
         self.inner.get_or(fresh).lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -156,9 +164,14 @@ impl Breaker {
         g.slow = 0;
         self.metrics.breaker(s);
         match s {
-            BreakerState::Open => tracing::warn!(breaker = "open", "Redis failing or slow: floodwall decides by its fallback policy until Redis answers again"),
+            BreakerState::Open => tracing::warn!(
+                breaker = "open",
+                "Redis failing or slow: floodwall decides by its fallback policy until Redis answers again"
+            ),
             BreakerState::HalfOpen => tracing::info!(breaker = "half_open", "probing Redis"),
-            BreakerState::Closed => tracing::info!(breaker = "closed", "Redis answers again: decisions return to Redis"),
+            BreakerState::Closed => {
+                tracing::info!(breaker = "closed", "Redis answers again: decisions return to Redis")
+            }
         }
     }
 
@@ -300,7 +313,12 @@ impl Remote {
         let inner = &*self.inner;
         // Wait for a slot first (the semaphore is never closed, so acquire cannot fail), then
         // ask the breaker: a call that waited while the breaker opened goes to the fallback.
-        let _slot = inner.in_flight.get_or(|| tokio::sync::Semaphore::new(inner.breaker.opts.max_in_flight)).acquire().await.ok();
+        let _slot = inner
+            .in_flight
+            .get_or(|| tokio::sync::Semaphore::new(inner.breaker.opts.max_in_flight))
+            .acquire()
+            .await
+            .ok();
         let Some(mut permit) = inner.breaker.try_acquire() else {
             inner.metrics.rejected_open();
             return Err(Error::Unavailable { url: inner.store.url().to_string() });
@@ -308,7 +326,9 @@ impl Remote {
         let t0 = Instant::now();
         let result = match tokio::time::timeout(inner.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout { url: inner.store.url().to_string(), timeout_ms: inner.timeout.as_millis() as u64 }),
+            Err(_) => {
+                Err(Error::Timeout { url: inner.store.url().to_string(), timeout_ms: inner.timeout.as_millis() as u64 })
+            }
         };
         let elapsed = t0.elapsed();
         let ok = result.is_ok();

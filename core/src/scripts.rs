@@ -65,7 +65,12 @@ pub(crate) struct ScriptRequest<'a> {
 /// (four each: cost, consume (1) or peek (0), the number (1-based) of the last earlier request of
 /// the call with the same name, 0 if none, and the shard), so the script keeps per-request state
 /// in arrays, not string-keyed tables; and the requests' fields.
-pub(crate) fn decide_args<'a>(algorithm: Algorithm, limits: &[u8], epoch_us: u64, requests: &[ScriptRequest<'a>]) -> Vec<u8> {
+pub(crate) fn decide_args<'a>(
+    algorithm: Algorithm,
+    limits: &[u8],
+    epoch_us: u64,
+    requests: &[ScriptRequest<'a>],
+) -> Vec<u8> {
     let mode = match algorithm {
         Algorithm::SlidingWindow => "sw",
         Algorithm::TokenBucket => "tb",
@@ -120,14 +125,18 @@ mod tests {
         let mut mode = [0u8; 2];
         assert_eq!(rmp::decode::read_str(&mut rd, &mut mode).unwrap(), "sw");
         assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 2);
-        assert_eq!([rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), rmp::decode::read_int(&mut rd).unwrap()], [1_000_000, 5]);
+        assert_eq!(
+            [rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), rmp::decode::read_int(&mut rd).unwrap()],
+            [1_000_000, 5]
+        );
         assert_eq!(rmp::decode::read_int::<u64, _>(&mut rd).unwrap(), 2_000_000);
         assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 16);
         let nums: Vec<u64> = (0..16).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect();
         assert_eq!(nums, [1, 1, 0, 1, 2, 0, 0, 2, 3, 1, 1, 1, 1, 1, 3, 1]);
         assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 4);
         let mut field = [0u8; 1];
-        let fields: Vec<String> = (0..4).map(|_| rmp::decode::read_str(&mut rd, &mut field).unwrap().to_string()).collect();
+        let fields: Vec<String> =
+            (0..4).map(|_| rmp::decode::read_str(&mut rd, &mut field).unwrap().to_string()).collect();
         assert_eq!(fields, ["a", "b", "a", "a"]);
         assert!(rd.is_empty());
     }

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 
-use opentelemetry::trace::{Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
+    TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
 use serde::{Deserialize, Serialize};
@@ -35,7 +38,12 @@ pub struct TraceOptions {
 
 impl Default for TraceOptions {
     fn default() -> Self {
-        TraceOptions { otlp_endpoint: None, sampling_ratio: 1.0, record_raw_keys: false, service_name: "floodwall".into() }
+        TraceOptions {
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            record_raw_keys: false,
+            service_name: "floodwall".into(),
+        }
     }
 }
 
@@ -224,7 +232,13 @@ fn remote_parent(tp: &str) -> Option<SpanContext> {
     if version == 0xff || (version == 0 && parts.next().is_some()) {
         return None;
     }
-    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED, true, opentelemetry::trace::TraceState::default());
+    let sc = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        opentelemetry::trace::TraceState::default(),
+    );
     sc.is_valid().then_some(sc)
 }
 
@@ -232,7 +246,14 @@ impl CheckSpan {
     /// Starts `floodwall.check` under the W3C `traceparent` if given; None when tracing is off.
     /// This runs on every decision: nothing is formatted or hashed until the sampler has kept
     /// the span, and the per-limiter strings are shared, not copied.
-    pub(crate) fn start(traceparent: Option<&str>, key: &str, op: &'static str, cost: u64, algorithm: &'static str, limits: &Arc<str>) -> Option<CheckSpan> {
+    pub(crate) fn start(
+        traceparent: Option<&str>,
+        key: &str,
+        op: &'static str,
+        cost: u64,
+        algorithm: &'static str,
+        limits: &Arc<str>,
+    ) -> Option<CheckSpan> {
         let st = state()?;
         let parent = match traceparent {
             Some(tp) => remote_parent(tp).map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc)),
@@ -339,8 +360,10 @@ pub fn install_json_logs_to<W>(filter: &str, writer: W) -> Result<()>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| Error::config("log filter", filter, e.to_string()))?;
-    let subscriber = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_writer(writer).finish();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| Error::config("log filter", filter, e.to_string()))?;
+    let subscriber =
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_writer(writer).finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
     Ok(())
 }
@@ -398,22 +421,69 @@ pub fn families() -> Vec<Family> {
         v.extend(extra.iter().map(|(k, val)| (k.to_string(), val.clone())));
         v
     };
-    let mut decisions = Family { name: "floodwall_decisions_total", help: "Decisions by source and result.", kind: "counter", samples: vec![] };
-    let mut calls = Family { name: "floodwall_redis_calls_total", help: "Redis calls made (each one script call or command).", kind: "counter", samples: vec![] };
-    let mut errors = Family { name: "floodwall_redis_errors_total", help: "Redis calls that failed, by kind.", kind: "counter", samples: vec![] };
-    let mut latency = Family { name: "floodwall_redis_latency_seconds", help: "Redis call latency.", kind: "histogram", samples: vec![] };
-    let mut state = Family { name: "floodwall_breaker_state", help: "Circuit breaker state: 0 closed, 1 open, 2 half-open.", kind: "gauge", samples: vec![] };
-    let mut trans = Family { name: "floodwall_breaker_transitions_total", help: "Circuit breaker transitions, by state entered.", kind: "counter", samples: vec![] };
-    let mut offset = Family { name: "floodwall_clock_offset_seconds", help: "Redis time minus local time, last measured.", kind: "gauge", samples: vec![] };
+    let mut decisions = Family {
+        name: "floodwall_decisions_total",
+        help: "Decisions by source and result.",
+        kind: "counter",
+        samples: vec![],
+    };
+    let mut calls = Family {
+        name: "floodwall_redis_calls_total",
+        help: "Redis calls made (each one script call or command).",
+        kind: "counter",
+        samples: vec![],
+    };
+    let mut errors = Family {
+        name: "floodwall_redis_errors_total",
+        help: "Redis calls that failed, by kind.",
+        kind: "counter",
+        samples: vec![],
+    };
+    let mut latency = Family {
+        name: "floodwall_redis_latency_seconds",
+        help: "Redis call latency.",
+        kind: "histogram",
+        samples: vec![],
+    };
+    let mut state = Family {
+        name: "floodwall_breaker_state",
+        help: "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+        kind: "gauge",
+        samples: vec![],
+    };
+    let mut trans = Family {
+        name: "floodwall_breaker_transitions_total",
+        help: "Circuit breaker transitions, by state entered.",
+        kind: "counter",
+        samples: vec![],
+    };
+    let mut offset = Family {
+        name: "floodwall_clock_offset_seconds",
+        help: "Redis time minus local time, last measured.",
+        kind: "gauge",
+        samples: vec![],
+    };
     for (name, s) in &snaps {
         for (src, allowed, n) in &s.decisions {
             let result = if *allowed { "allowed" } else { "denied" };
-            decisions.samples.push((String::new(), lab(name, &[("source", src.as_str().into()), ("result", result.into())]), *n as f64));
+            decisions.samples.push((
+                String::new(),
+                lab(name, &[("source", src.as_str().into()), ("result", result.into())]),
+                *n as f64,
+            ));
         }
         calls.samples.push((String::new(), lab(name, &[]), s.redis_calls as f64));
-        errors.samples.push((String::new(), lab(name, &[("kind", "error".into())]), (s.redis_errors - s.redis_timeouts) as f64));
+        errors.samples.push((
+            String::new(),
+            lab(name, &[("kind", "error".into())]),
+            (s.redis_errors - s.redis_timeouts) as f64,
+        ));
         errors.samples.push((String::new(), lab(name, &[("kind", "timeout".into())]), s.redis_timeouts as f64));
-        errors.samples.push((String::new(), lab(name, &[("kind", "breaker_open".into())]), s.redis_rejected_open as f64));
+        errors.samples.push((
+            String::new(),
+            lab(name, &[("kind", "breaker_open".into())]),
+            s.redis_rejected_open as f64,
+        ));
         for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
             let le = format!("{}", *le as f64 / 1e6);
             latency.samples.push(("_bucket".into(), lab(name, &[("le", le)]), s.latency_cumulative[i] as f64));
@@ -464,7 +534,10 @@ pub fn prometheus_text() -> String {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
         for (suffix, labels, v) in &f.samples {
-            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
             let _ = writeln!(out, "{}{}{{{}}} {}", f.name, suffix, labels.join(","), v);
         }
     }

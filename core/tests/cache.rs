@@ -14,7 +14,11 @@ use futures::future::join_all;
 fn cached(url: &str, alg: Algorithm, specs: &[&str], prefix: &str, opts: CacheOptions) -> Limiter {
     // a loaded 2-core test machine makes calls slow; the breaker must not turn them into errors
     let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
-    exact(Limiter::builder(limits(specs)).algorithm(alg).redis_url(url).prefix(prefix)).breaker(breaker).cache(opts).build().expect("limiter")
+    exact(Limiter::builder(limits(specs)).algorithm(alg).redis_url(url).prefix(prefix))
+        .breaker(breaker)
+        .cache(opts)
+        .build()
+        .expect("limiter")
 }
 
 fn no_leases() -> CacheOptions {
@@ -40,7 +44,10 @@ async fn denial_cache_never_admits_and_answers_locally() {
         let from_cache = ds.iter().filter(|d| d.source == Source::Cache).count();
         assert!(from_cache >= 54, "{alg}: only {from_cache} answered by the cache");
         // Redis agrees nothing more was admitted
-        let truth = exact(Limiter::builder(limits(&["5/minute"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        let truth =
+            exact(Limiter::builder(limits(&["5/minute"])).algorithm(alg).redis_url(server.url()).prefix(prefix))
+                .build()
+                .unwrap();
         assert_eq!(truth.peek("k").await.unwrap().remaining, 0, "{alg}");
         // a reset forgets the cached denial
         l.reset("k").await.unwrap();
@@ -120,7 +127,8 @@ async fn leases_over_ten_instances_stay_within_limit_plus_drift() {
         let prefix = unique_prefix("lease10");
         let limit = 10_000u64;
         let budget = limit / 100;
-        let instances: Vec<Limiter> = (0..10).map(|_| cached(&server.url(), alg, &["10000/hour"], &prefix, CacheOptions::default())).collect();
+        let instances: Vec<Limiter> =
+            (0..10).map(|_| cached(&server.url(), alg, &["10000/hour"], &prefix, CacheOptions::default())).collect();
         let started = Instant::now();
         let results = join_all((0..1000).map(|c| {
             let l = instances[c % 10].clone();
@@ -157,7 +165,8 @@ async fn unused_lease_permits_are_returned() {
     let server = RedisServer::start();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let prefix = unique_prefix("return");
-        let l = cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 200, ..Default::default() });
+        let l =
+            cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 200, ..Default::default() });
         let started = Instant::now();
         for _ in 0..50 {
             assert!(l.check("k").await.unwrap().allowed);
@@ -170,15 +179,25 @@ async fn unused_lease_permits_are_returned() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let s = l.cache_stats().unwrap();
         assert!(s.permits_returned > 0, "{alg}: {s:?}");
-        let truth = exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        let truth =
+            exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix))
+                .build()
+                .unwrap();
         let held = truth.peek("k").await.unwrap();
         let counted = 100_000 - held.remaining;
         // Redis counts what was admitted plus any lease still out, nothing else
         let outstanding = s.permits_leased - s.permits_returned;
         // a token bucket refills 100000/hour meanwhile
-        let refill = if alg == Algorithm::TokenBucket { (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1 } else { 0 };
+        let refill = if alg == Algorithm::TokenBucket {
+            (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1
+        } else {
+            0
+        };
         assert!(counted + refill >= 51, "{alg}: {counted} + refill {refill}");
-        assert!(counted <= 51 + outstanding + 1, "{alg}: Redis holds {counted}, admitted 51, outstanding {outstanding}: {s:?}");
+        assert!(
+            counted <= 51 + outstanding + 1,
+            "{alg}: Redis holds {counted}, admitted 51, outstanding {outstanding}: {s:?}"
+        );
     }
 }
 
@@ -188,7 +207,13 @@ async fn the_lease_of_an_evicted_entry_is_returned() {
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let prefix = unique_prefix("evicted");
         // the entry idles out long before its lease would expire
-        let l = cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 500, idle_ms: 50, ..Default::default() });
+        let l = cached(
+            &server.url(),
+            alg,
+            &["100000/hour"],
+            &prefix,
+            CacheOptions { lease_ms: 500, idle_ms: 50, ..Default::default() },
+        );
         let started = Instant::now();
         for _ in 0..50 {
             assert!(l.check("k").await.unwrap().allowed);
@@ -206,10 +231,20 @@ async fn the_lease_of_an_evicted_entry_is_returned() {
         let s = l.cache_stats().unwrap();
         assert!(s.permits_returned > 0, "{alg}: {s:?}");
         // nothing is left out: Redis counts what was admitted (a token bucket refills meanwhile)
-        let truth = exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix)).build().unwrap();
+        let truth =
+            exact(Limiter::builder(limits(&["100000/hour"])).algorithm(alg).redis_url(server.url()).prefix(prefix))
+                .build()
+                .unwrap();
         let counted = 100_000 - truth.peek("k").await.unwrap().remaining;
-        let refill = if alg == Algorithm::TokenBucket { (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1 } else { 0 };
-        assert!(counted <= 50 && counted + refill >= 50, "{alg}: Redis holds {counted} for 50 admitted (refill {refill}): {s:?}");
+        let refill = if alg == Algorithm::TokenBucket {
+            (started.elapsed().as_secs_f64() * 100_000.0 / 3600.0).ceil() as u64 + 1
+        } else {
+            0
+        };
+        assert!(
+            counted <= 50 && counted + refill >= 50,
+            "{alg}: Redis holds {counted} for 50 admitted (refill {refill}): {s:?}"
+        );
     }
 }
 
@@ -221,7 +256,13 @@ async fn a_lease_that_expires_little_used_pauses_leasing_for_that_identity() {
     let server = RedisServer::start();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         for used in [0, 2] {
-            let l = cached(&server.url(), alg, &["100000/hour"], &unique_prefix("cool"), CacheOptions { lease_ms: 100, ..Default::default() });
+            let l = cached(
+                &server.url(),
+                alg,
+                &["100000/hour"],
+                &unique_prefix("cool"),
+                CacheOptions { lease_ms: 100, ..Default::default() },
+            );
             // back-to-back calls (past the doorkeeper, within a lease lifetime): hot, a lease is taken
             for _ in 0..5 {
                 if l.cache_stats().unwrap().leases_granted > 0 {
@@ -243,7 +284,10 @@ async fn a_lease_that_expires_little_used_pauses_leasing_for_that_identity() {
             for _ in 0..10 {
                 l.check("k").await.unwrap();
             }
-            assert!(l.cache_stats().unwrap().leases_granted > 1, "{alg}, {used} used: still hot after the pause, leasing resumes");
+            assert!(
+                l.cache_stats().unwrap().leases_granted > 1,
+                "{alg}, {used} used: still hot after the pause, leasing resumes"
+            );
         }
     }
 }
@@ -252,7 +296,13 @@ async fn a_lease_that_expires_little_used_pauses_leasing_for_that_identity() {
 async fn memory_cap_holds_under_new_identities() {
     let server = RedisServer::start();
     let cap = 256 * 1024;
-    let l = cached(&server.url(), Algorithm::SlidingWindow, &["100/minute"], &unique_prefix("cap"), CacheOptions { max_bytes: cap, ..Default::default() });
+    let l = cached(
+        &server.url(),
+        Algorithm::SlidingWindow,
+        &["100/minute"],
+        &unique_prefix("cap"),
+        CacheOptions { max_bytes: cap, ..Default::default() },
+    );
     for chunk in 0..40 {
         join_all((0..500).map(|i| {
             let l = l.clone();
@@ -287,7 +337,9 @@ async fn workloads_at_small_scale_match_the_exact_oracle() {
     for w in workloads::ALL {
         let w = w.scaled(100);
         let prefix = unique_prefix("workload");
-        let instances: Vec<Limiter> = (0..10).map(|_| cached(&server.url(), Algorithm::SlidingWindow, w.limits, &prefix, CacheOptions::default())).collect();
+        let instances: Vec<Limiter> = (0..10)
+            .map(|_| cached(&server.url(), Algorithm::SlidingWindow, w.limits, &prefix, CacheOptions::default()))
+            .collect();
         let results = join_all((0..100u64).map(|c| {
             let l = instances[c as usize % 10].clone();
             tokio::spawn(async move {

@@ -70,8 +70,17 @@ async fn an_entry_weighs_what_it_takes_on_the_heap() {
     let _alone = MEASURING.lock().await;
     let server = RedisServer::start();
     let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
-    for (specs, denied) in [(&["100/minute", "1000/hour"][..], false), (&["3/minute", "1000/hour"][..], true), (&["100/minute"][..], false)] {
-        let b = exact(Limiter::builder(limits(specs)).algorithm(Algorithm::SlidingWindow).redis_url(server.url()).prefix(unique_prefix("entry-size")));
+    for (specs, denied) in [
+        (&["100/minute", "1000/hour"][..], false),
+        (&["3/minute", "1000/hour"][..], true),
+        (&["100/minute"][..], false),
+    ] {
+        let b = exact(
+            Limiter::builder(limits(specs))
+                .algorithm(Algorithm::SlidingWindow)
+                .redis_url(server.url())
+                .prefix(unique_prefix("entry-size")),
+        );
         // entries must not idle out while a slow machine fills the cache
         let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
         let l = b.breaker(breaker.clone()).cache(opts).build().unwrap();
@@ -112,7 +121,12 @@ async fn coalesced_callers_leave_nothing_behind() {
     let _alone = MEASURING.lock().await;
     let server = RedisServer::start();
     let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
-    let b = exact(Limiter::builder(limits(&["100/minute", "1000/hour"])).algorithm(Algorithm::SlidingWindow).redis_url(server.url()).prefix(unique_prefix("queue-size")));
+    let b = exact(
+        Limiter::builder(limits(&["100/minute", "1000/hour"]))
+            .algorithm(Algorithm::SlidingWindow)
+            .redis_url(server.url())
+            .prefix(unique_prefix("queue-size")),
+    );
     let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
     let l = b.breaker(breaker).cache(opts).build().unwrap();
     fill(&l, 0..6_000, false).await;

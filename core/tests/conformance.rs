@@ -72,7 +72,11 @@ async fn run(file: &str, sc: &Value, redis: Option<&RedisServer>) {
                 assert_eq!(d.limit, v.as_u64().unwrap(), "{ctx}: limit; {d:?}");
             }
             if let Some(v) = exp.get("limited_by") {
-                assert_eq!(d.limited_by.map(|l| l.to_string()), v.as_str().map(String::from), "{ctx}: limited_by; {d:?}");
+                assert_eq!(
+                    d.limited_by.map(|l| l.to_string()),
+                    v.as_str().map(String::from),
+                    "{ctx}: limited_by; {d:?}"
+                );
             }
             for (field, got) in [("retry_after_ms", d.retry_after), ("reset_after_ms", Some(d.reset_after))] {
                 match exp.get(field) {

@@ -21,7 +21,16 @@ fn compose_parses_and_everything_it_mounts_exists() {
     let compose = yaml(&root().join("docker-compose.yml"));
     let services = compose["services"].as_mapping().expect("services");
     let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
-    for want in ["redis", "fastapi-demo", "express-demo", "prometheus", "grafana", "tempo", "otel-collector", "redis-cluster-init"] {
+    for want in [
+        "redis",
+        "fastapi-demo",
+        "express-demo",
+        "prometheus",
+        "grafana",
+        "tempo",
+        "otel-collector",
+        "redis-cluster-init",
+    ] {
         assert!(names.contains(want), "service {want} missing: {names:?}");
     }
     for (name, svc) in services {
@@ -50,7 +59,10 @@ fn compose_parses_and_everything_it_mounts_exists() {
             }
         }
     }
-    for f in ["deploy/grafana/provisioning/datasources/datasources.yml", "deploy/grafana/provisioning/dashboards/dashboards.yml"] {
+    for f in [
+        "deploy/grafana/provisioning/datasources/datasources.yml",
+        "deploy/grafana/provisioning/dashboards/dashboards.yml",
+    ] {
         yaml(&root().join(f));
     }
 }
@@ -69,13 +81,24 @@ fn dashboard_queries_name_exported_metrics() {
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("floodwall_") {
                     let base = ["_bucket", "_sum", "_count"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
-                    assert!(exported.contains(base), "panel {:?} queries {word}, which floodwall does not export ({exported:?})", panel["title"]);
+                    assert!(
+                        exported.contains(base),
+                        "panel {:?} queries {word}, which floodwall does not export ({exported:?})",
+                        panel["title"]
+                    );
                     used.insert(base.to_string());
                 }
             }
         }
     }
-    for want in ["Decisions/s by result", "Denial ratio", "Cache + lease hit ratio", "Redis p99 latency", "Circuit breaker state", "Fallback"] {
+    for want in [
+        "Decisions/s by result",
+        "Denial ratio",
+        "Cache + lease hit ratio",
+        "Redis p99 latency",
+        "Circuit breaker state",
+        "Fallback",
+    ] {
         assert!(titles.iter().any(|t| t.starts_with(want)), "no panel {want:?}: {titles:?}");
     }
     assert!(used.len() >= 5, "{used:?}");

@@ -52,9 +52,10 @@ fn only_an_exact_redis_limiter_gives_a_connection() {
     let home = tokio::runtime::Runtime::new().expect("home runtime");
     let memory = Limiter::in_memory(limits(&["5/second"])).expect("limiter");
     assert!(memory.own_connection(home.handle().clone()).is_none());
-    let cached = exact(Limiter::builder(limits(&["5/second"])).redis_url(server.url()).prefix(unique_prefix("own-cache")))
-        .cache(CacheOptions::default())
-        .build()
-        .expect("limiter");
+    let cached =
+        exact(Limiter::builder(limits(&["5/second"])).redis_url(server.url()).prefix(unique_prefix("own-cache")))
+            .cache(CacheOptions::default())
+            .build()
+            .expect("limiter");
     assert!(cached.own_connection(home.handle().clone()).is_none(), "a cache coalesces on the shared connection");
 }

@@ -78,7 +78,8 @@ async fn race_thousand_concurrent_checks_admit_exactly_the_limit() {
     for alg in ALGORITHMS {
         let prefix = unique_prefix("race");
         // eight instances, each with its own connection, as eight app servers would have
-        let limiters: Vec<Limiter> = (0..8).map(|_| redis_limiter(&server.url(), alg, &["100/minute"], &prefix)).collect();
+        let limiters: Vec<Limiter> =
+            (0..8).map(|_| redis_limiter(&server.url(), alg, &["100/minute"], &prefix)).collect();
         let tasks: Vec<_> = (0..1000)
             .map(|i| {
                 let l = limiters[i % limiters.len()].clone();
@@ -95,7 +96,11 @@ async fn default_deadline_and_breaker_stay_exact_under_a_burst() {
     // A burst is not an outage: with every default (deadline, breaker, local fallback) a healthy
     // Redis must still decide all 1,000 calls, and admit exactly the limit.
     let server = RedisServer::start();
-    let l = Limiter::builder(limits(&["100/minute"])).redis_url(server.url()).prefix(unique_prefix("burst")).build().unwrap();
+    let l = Limiter::builder(limits(&["100/minute"]))
+        .redis_url(server.url())
+        .prefix(unique_prefix("burst"))
+        .build()
+        .unwrap();
     l.connect().await.unwrap();
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
@@ -245,7 +250,12 @@ async fn state_lives_in_one_expiring_hash_per_epoch_with_a_field_per_identity() 
         // its own began at most (it is read through the next one)
         assert_eq!(keys.len(), 1, "{alg}: {keys:?}");
         let k = &keys[0];
-        assert!(k.ends_with(":1000,60000,3600000:e0") || k.ends_with(":1000,60000,3600000:e1") || k.ends_with(":1000,60000,3600000:e2"), "{k}");
+        assert!(
+            k.ends_with(":1000,60000,3600000:e0")
+                || k.ends_with(":1000,60000,3600000:e1")
+                || k.ends_with(":1000,60000,3600000:e2"),
+            "{k}"
+        );
         let epoch_ms = floodwall::keys::epoch_us(alg, &limits(&specs)) as i64 / 1000;
         let pttl: i64 = conn.pttl(k).await.unwrap();
         assert!(pttl > 2 * epoch_ms && pttl <= 3 * epoch_ms, "{alg}: {k} has PTTL {pttl}, epoch {epoch_ms} ms");
@@ -265,7 +275,10 @@ async fn reset_and_peek() {
         limiter.check("other").await.unwrap();
         limiter.reset("k").await.unwrap();
         let left = stored_identities(&server, &prefix).await;
-        assert!(left.len() == 1 && left[0].contains("other"), "{alg}: reset forgets the identity, and only it: {left:?}");
+        assert!(
+            left.len() == 1 && left[0].contains("other"),
+            "{alg}: reset forgets the identity, and only it: {left:?}"
+        );
         assert_eq!(limiter.check("k").await.unwrap().remaining, 1, "{alg}");
     }
 }
@@ -393,7 +406,8 @@ async fn field_k_in(conn: &mut redis::aio::MultiplexedConnection, hashes: &[Stri
 /// its twin on the embedded store on the same clock.
 fn ten_second_windows(server: &RedisServer, prefix: &str, start_us: u64) -> (Limiter, Limiter, floodwall::FakeClock) {
     let clock = floodwall::FakeClock::new(start_us);
-    let on = |b: floodwall::LimiterBuilder| common::exact(b.clock(Arc::new(clock.clone())).prefix(prefix)).build().unwrap();
+    let on =
+        |b: floodwall::LimiterBuilder| common::exact(b.clock(Arc::new(clock.clone())).prefix(prefix)).build().unwrap();
     let limiter = on(Limiter::builder(limits(&["100/10s"])).redis_url(server.url()).redis_time_from_clock());
     let twin = on(Limiter::builder(limits(&["100/10s"])));
     (limiter, twin, clock)
@@ -415,8 +429,18 @@ async fn states_carry_over_one_epoch_and_old_hashes_are_unlinked() {
         let (limiter, twin) = (limiter.clone(), twin.clone());
         async move {
             let items: Vec<floodwall::BatchItem> = (0..n).map(|_| item("u", 1)).collect();
-            let r: Vec<(bool, u64)> = limiter.decide_many(&items).await.into_iter().map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap()).collect();
-            let t: Vec<(bool, u64)> = twin.decide_many(&items).await.into_iter().map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap()).collect();
+            let r: Vec<(bool, u64)> = limiter
+                .decide_many(&items)
+                .await
+                .into_iter()
+                .map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap())
+                .collect();
+            let t: Vec<(bool, u64)> = twin
+                .decide_many(&items)
+                .await
+                .into_iter()
+                .map(|d| d.map(|d| (d.allowed, d.remaining)).unwrap())
+                .collect();
             assert_eq!(r, t, "Redis and the embedded store disagree");
             r
         }
@@ -431,7 +455,11 @@ async fn states_carry_over_one_epoch_and_old_hashes_are_unlinked() {
     assert_eq!(both(3).await, [(true, 72), (true, 71), (true, 70)]);
     let second = hash(clock.now_us());
     assert_ne!(first, second);
-    assert_eq!(keys_with_prefix(&server, &prefix).await, { let mut v = vec![first.clone(), second.clone()]; v.sort(); v });
+    assert_eq!(keys_with_prefix(&server, &prefix).await, {
+        let mut v = vec![first.clone(), second.clone()];
+        v.sort();
+        v
+    });
     // the new hash lives until its epoch and the next one are over (plus the slack the scripts
     // give keys under a test clock, 60 s): 59 s + 60 s from now, less the real ms since
     let pttl: i64 = conn.pttl(&second).await.unwrap();
@@ -459,7 +487,13 @@ async fn a_hash_left_from_another_epoch_reads_as_empty() {
     let current = format!("{prefix}:{{s0}}:sw:10000:e{}", e % 3);
     // "u" full in this very window, as an older epoch's hash marked 2(e-3)+1 would say
     let full: Vec<u8> = [(now / 10_000_000) as f64, 0.0, 100.0].iter().flat_map(|f| f.to_le_bytes()).collect();
-    let _: () = conn.hset_multiple(&current, &[("#", (2 * (e - 3) + 1).to_string().into_bytes()), ("u", full), ("v", b"x".to_vec())]).await.unwrap();
+    let _: () = conn
+        .hset_multiple(
+            &current,
+            &[("#", (2 * (e - 3) + 1).to_string().into_bytes()), ("u", full), ("v", b"x".to_vec())],
+        )
+        .await
+        .unwrap();
     let d = limiter.check("u").await.unwrap();
     assert!(d.allowed && d.remaining == 99, "{d:?}");
     let mut fields: Vec<String> = conn.hkeys(&current).await.unwrap();
@@ -489,7 +523,7 @@ async fn sliding_log_names_entries_apart_when_redis_time_goes_back() {
     assert!(limiter.check("u").await.unwrap().allowed); // t0: entry "t0:1"
     clock.set_us(t0 + 5_000_000);
     assert!(limiter.check("u").await.unwrap().allowed); // t0+5s: entry "t0+5s:2"
-    // t0+12s: a denied request still trims, dropping "t0:1"
+                                                        // t0+12s: a denied request still trims, dropping "t0:1"
     clock.set_us(t0 + 12_000_000);
     assert!(!limiter.check_n("u", 2).await.unwrap().allowed);
     // back to t0+5s: one entry in the window, so one more fits, and its name would be "t0+5s:2"
@@ -537,7 +571,8 @@ async fn concurrent_decisions_share_script_calls_and_stay_exact() {
         // the remaining counts down per identity in the order Redis decided: each admitted
         // decision of an identity saw a distinct count
         for k in 0..4 {
-            let mut seen: Vec<u64> = ds.iter().filter(|(id, d)| *id == k && d.allowed).map(|(_, d)| d.remaining).collect();
+            let mut seen: Vec<u64> =
+                ds.iter().filter(|(id, d)| *id == k && d.allowed).map(|(_, d)| d.remaining).collect();
             seen.sort_unstable();
             assert_eq!(seen, (0..50).collect::<Vec<u64>>(), "{alg}: identity k{k}");
         }
@@ -570,7 +605,8 @@ async fn decisions_polled_together_go_out_in_one_script_call() {
 #[tokio::test]
 async fn a_panic_inside_together_holds_nothing_back_afterwards() {
     let server = RedisServer::start();
-    let limiter = redis_limiter(&server.url(), Algorithm::SlidingWindow, &["5/minute"], &unique_prefix("together-panic"));
+    let limiter =
+        redis_limiter(&server.url(), Algorithm::SlidingWindow, &["5/minute"], &unique_prefix("together-panic"));
     let held = limiter.clone();
     let panicked = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(floodwall::together(async move {
         // arrives (held back), then the batch panics before it is polled again
@@ -581,7 +617,8 @@ async fn a_panic_inside_together_holds_nothing_back_afterwards() {
     .await;
     assert!(panicked.is_err());
     // Calls made later on this thread are not held: they complete.
-    let d = tokio::time::timeout(Duration::from_secs(10), limiter.check("b")).await.expect("a check after the panic hung");
+    let d =
+        tokio::time::timeout(Duration::from_secs(10), limiter.check("b")).await.expect("a check after the panic hung");
     assert!(d.unwrap().allowed);
 }
 
@@ -594,9 +631,14 @@ async fn a_batch_window_gathers_checks_of_other_identities_into_one_script_call(
     let mut conn = raw_connection(&server).await;
     for window_us in [0, 500] {
         let cache = floodwall::CacheOptions { batch_window_us: window_us, ..floodwall::CacheOptions::default() };
-        let limiter = common::exact(Limiter::builder(limits(&["10/minute"])).redis_url(server.url()).prefix(unique_prefix("window")).cache(cache))
-            .build()
-            .unwrap();
+        let limiter = common::exact(
+            Limiter::builder(limits(&["10/minute"]))
+                .redis_url(server.url())
+                .prefix(unique_prefix("window"))
+                .cache(cache),
+        )
+        .build()
+        .unwrap();
         limiter.connect().await.unwrap();
         reset_stats(&mut conn).await;
         // two tasks on this one-thread runtime: the second arrives while the first waits, well
@@ -646,9 +688,15 @@ async fn checks_wait_for_the_call_in_flight_unless_enough_wait_to_fill_a_second(
         // (up to one 30 ms hold later: the proxy holds the chunks of one connection in turn)
         let after_first = rest_done.saturating_duration_since(first_done);
         if others < 8 {
-            assert!(after_first >= Duration::from_millis(50), "{others} others waited for the call in flight: {after_first:?}");
+            assert!(
+                after_first >= Duration::from_millis(50),
+                "{others} others waited for the call in flight: {after_first:?}"
+            );
         } else {
-            assert!(after_first < Duration::from_millis(45), "{others} others went beside the call in flight: {after_first:?}");
+            assert!(
+                after_first < Duration::from_millis(45),
+                "{others} others went beside the call in flight: {after_first:?}"
+            );
         }
     }
 }
@@ -676,14 +724,14 @@ async fn decide_many_answers_each_request_as_one_by_one_would() {
         let got = batched.decide_many(&items).await;
         assert_eq!(got.len(), items.len());
         for (i, (it, d)) in items.iter().zip(&got).enumerate() {
-            let want = if it.cost == 0 {
-                alone.peek(it.key).await
-            } else {
-                alone.check_n(it.key, it.cost).await
-            };
+            let want = if it.cost == 0 { alone.peek(it.key).await } else { alone.check_n(it.key, it.cost).await };
             match (d, want) {
                 (Ok(d), Ok(w)) => {
-                    assert_eq!((d.allowed, d.remaining, d.source), (w.allowed, w.remaining, w.source), "{alg}: item {i}");
+                    assert_eq!(
+                        (d.allowed, d.remaining, d.source),
+                        (w.allowed, w.remaining, w.source),
+                        "{alg}: item {i}"
+                    );
                     assert_eq!(d.limited_by, w.limited_by, "{alg}: item {i}");
                 }
                 (Err(e), Err(w)) => {
@@ -717,7 +765,11 @@ async fn decide_many_beyond_one_script_call_admits_exactly_the_limit_in_order() 
 async fn decide_many_with_redis_down_answers_by_the_fallback() {
     let port = floodwall_testkit::free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let open = Limiter::builder(limits(&["5/minute"])).redis_url(&url).fallback(floodwall::FallbackMode::Open).build().unwrap();
+    let open = Limiter::builder(limits(&["5/minute"]))
+        .redis_url(&url)
+        .fallback(floodwall::FallbackMode::Open)
+        .build()
+        .unwrap();
     let got = open.decide_many(&[item("a", 1), item("b", 1), item("", 1)]).await;
     for d in &got[..2] {
         let d = d.as_ref().expect("the fallback answers");

@@ -115,7 +115,8 @@ async fn decisions_return_to_redis_after_restart() {
     assert_eq!(l.breaker_state(), Some(BreakerState::Open));
     server.restart();
     // The health check (every 50 ms) sees Redis, probes succeed, the breaker closes.
-    let took = eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
+    let took =
+        eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
     eprintln!("back on Redis {took:?} after restart");
     eventually(Duration::from_secs(5), || async {
         l.check("k").await.unwrap();
@@ -148,7 +149,11 @@ async fn slow_redis_opens_the_breaker_and_recovery_closes_it() {
     // While open, the fallback answers at once: no waiting on Redis.
     let t0 = Instant::now();
     let d = l.check("k").await.unwrap();
-    assert!(d.source == Source::Fallback && t0.elapsed() < Duration::from_millis(25), "answered in {:?}, not within half the deadline", t0.elapsed());
+    assert!(
+        d.source == Source::Fallback && t0.elapsed() < Duration::from_millis(25),
+        "answered in {:?}, not within half the deadline",
+        t0.elapsed()
+    );
 
     proxy.set(Fault::None);
     eventually(Duration::from_secs(10), || async { l.check("k").await.unwrap().source == Source::Redis }).await;
@@ -233,9 +238,14 @@ async fn acl_user_and_password_in_the_url() {
 async fn every_algorithm_and_the_cache_layer_count_exactly_on_a_cluster() {
     let cluster = RedisCluster::start();
     for alg in common::ALGORITHMS {
-        let l = common::exact(Limiter::builder(limits(&["20/minute", "100/hour"])).algorithm(alg).cluster(cluster.seeds()).prefix(unique_prefix("shards")))
-            .build()
-            .unwrap();
+        let l = common::exact(
+            Limiter::builder(limits(&["20/minute", "100/hour"]))
+                .algorithm(alg)
+                .cluster(cluster.seeds())
+                .prefix(unique_prefix("shards")),
+        )
+        .build()
+        .unwrap();
         let mut admitted = 0;
         for _ in 0..25 {
             admitted += l.check("one").await.unwrap().allowed as u32;
@@ -251,7 +261,11 @@ async fn every_algorithm_and_the_cache_layer_count_exactly_on_a_cluster() {
     }
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let l = common::exact(
-            Limiter::builder(limits(&["1000/hour"])).algorithm(alg).cluster(cluster.seeds()).prefix(unique_prefix("leases")).cache(floodwall::CacheOptions::default()),
+            Limiter::builder(limits(&["1000/hour"]))
+                .algorithm(alg)
+                .cluster(cluster.seeds())
+                .prefix(unique_prefix("leases"))
+                .cache(floodwall::CacheOptions::default()),
         )
         .build()
         .unwrap();
@@ -302,7 +316,9 @@ async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_repl
         let d = l.check(&format!("user:{i}")).await.unwrap();
         assert!(d.allowed && d.source == Source::Redis, "{d:?}");
     }
-    let exact = common::exact(Limiter::builder(limits(&["3/minute"])).cluster(cluster.seeds()).prefix(prefix.clone())).build().unwrap();
+    let exact = common::exact(Limiter::builder(limits(&["3/minute"])).cluster(cluster.seeds()).prefix(prefix.clone()))
+        .build()
+        .unwrap();
     for _ in 0..3 {
         assert!(exact.check("victim").await.unwrap().allowed);
     }
@@ -348,12 +364,43 @@ async fn tls_with_a_private_ca() {
     let dir = std::env::temp_dir().join(format!("floodwall-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let (ca, ca_key, cert, key, csr, ext) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"), p("req.csr"), p("ext.cnf"));
+    let (ca, ca_key, cert, key, csr, ext) =
+        (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"), p("req.csr"), p("ext.cnf"));
     std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
     let steps: [Vec<&str>; 3] = [
-        vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=floodwall test CA", "-keyout", &ca_key, "-out", &ca],
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=floodwall test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
         vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr],
-        vec!["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "1", "-extfile", &ext, "-out", &cert],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
     ];
     for args in steps {
         let out = std::process::Command::new("openssl").args(&args).output().unwrap();
@@ -361,18 +408,26 @@ async fn tls_with_a_private_ca() {
     }
     let tls_port = floodwall_testkit::free_port().to_string();
     let server = RedisServer::start_with(&[
-        "--tls-port", &tls_port,
-        "--tls-cert-file", &cert,
-        "--tls-key-file", &key,
-        "--tls-ca-cert-file", &ca,
-        "--tls-auth-clients", "no",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
     ]);
     let mut options = floodwall::RedisOptions::new(format!("rediss://127.0.0.1:{tls_port}"));
     options.tls_ca_pem = Some(std::fs::read(&ca).unwrap());
     let l = common::exact(Limiter::builder(limits(&["2/minute"])).redis(options)).build().unwrap();
     assert_eq!(l.check("k").await.unwrap().remaining, 1);
     // Without the CA the server's certificate is not trusted: a store error, never a plaintext retry.
-    let untrusted = common::exact(Limiter::builder(limits(&["2/minute"])).redis_url(format!("rediss://127.0.0.1:{tls_port}"))).build().unwrap();
+    let untrusted =
+        common::exact(Limiter::builder(limits(&["2/minute"])).redis_url(format!("rediss://127.0.0.1:{tls_port}")))
+            .build()
+            .unwrap();
     assert_eq!(untrusted.check("k").await.unwrap_err().kind(), ErrorKind::Store);
     drop(server);
     let _ = std::fs::remove_dir_all(dir);

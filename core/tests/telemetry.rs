@@ -46,7 +46,10 @@ async fn spans_metrics_and_logs() {
     let spans = telemetry::finished_spans();
     assert_eq!(spans.len(), 4, "{spans:?}");
     for s in &spans[..3] {
-        assert_eq!((s.name.as_str(), s.trace_id.as_str(), s.parent_span_id.as_str()), ("floodwall.check", TRACE, PARENT));
+        assert_eq!(
+            (s.name.as_str(), s.trace_id.as_str(), s.parent_span_id.as_str()),
+            ("floodwall.check", TRACE, PARENT)
+        );
         assert_eq!(s.attributes["floodwall.source"], "memory");
         assert_eq!(s.attributes["floodwall.key_hash"], telemetry::key_hash("user:42"));
         assert!(!s.attributes.contains_key("floodwall.key"), "raw keys stay out by default");
@@ -66,8 +69,14 @@ async fn spans_metrics_and_logs() {
 
     // --- metrics: Prometheus text names the limiter and counts by source and result
     let text = telemetry::prometheus_text();
-    assert!(text.contains(r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="allowed"} 4"#), "{text}");
-    assert!(text.contains(r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="denied"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="allowed"} 4"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="denied"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("# TYPE floodwall_redis_latency_seconds histogram"));
 
     // --- logs: a store failure is one JSON line carrying the decision's trace id
@@ -84,12 +93,16 @@ async fn spans_metrics_and_logs() {
     let d = down.check_with("k", CheckOptions { cost: 1, traceparent: Some(&tp) }).await.unwrap();
     assert_eq!(d.source, floodwall::Source::Fallback);
     let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
-    let line = logs.lines().find(|l| l.contains("Redis unavailable")).unwrap_or_else(|| panic!("no warning in {logs:?}"));
+    let line =
+        logs.lines().find(|l| l.contains("Redis unavailable")).unwrap_or_else(|| panic!("no warning in {logs:?}"));
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["level"], "WARN");
     assert_eq!(v["fields"]["trace_id"], TRACE);
     assert_eq!(v["fields"]["fallback"], "open");
     let text = telemetry::prometheus_text();
-    assert!(text.contains(r#"floodwall_decisions_total{limiter="down",source="fallback",result="allowed"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"floodwall_decisions_total{limiter="down",source="fallback",result="allowed"} 1"#),
+        "{text}"
+    );
     telemetry::disable_tracing();
 }

@@ -38,7 +38,10 @@ fn a_child_forked_while_a_thread_reads_the_tracing_state_traces_anew_and_can_tur
         let mut status = 0;
         // SAFETY: waiting for the child just forked
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fork {i}: the child hung or failed (status {status:#x})");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "fork {i}: the child hung or failed (status {status:#x})"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();

@@ -59,17 +59,23 @@ fn command(s: &Counted, args: &[&str]) -> String {
 
 /// Counting starts now (callgrind_control zeroes the counters).
 fn start_counting(s: &Counted) {
-    let st = Command::new("callgrind_control").arg("-z").arg(&s.pid).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let st =
+        Command::new("callgrind_control").arg("-z").arg(&s.pid).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -z");
 }
 
 /// Instructions since start_counting (callgrind_control dumps; the newest file's totals), counted
 /// for the case named `case`.
 fn instructions(s: &Counted, case: &str) -> u64 {
-    let st = Command::new("callgrind_control").args(["-d", &s.pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let st =
+        Command::new("callgrind_control").args(["-d", &s.pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(st.is_ok_and(|s| s.success()), "callgrind_control -d");
     let newest = |dir: &Path| -> Option<PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.")).collect();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("callgrind."))
+            .collect();
         files.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
         files.last().map(|e| e.path())
     };
@@ -79,7 +85,10 @@ fn instructions(s: &Counted, case: &str) -> u64 {
     match &s.keep {
         // kept for callgrind_annotate, named after the case counted
         Some(dir) => {
-            let _ = std::fs::rename(&file, dir.join(format!("callgrind.{}", case.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))));
+            let _ = std::fs::rename(
+                &file,
+                dir.join(format!("callgrind.{}", case.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))),
+            );
         }
         None => {
             let _ = std::fs::remove_file(&file);
@@ -142,7 +151,18 @@ fn main() {
     let calls = 2000u64;
     start_counting(&server);
     let st = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-c", &concurrency.to_string(), "-n", &calls.to_string(), "-q", "EVALSHA", &sha, "0"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-n",
+            &calls.to_string(),
+            "-q",
+            "EVALSHA",
+            &sha,
+            "0",
+        ])
         .stdout(Stdio::null())
         .status();
     assert!(st.is_ok_and(|s| s.success()), "redis-benchmark");
@@ -159,7 +179,11 @@ fn main() {
                 // under callgrind Redis runs ~50x slower: no deadline, no breaker, no fallback
                 .timeout(Duration::from_secs(120))
                 .fallback(FallbackMode::Error)
-                .breaker(BreakerOptions { slow_call_ms: 600_000, failure_threshold: u32::MAX, ..BreakerOptions::default() })
+                .breaker(BreakerOptions {
+                    slow_call_ms: 600_000,
+                    failure_threshold: u32::MAX,
+                    ..BreakerOptions::default()
+                })
                 .build()
                 .expect("limiter");
             // a first pass makes every identity's key, so the count is of the steady state

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use floodwall::{telemetry, CacheOptions, CheckOptions, FallbackMode, Limiter};
@@ -69,7 +69,9 @@ fn run_sink() {
                     return;
                 }
                 spans.fetch_add(count_spans(&body), Ordering::Relaxed);
-                let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n");
+                let _ = r
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n");
             }
         });
     }
@@ -139,7 +141,9 @@ fn cpu_us(who: libc::c_int) -> u64 {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -164,11 +168,16 @@ impl Setting {
         match self {
             Setting::Off => telemetry::disable_tracing(),
             Setting::Export | Setting::Export10 => {
-                let opts = telemetry::TraceOptions { otlp_endpoint: Some(format!("http://127.0.0.1:{sink}/v1/traces")), sampling_ratio: 1.0, ..Default::default() };
+                let opts = telemetry::TraceOptions {
+                    otlp_endpoint: Some(format!("http://127.0.0.1:{sink}/v1/traces")),
+                    sampling_ratio: 1.0,
+                    ..Default::default()
+                };
                 telemetry::configure_tracing(&opts).expect("tracing");
             }
             Setting::NoExport => {
-                telemetry::configure_tracing(&telemetry::TraceOptions { sampling_ratio: 1.0, ..Default::default() }).expect("tracing");
+                telemetry::configure_tracing(&telemetry::TraceOptions { sampling_ratio: 1.0, ..Default::default() })
+                    .expect("tracing");
             }
         }
     }
@@ -265,8 +274,12 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
     let memory = Limiter::builder(limits).build().unwrap();
     // Redis path: 1,000 identities, each decision one script call. Cached: 10 hot identities,
     // answered mostly from leases. Memory: the embedded store.
-    let paths: [(&str, &Limiter, u64, u64); 3] = [("redis", &redis, calls, 1000), ("cached", &cached, calls * 10, 10), ("memory", &memory, calls * 10, 1000)];
-    println!("{:<7} {:<11} {:>9} {:>9} {:>9} {:>9}  sources", "path", "tracing", "mean µs", "p50 µs", "p99 µs", "cpu µs");
+    let paths: [(&str, &Limiter, u64, u64); 3] =
+        [("redis", &redis, calls, 1000), ("cached", &cached, calls * 10, 10), ("memory", &memory, calls * 10, 1000)];
+    println!(
+        "{:<7} {:<11} {:>9} {:>9} {:>9} {:>9}  sources",
+        "path", "tracing", "mean µs", "p50 µs", "p99 µs", "cpu µs"
+    );
     for (name, l, n, keys) in paths.into_iter().filter(|p| only.as_deref().is_none_or(|o| o == p.0)) {
         let mut tallies: Vec<Tally> = SETTINGS.iter().map(|_| Tally::default()).collect();
         for s in SETTINGS {
@@ -319,7 +332,9 @@ async fn measure(url: String, sink: u16, calls: u64, rounds: usize, only: Option
         // each round's setting against the same round's `off`
         println!("{name}: paired with off, {rounds} rounds, median [quartiles]:");
         for (s, t) in SETTINGS.iter().zip(&tallies).skip(1) {
-            let paired = |on: &[f64], off: &[f64], f: fn(f64, f64) -> f64| quartiles(on.iter().zip(off).map(|(a, b)| f(*a, *b)).collect());
+            let paired = |on: &[f64], off: &[f64], f: fn(f64, f64) -> f64| {
+                quartiles(on.iter().zip(off).map(|(a, b)| f(*a, *b)).collect())
+            };
             let (p50, p50_lo, p50_hi) = paired(&t.round_p50s, &off.round_p50s, pct);
             let (mean, mean_lo, mean_hi) = paired(&t.round_means, &off.round_means, pct);
             let (cpu, cpu_lo, cpu_hi) = paired(&t.round_cpu, &off.round_cpu, |a, b| a - b);

@@ -3,10 +3,10 @@
 //! permits for hot identities. State lives in a bounded moka cache. How each mechanism bounds its
 //! error is in docs/ARCHITECTURE.md, "Local cache layer".
 
-#[cfg_attr(not(test), allow(dead_code))]
-mod twin;
 #[cfg(test)]
 mod tests;
+#[cfg_attr(not(test), allow(dead_code))]
+mod twin;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +26,6 @@ use crate::per_process::PerProcess;
 use crate::remote::Remote;
 use crate::scripts::{limit_args, LEASE_RETURN, SW_BATCH, TB_BATCH};
 use crate::store::Request;
-
 
 /// Cache settings. Every field has a default; `{}` turns the layer on with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +92,11 @@ impl CacheOptions {
             return Err(Error::config("cache.jitter_ratio", self.jitter_ratio, "must be in [0, 0.5)"));
         }
         if self.max_batch == 0 || self.max_bytes < 4096 {
-            return Err(Error::config("cache", format!("max_batch={}, max_bytes={}", self.max_batch, self.max_bytes), "max_batch ≥ 1, max_bytes ≥ 4096"));
+            return Err(Error::config(
+                "cache",
+                format!("max_batch={}, max_bytes={}", self.max_batch, self.max_bytes),
+                "max_batch ≥ 1, max_bytes ≥ 4096",
+            ));
         }
         Ok(())
     }
@@ -267,7 +270,12 @@ impl Doorkeeper {
     const WORDS: usize = 1 << 14; // 2^20 bits, 128 KiB
 
     fn new(period_ms: u64) -> Self {
-        Doorkeeper { bits: (0..Self::WORDS).map(|_| AtomicU64::new(0)).collect(), epoch: Instant::now(), cleared_at_ms: AtomicU64::new(0), period_ms }
+        Doorkeeper {
+            bits: (0..Self::WORDS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            cleared_at_ms: AtomicU64::new(0),
+            period_ms,
+        }
     }
 
     /// Marks `id` seen; true when it was not seen since the last clear.
@@ -353,7 +361,10 @@ struct Instance {
 
 impl Instance {
     fn new(opts: CacheOptions, windows: usize) -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         let instance = seed ^ (crate::per_process::pid() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
@@ -375,7 +386,12 @@ impl Instance {
             .time_to_idle(Duration::from_millis(opts.idle_ms.max(1)))
             .eviction_listener(move |_k, slot: Arc<Slot>, _cause| {
                 let Some(shared) = weak.upgrade() else { return };
-                let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused { keys: l.keys, unused: l.left, member: l.member, marks: l.marks });
+                let unused = slot.lock().lease.take().filter(|l| l.left > 0).map(|l| Unused {
+                    keys: l.keys,
+                    unused: l.left,
+                    member: l.member,
+                    marks: l.marks,
+                });
                 if let Some(u) = unused {
                     shared.evicted.lock().unwrap_or_else(|p| p.into_inner()).push(u);
                     shared.has_evicted.store(true, Ordering::Release);
@@ -466,12 +482,20 @@ impl Instance {
             }
             Step::Wait(rx) => match rx.await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Store { url: remote.store().url().to_string(), message: "coalesced call abandoned".into() }),
+                Err(_) => Err(Error::Store {
+                    url: remote.store().url().to_string(),
+                    message: "coalesced call abandoned".into(),
+                }),
             },
             Step::Drive(p) => {
                 let _handoff = Handoff { sh, remote, slot: &slot, keys: req.keys };
                 let own = exchange(sh, remote, req.keys, &slot, vec![Waiter { cost: req.cost, tx: None }], p).await;
-                own.unwrap_or_else(|| Err(Error::Store { url: remote.store().url().to_string(), message: "no answer for the driving caller".into() }))
+                own.unwrap_or_else(|| {
+                    Err(Error::Store {
+                        url: remote.store().url().to_string(),
+                        message: "no answer for the driving caller".into(),
+                    })
+                })
             }
         }
     }
@@ -575,7 +599,8 @@ impl Shared {
 }
 
 fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
-    let (remote, algorithm, limits, returned) = (remote.clone(), sh.algorithm(), sh.limits().to_vec(), sh.permits_returned.clone());
+    let (remote, algorithm, limits, returned) =
+        (remote.clone(), sh.algorithm(), sh.limits().to_vec(), sh.permits_returned.clone());
     tokio::spawn(async move {
         let inv = return_invocation(algorithm, &limits, &u, &remote.store().now_arg());
         match remote.call(remote.store().invoke::<Vec<i64>>(&inv)).await {
@@ -588,7 +613,12 @@ fn spawn_return(sh: &Arc<Shared>, remote: &Remote, u: Unused) {
 }
 
 /// lua/lease_return.lua giving back the permits `u` leaves unused; `now` as RedisStore::now_arg.
-fn return_invocation(algorithm: Algorithm, limits: &[Limit], u: &Unused, now: &str) -> redis::ScriptInvocation<'static> {
+fn return_invocation(
+    algorithm: Algorithm,
+    limits: &[Limit],
+    u: &Unused,
+    now: &str,
+) -> redis::ScriptInvocation<'static> {
     let mut inv = LEASE_RETURN.prepare_invoke();
     for k in state_hashes(&u.keys) {
         inv.key(k);
@@ -626,7 +656,9 @@ const LEASE_MIN_USES: u32 = 4;
 /// (`since_last`) was recent enough that a lease of `lease` lifetime should serve that many at that
 /// rate. (Time since the last call alone would misjudge an identity that spent its lease slowly.)
 fn is_hot(since_last: Option<Duration>, lease_used: Option<u64>, lease: Duration, batch_len: usize) -> bool {
-    batch_len > 1 || lease_used.is_some_and(|n| n >= u64::from(LEASE_MIN_USES)) || since_last.is_some_and(|d| d * LEASE_MIN_USES < lease)
+    batch_len > 1
+        || lease_used.is_some_and(|n| n >= u64::from(LEASE_MIN_USES))
+        || since_last.is_some_and(|d| d * LEASE_MIN_USES < lease)
 }
 
 /// Lease bookkeeping before a Redis call for `batch_len` callers the lease cannot serve: take the
@@ -647,12 +679,21 @@ fn plan(sh: &Shared, st: &mut SlotState, now: Instant, batch_len: usize) -> Plan
         release = Some(l.member.clone());
         (l.left > 0).then_some(Unused { keys: l.keys, unused: l.left, member: l.member, marks: l.marks })
     });
-    let hot = is_hot(st.last_remote.map(|t| now.duration_since(t)), lease_used, Duration::from_millis(sh.opts.lease_ms), batch_len);
+    let hot = is_hot(
+        st.last_remote.map(|t| now.duration_since(t)),
+        lease_used,
+        Duration::from_millis(sh.opts.lease_ms),
+        batch_len,
+    );
     st.last_remote = Some(now);
     let budget = sh.budget();
     let cooling = st.lease_cooldown > 0 && batch_len == 1;
     st.lease_cooldown = st.lease_cooldown.saturating_sub(1);
-    let want = if sh.opts.leases && hot && !cooling && budget > 0 { st.next_want.clamp(2, sh.opts.max_lease.max(2)) } else { 0 };
+    let want = if sh.opts.leases && hot && !cooling && budget > 0 {
+        st.next_want.clamp(2, sh.opts.max_lease.max(2))
+    } else {
+        0
+    };
     Plan { want, spent, release }
 }
 
@@ -667,14 +708,25 @@ struct Plan {
 
 /// One script call for `batch`: answers every waiter with a channel, records denials and the
 /// lease, and returns the answer of the waiter without one (the caller that drives inline).
-async fn exchange(sh: &Arc<Shared>, remote: &Remote, keys: &[String], slot: &Slot, batch: Vec<Waiter>, plan: Plan) -> Option<Reply> {
+async fn exchange(
+    sh: &Arc<Shared>,
+    remote: &Remote,
+    keys: &[String],
+    slot: &Slot,
+    batch: Vec<Waiter>,
+    plan: Plan,
+) -> Option<Reply> {
     let Plan { want, spent, release } = plan;
     if let Some(u) = spent {
         spawn_return(sh, remote, u);
     }
     let plain = batch.len() == 1 && want == 0 && release.is_none();
     // the name a granted lease is recorded under in Redis; a plain call grants none
-    let member = if plain { String::new() } else { format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed)) };
+    let member = if plain {
+        String::new()
+    } else {
+        format!("{:x}-{}", sh.instance, sh.lease_seq.fetch_add(1, Ordering::Relaxed))
+    };
     let t0 = Instant::now();
     let result = if plain {
         // one caller, no lease: the plain script answers the same, with less Lua
@@ -710,7 +762,16 @@ async fn exchange(sh: &Arc<Shared>, remote: &Remote, keys: &[String], slot: &Slo
                 sh.permits_leased.fetch_add(granted, Ordering::Relaxed);
                 // the local lease ends no later than its record in Redis (sent before Redis read TIME)
                 let expires = t0 + sh.jitter(Duration::from_millis(sh.opts.lease_ms));
-                st.lease = Some(Box::new(Lease { keys: keys.to_vec(), left: granted, granted, outcome, at: t0, expires, member: format!("{member}:{granted}"), marks }));
+                st.lease = Some(Box::new(Lease {
+                    keys: keys.to_vec(),
+                    left: granted,
+                    granted,
+                    outcome,
+                    at: t0,
+                    expires,
+                    member: format!("{member}:{granted}"),
+                    marks,
+                }));
             }
         }
     }
@@ -738,7 +799,10 @@ impl Drop for Handoff<'_> {
             Err(_) => {
                 for w in st.queue.drain(..) {
                     if let Some(tx) = w.tx {
-                        let _ = tx.send(Err(Error::Store { url: self.remote.store().url().to_string(), message: "no runtime to finish a coalesced call".into() }));
+                        let _ = tx.send(Err(Error::Store {
+                            url: self.remote.store().url().to_string(),
+                            message: "no runtime to finish a coalesced call".into(),
+                        }));
                     }
                 }
                 st.settle();
@@ -782,7 +846,8 @@ fn serve_from_denial(st: &mut SlotState, now: Instant) {
         return;
     }
     let (min_cost, outcome, at) = (d.min_cost, d.outcome.clone(), d.at);
-    let (deny, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut st.queue).into_iter().partition(|w| w.cost >= min_cost);
+    let (deny, keep): (Vec<Waiter>, Vec<Waiter>) =
+        std::mem::take(&mut st.queue).into_iter().partition(|w| w.cost >= min_cost);
     st.queue = keep;
     for w in deny.into_iter().filter_map(|w| w.tx) {
         let _ = w.send(Ok((aged(&outcome, at, now, false, None), Source::Cache)));
@@ -824,7 +889,14 @@ struct LeaseAsk<'a> {
 
 /// lua/sliding_window_batch.lua or token_bucket_batch.lua deciding `costs` for the identity whose
 /// keys are `keys`, in order, and leasing per `lease`; `now` as RedisStore::now_arg.
-fn batch_invocation(algorithm: Algorithm, limits: &[Limit], keys: &[String], costs: &[u64], lease: &LeaseAsk<'_>, now: &str) -> redis::ScriptInvocation<'static> {
+fn batch_invocation(
+    algorithm: Algorithm,
+    limits: &[Limit],
+    keys: &[String],
+    costs: &[u64],
+    lease: &LeaseAsk<'_>,
+    now: &str,
+) -> redis::ScriptInvocation<'static> {
     let script = if algorithm == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
     let mut inv = script.prepare_invoke();
     for k in state_hashes(keys) {
@@ -842,17 +914,29 @@ fn batch_invocation(algorithm: Algorithm, limits: &[Limit], keys: &[String], cos
 }
 
 /// Run the batch script: per-caller outcomes, permits leased, and the marks to return them by.
-async fn call_batch(sh: &Shared, remote: &Remote, keys: &[String], batch: &[Waiter], want: u64, member: &str, release: &str) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
+async fn call_batch(
+    sh: &Shared,
+    remote: &Remote,
+    keys: &[String],
+    batch: &[Waiter],
+    want: u64,
+    member: &str,
+    release: &str,
+) -> Result<(Vec<Outcome>, u64, Vec<u64>)> {
     let costs: Vec<u64> = batch.iter().map(|w| w.cost).collect();
     let lease = LeaseAsk { want, lifetime_us: sh.opts.lease_ms * 1000, budget: sh.budget(), member, release };
     let inv = batch_invocation(sh.algorithm(), sh.limits(), keys, &costs, &lease, &remote.store().now_arg());
     let reply: Vec<i64> = remote.call(remote.store().invoke(&inv)).await?;
-    let bad = || Error::Store { url: remote.store().url().to_string(), message: format!("unexpected batch reply of {} values", reply.len()) };
+    let bad = || Error::Store {
+        url: remote.store().url().to_string(),
+        message: format!("unexpected batch reply of {} values", reply.len()),
+    };
     let m = batch.len();
     if reply.len() < 2 + m {
         return Err(bad());
     }
-    let (granted, read) = (reply[0].max(0) as u64, StateReply { now_us: reply[1].max(0) as u64, state: &reply[2 + m..] });
+    let (granted, read) =
+        (reply[0].max(0) as u64, StateReply { now_us: reply[1].max(0) as u64, state: &reply[2 + m..] });
     let allowed: Vec<bool> = reply[2..2 + m].iter().map(|&a| a == 1).collect();
     let (outs, marks) = twin::apply_batch(sh.algorithm(), &read, sh.limits(), &costs, &allowed, granted);
     Ok((outs, granted, marks))

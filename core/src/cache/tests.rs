@@ -27,7 +27,16 @@ impl Rng {
 /// One batch script call: the answers (via the twin, from the state the script read and the
 /// decisions it made), permits granted, lease marks, and the raw state the script read.
 #[allow(clippy::too_many_arguments)]
-async fn run_batch(store: &RedisStore, alg: Algorithm, id: &str, limits: &[Limit], costs: &[u64], want: u64, budget: u64, member: &str) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
+async fn run_batch(
+    store: &RedisStore,
+    alg: Algorithm,
+    id: &str,
+    limits: &[Limit],
+    costs: &[u64],
+    want: u64,
+    budget: u64,
+    member: &str,
+) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
     let lease = super::LeaseAsk { want, lifetime_us: 300_000, budget, member, release: "" };
     let inv = super::batch_invocation(alg, limits, &keys(alg, id, limits), costs, &lease, &store.now_arg());
     let reply: Vec<i64> = store.invoke(&inv).await.expect("script");
@@ -81,13 +90,16 @@ async fn batch_scripts_match_their_twins() {
             let outstanding: u64 = leases.iter().map(|(_, k)| k).sum();
             let before = stored(&sw, &tb, alg);
             let (want_outs, want_granted) = match alg {
-                Algorithm::TokenBucket => twin::token_bucket_batch(&mut tb, &limits, now, &costs, want, budget, outstanding),
+                Algorithm::TokenBucket => {
+                    twin::token_bucket_batch(&mut tb, &limits, now, &costs, want, budget, outstanding)
+                }
                 _ => twin::sliding_window_batch(&mut sw, &limits, now, &costs, want, budget, outstanding),
             };
             if want_granted > 0 {
                 leases.push((now + 300_000, want_granted));
             }
-            let (outs, granted, _, read) = run_batch(&store, alg, &key, &limits, &costs, want, budget, &format!("m{step}")).await;
+            let (outs, granted, _, read) =
+                run_batch(&store, alg, &key, &limits, &costs, want, budget, &format!("m{step}")).await;
             // what the script stored last time is what the twin holds (a key past its TTL reads empty)
             if !read.is_empty() {
                 assert_eq!(read, before, "{alg} {specs:?} step {step}: stored state");
@@ -146,7 +158,8 @@ fn options_default_from_an_empty_object_and_are_validated() {
     let o: super::CacheOptions = serde_json::from_str(r#"{"lease_ms": 400, "drift_ratio": 0.005}"#).unwrap();
     assert_eq!((o.lease_ms, o.drift_ratio, o.leases), (400, 0.005, true));
     assert!(serde_json::from_str::<super::CacheOptions>(r#"{"lease": 1}"#).is_err(), "unknown fields are refused");
-    for bad in [r#"{"lease_ms": 50}"#, r#"{"batch_window_us": 501}"#, r#"{"drift_ratio": 0.5}"#, r#"{"max_bytes": 10}"#] {
+    for bad in [r#"{"lease_ms": 50}"#, r#"{"batch_window_us": 501}"#, r#"{"drift_ratio": 0.5}"#, r#"{"max_bytes": 10}"#]
+    {
         let o: super::CacheOptions = serde_json::from_str(bad).unwrap();
         let e = super::LocalCache::new(o, 1).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");

@@ -84,18 +84,33 @@ fn lease_tokens(tats: &mut [Option<u64>], limits: &[Limit], now: u64, granted: u
 /// the decisions it made (`allowed`, one per cost), then the marks a lease of `granted` permits is
 /// returned by (sliding window: the window number of each window; token bucket: each TAT after the
 /// call, lua/lease_return.lua).
-pub(crate) fn apply_batch(algorithm: Algorithm, read: &StateReply<'_>, limits: &[Limit], costs: &[u64], allowed: &[bool], granted: u64) -> (Vec<Outcome>, Vec<u64>) {
+pub(crate) fn apply_batch(
+    algorithm: Algorithm,
+    read: &StateReply<'_>,
+    limits: &[Limit],
+    costs: &[u64],
+    allowed: &[bool],
+    granted: u64,
+) -> (Vec<Outcome>, Vec<u64>) {
     let now = read.now_us;
     match algorithm {
         Algorithm::TokenBucket => {
             let mut tats = read.tats(limits.len());
-            let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::token_bucket(&mut tats, limits, now, c, true), a)).collect();
+            let outs = costs
+                .iter()
+                .zip(allowed)
+                .map(|(&c, &a)| agree(algorithm::token_bucket(&mut tats, limits, now, c, true), a))
+                .collect();
             lease_tokens(&mut tats, limits, now, granted);
             (outs, tats.iter().map(|t| t.filter(|&s| s >= now).unwrap_or(now)).collect())
         }
         _ => {
             let mut states = read.windows(limits.len());
-            let outs = costs.iter().zip(allowed).map(|(&c, &a)| agree(algorithm::sliding_window(&mut states, limits, now, c, true), a)).collect();
+            let outs = costs
+                .iter()
+                .zip(allowed)
+                .map(|(&c, &a)| agree(algorithm::sliding_window(&mut states, limits, now, c, true), a))
+                .collect();
             if granted > 0 {
                 algorithm::sliding_window(&mut states, limits, now, granted, true);
             }

@@ -41,7 +41,14 @@ impl Ask {
     /// `req` as a request of a script call; `limits` is scripts::limit_args of its limits.
     pub(crate) fn of(req: &super::Request<'_>, limits: Arc<[u8]>) -> Self {
         let epoch_us = crate::keys::epoch_us(req.algorithm, req.limits);
-        Ask { keys: req.keys.to_vec(), algorithm: req.algorithm, limits, epoch_us, cost: req.cost, consume: req.consume }
+        Ask {
+            keys: req.keys.to_vec(),
+            algorithm: req.algorithm,
+            limits,
+            epoch_us,
+            cost: req.cost,
+            consume: req.consume,
+        }
     }
 
     pub(crate) fn request<'a>(&'a self, limits: &'a [crate::limit::Limit]) -> super::Request<'a> {
@@ -256,8 +263,9 @@ async fn drain(store: RedisStore, window: bool) {
             let Some(first) = q.waiting.first() else { return };
             let (alg, limits) = (first.ask.algorithm, first.ask.limits.clone());
             // requests of the same shape, in arrival order; the others keep their places
-            let (mut batch, rest): (Vec<Waiting>, Vec<Waiting>) =
-                std::mem::take(&mut q.waiting).into_iter().partition(|w| w.ask.algorithm == alg && w.ask.limits == limits);
+            let (mut batch, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut q.waiting)
+                .into_iter()
+                .partition(|w| w.ask.algorithm == alg && w.ask.limits == limits);
             let over = batch.split_off(batch.len().min(MAX_BATCH));
             q.waiting = over.into_iter().chain(rest).collect();
             batch

@@ -107,14 +107,18 @@ impl MemoryStore {
                 let key = &req.keys[0];
                 let n = req.limits.len();
                 let mut states: Vec<Option<SwState>> = match shard.live(key, now) {
-                    Some(Entry { value: Value::Windows(v), .. }) if v.len() == n => v.iter().copied().map(Some).collect(),
+                    Some(Entry { value: Value::Windows(v), .. }) if v.len() == n => {
+                        v.iter().copied().map(Some).collect()
+                    }
                     _ => vec![None; n],
                 };
                 let out = algorithm::sliding_window(&mut states, req.limits, now, req.cost, req.consume);
                 if req.consume && out.allowed {
-                    let states: Vec<SwState> = states.into_iter().map(|s| s.expect("consumed windows hold state")).collect();
+                    let states: Vec<SwState> =
+                        states.into_iter().map(|s| s.expect("consumed windows hold state")).collect();
                     // as lua/prelude.lua's sw_write: the key lives until the last window's next one ends
-                    let expires_at_us = states.iter().zip(req.limits).map(|(s, l)| s.expires_at_us(l.window_us())).max().unwrap_or(now);
+                    let expires_at_us =
+                        states.iter().zip(req.limits).map(|(s, l)| s.expires_at_us(l.window_us())).max().unwrap_or(now);
                     shard.map.insert(key.clone(), Entry { value: Value::Windows(states), expires_at_us });
                 }
                 out

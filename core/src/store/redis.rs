@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Value;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::Value;
 
 use crate::algorithm::{Algorithm, Outcome, StateReply};
-use crate::keys::{state_field, state_hashes};
-use crate::scripts::{decide_args, decode_decided, limit_args, ScriptRequest, DECIDE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::keys::{state_field, state_hashes};
 use crate::per_process::PerProcess;
+use crate::scripts::{decide_args, decode_decided, limit_args, ScriptRequest, DECIDE};
 
 use super::batch::{self, Ask, Decided};
 use super::Request;
@@ -89,7 +89,10 @@ fn check_scheme(url: &str) -> Result<()> {
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
         Ok(())
     } else {
-        Err(Error::InvalidRedisUrl { url: redact_url(url), reason: "must start with redis://, rediss:// or unix://".into() })
+        Err(Error::InvalidRedisUrl {
+            url: redact_url(url),
+            reason: "must start with redis://, rediss:// or unix://".into(),
+        })
     }
 }
 
@@ -194,9 +197,13 @@ impl RedisStore {
         } else {
             for u in &options.cluster_nodes {
                 check_scheme(u)?;
-                redis::Client::open(u.as_str()).map_err(|e| Error::InvalidRedisUrl { url: redact_url(u), reason: e.to_string() })?;
+                redis::Client::open(u.as_str())
+                    .map_err(|e| Error::InvalidRedisUrl { url: redact_url(u), reason: e.to_string() })?;
             }
-            let shown = format!("cluster[{}]", options.cluster_nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(","));
+            let shown = format!(
+                "cluster[{}]",
+                options.cluster_nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(",")
+            );
             let mut b = ClusterClient::builder(options.cluster_nodes.clone())
                 .connection_timeout(options.connect_timeout)
                 .retries(2)
@@ -211,9 +218,7 @@ impl RedisStore {
             let c = b.build().map_err(|e| Error::InvalidRedisUrl { url: shown.clone(), reason: e.to_string() })?;
             (shown, Client::Cluster(c))
         };
-        Ok(RedisStore {
-            inner: Arc::new(Inner { shown_url, client, options, test_clock, process: PerProcess::new() }),
-        })
+        Ok(RedisStore { inner: Arc::new(Inner { shown_url, client, options, test_clock, process: PerProcess::new() }) })
     }
 
     /// Whether both handles are the same store.
@@ -260,9 +265,15 @@ impl RedisStore {
                     .set_connection_timeout(Some(self.inner.options.connect_timeout))
                     .set_response_timeout(self.inner.options.response_timeout)
                     .set_number_of_retries(1);
-                Conn::Single(ConnectionManager::new_with_config(client.clone(), config).await.map_err(|e| self.store_error(e))?)
+                Conn::Single(
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map_err(|e| self.store_error(e))?,
+                )
             }
-            Client::Cluster(client) => Conn::Cluster(client.get_async_connection().await.map_err(|e| self.store_error(e))?),
+            Client::Cluster(client) => {
+                Conn::Cluster(client.get_async_connection().await.map_err(|e| self.store_error(e))?)
+            }
         };
         *self.process().conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
@@ -276,11 +287,7 @@ impl RedisStore {
     pub(crate) async fn evaluate(&self, req: &Request<'_>) -> Result<Outcome> {
         let ask = Ask::of(req, limit_args(req.algorithm, req.limits).into());
         // a Cluster call must keep to one slot: there each request is its own call
-        let d = if self.is_cluster() {
-            self.decide_one(&ask).await?
-        } else {
-            batch::submit(self, ask).await?
-        };
+        let d = if self.is_cluster() { self.decide_one(&ask).await? } else { batch::submit(self, ask).await? };
         self.outcome(req, &d)
     }
 
@@ -288,7 +295,8 @@ impl RedisStore {
     pub(crate) fn outcome(&self, req: &Request<'_>, d: &Decided) -> Result<Outcome> {
         if req.algorithm == Algorithm::SlidingLog {
             // the log's script answers in full (its state is the log itself)
-            return Outcome::from_reply(&d.state, req.limits.len()).ok_or_else(|| self.bad_reply(&format!("unexpected log answer {:?}", d.state)));
+            return Outcome::from_reply(&d.state, req.limits.len())
+                .ok_or_else(|| self.bad_reply(&format!("unexpected log answer {:?}", d.state)));
         }
         let read = StateReply { now_us: d.now_us, state: &d.state };
         Ok(read.outcome(req.algorithm, req.limits, req.cost, req.consume, d.allowed))
@@ -343,7 +351,8 @@ impl RedisStore {
         }
         inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, first.epoch_us, &requests));
         let reply: Vec<Value> = self.invoke(&inv).await?;
-        let bad = || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
+        let bad =
+            || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
         let [Value::Int(now), Value::BulkString(packed)] = &reply[..] else { return Err(bad()) };
         let now_us = (*now).max(0) as u64;
         let mut rest = &packed[..];

@@ -199,7 +199,16 @@ mod tests {
     }
 
     fn req<'a>(path: &'a str, peer: &'a str) -> HttpRequest<'a> {
-        HttpRequest { method: "GET", path, route: None, peer, forwarded_for: None, authorization: None, api_key: None, traceparent: None }
+        HttpRequest {
+            method: "GET",
+            path,
+            route: None,
+            peer,
+            forwarded_for: None,
+            authorization: None,
+            api_key: None,
+            traceparent: None,
+        }
     }
 
     fn set(rules: Vec<Rule>) -> RuleSet {
@@ -208,14 +217,21 @@ mod tests {
 
     #[tokio::test]
     async fn matching_rules_decide_together_in_their_own_buckets() {
-        let s = set(vec![rule("site", None, "3/minute", Some("ip")), rule("login", Some("/login"), "1/minute", Some("ip"))]);
+        let s = set(vec![
+            rule("site", None, "3/minute", Some("ip")),
+            rule("login", Some("/login"), "1/minute", Some("ip")),
+        ]);
         let first = s.decide(&req("/login", "203.0.113.7"), |_| None).await.unwrap();
         assert!(first.allowed() && first.decided.len() == 2, "{first:?}");
         assert_eq!(first.key.as_deref(), Some("ip:203.0.113.7"));
         let denied = s.decide(&req("/login", "203.0.113.7"), |_| None).await.unwrap();
         assert!(!denied.allowed() && denied.body.is_some());
         assert_eq!(denied.binding().unwrap().limited_by.unwrap().to_string(), "1/minute");
-        assert!(denied.headers.iter().any(|(n, v)| *n == "RateLimit-Policy" && v.contains("q=3") && v.contains("q=1")), "{:?}", denied.headers);
+        assert!(
+            denied.headers.iter().any(|(n, v)| *n == "RateLimit-Policy" && v.contains("q=3") && v.contains("q=1")),
+            "{:?}",
+            denied.headers
+        );
         // other paths only see the site rule, whose bucket is not the login rule's
         let other = s.decide(&req("/items", "203.0.113.7"), |_| None).await.unwrap();
         assert_eq!(other.decided.len(), 1);
@@ -238,7 +254,13 @@ mod tests {
             .fallback(FallbackMode::Error)
             .build()
             .unwrap();
-        let s = set(vec![Rule { name: "down".into(), route: None, limiter: down, scope: Some(KeyScope::parse("ip").unwrap()), cost: 1 }]);
+        let s = set(vec![Rule {
+            name: "down".into(),
+            route: None,
+            limiter: down,
+            scope: Some(KeyScope::parse("ip").unwrap()),
+            cost: 1,
+        }]);
         let d = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap();
         assert!(d.allowed() && d.decided.is_empty() && d.store_errors.len() == 1, "{d:?}");
     }

@@ -32,7 +32,14 @@ impl RedisCluster {
             .map(|_| {
                 RedisServer::start_on(
                     cluster_port,
-                    &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", &timeout],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        &timeout,
+                    ],
                 )
             })
             .collect();
@@ -61,7 +68,9 @@ impl RedisCluster {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let ok = self.nodes.iter().all(|n| {
-                n.command(&["CLUSTER", "INFO"]).map(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384")).unwrap_or(true)
+                n.command(&["CLUSTER", "INFO"])
+                    .map(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"))
+                    .unwrap_or(true)
             });
             if ok {
                 return;
@@ -80,7 +89,11 @@ impl RedisCluster {
                 let info = n.command(&["INFO", "replication"]).unwrap_or_default();
                 info.contains("role:master") || info.contains("master_link_status:up")
             });
-            let replicas = self.nodes.iter().filter(|n| n.command(&["INFO", "replication"]).unwrap_or_default().contains("role:slave")).count();
+            let replicas = self
+                .nodes
+                .iter()
+                .filter(|n| n.command(&["INFO", "replication"]).unwrap_or_default().contains("role:slave"))
+                .count();
             if synced && replicas == 3 {
                 return;
             }
@@ -93,7 +106,9 @@ impl RedisCluster {
     /// Replication is asynchronous: a master killed before its replicas caught up takes its last
     /// writes with it, and a failover test would see counts vanish for a reason it does not test.
     pub fn wait_for_replication(&self, master: usize, within: Duration) {
-        let field = |info: &str, key: &str| info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+        let field = |info: &str, key: &str| {
+            info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
         let info = self.nodes[master].command(&["INFO", "replication"]).expect("the master answers");
         let written = field(&info, "master_repl_offset:").expect("master_repl_offset in INFO replication");
         // "slave0:ip=127.0.0.1,port=7001,state=online,offset=...,lag=0"
@@ -131,7 +146,9 @@ impl RedisCluster {
                     continue;
                 }
                 let serves = f[8..].iter().any(|r| match r.split_once('-') {
-                    Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
+                    Some((a, b)) => {
+                        a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                    }
                     None => r.parse::<u16>() == Ok(slot),
                 });
                 if serves {

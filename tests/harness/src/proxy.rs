@@ -37,7 +37,11 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
-        let shared = Arc::new(Shared { fault: Mutex::new(Fault::None), conns: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            fault: Mutex::new(Fault::None),
+            conns: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
         let sh = shared.clone();
         thread::spawn(move || {
             while !sh.stop.load(Ordering::Relaxed) {
