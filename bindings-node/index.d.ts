@@ -97,6 +97,11 @@ export interface CacheOptions {
   maxBytes?: number
   /** Entries unused this long are dropped and their lease given back, ms (10000). */
   idleMs?: number
+  /**
+   * An identity gets an entry on its second check within this period, or at once when denied;
+   * first sightings are forgotten each period, ms, 100–3600000 (1000).
+   */
+  doorkeeperMs?: number
   /** Cached denials and leases end up to this share early, at random, below 0.5 (0.1). */
   jitterRatio?: number
 }

@@ -271,6 +271,7 @@ const CACHE_FIELDS: &[(&str, &str)] = &[
     ("maxLease", "max_lease"),
     ("maxBytes", "max_bytes"),
     ("idleMs", "idle_ms"),
+    ("doorkeeperMs", "doorkeeper_ms"),
     ("jitterRatio", "jitter_ratio"),
 ];
 
@@ -329,6 +330,9 @@ fn cache_arg(v: &Unknown) -> Outcome<Option<CacheOptions>> {
     }
     if let Some(n) = int("idleMs", 1)? {
         c.idle_ms = n;
+    }
+    if let Some(n) = int("doorkeeperMs", 1)? {
+        c.doorkeeper_ms = n;
     }
     if let Some(r) = ratio("jitterRatio")? {
         c.jitter_ratio = r;

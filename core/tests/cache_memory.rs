@@ -81,8 +81,9 @@ async fn an_entry_weighs_what_it_takes_on_the_heap() {
                 .redis_url(server.url())
                 .prefix(unique_prefix("entry-size")),
         );
-        // entries must not idle out while a slow machine fills the cache
-        let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
+        // entries must not idle out, nor first sightings be forgotten between an identity's two
+        // checks, however slowly the machine fills the cache
+        let opts = CacheOptions { leases: false, idle_ms: 3_600_000, doorkeeper_ms: 3_600_000, ..Default::default() };
         let l = b.breaker(breaker.clone()).cache(opts).build().unwrap();
         // warm up: connection, scripts, moka's tables at a size they keep through the second fill
         fill(&l, 0..3_000, denied).await;
@@ -127,7 +128,7 @@ async fn coalesced_callers_leave_nothing_behind() {
             .redis_url(server.url())
             .prefix(unique_prefix("queue-size")),
     );
-    let opts = CacheOptions { leases: false, idle_ms: 3_600_000, ..Default::default() };
+    let opts = CacheOptions { leases: false, idle_ms: 3_600_000, doorkeeper_ms: 3_600_000, ..Default::default() };
     let l = b.breaker(breaker).cache(opts).build().unwrap();
     fill(&l, 0..6_000, false).await;
     // warm up whatever a round of queued callers grows once (the runtime's, the connection's)

@@ -54,6 +54,10 @@ pub struct CacheOptions {
     pub max_bytes: u64,
     /// Entries unused this long are dropped (their lease, if any, is returned).
     pub idle_ms: u64,
+    /// An identity gets an entry on its second check within this period (or at once when
+    /// denied): the doorkeeper that remembers first sightings forgets them all each period, so a
+    /// long tail of identities seen once does not churn the cache. 100 ms – 1 hour.
+    pub doorkeeper_ms: u64,
     /// Cached denials and leases end up to this share early, at random, so entries made together
     /// do not all go back to Redis together.
     pub jitter_ratio: f64,
@@ -72,6 +76,7 @@ impl Default for CacheOptions {
             max_lease: 1000,
             max_bytes: 64 << 20,
             idle_ms: 10_000,
+            doorkeeper_ms: 1_000,
             jitter_ratio: 0.1,
         }
     }
@@ -81,6 +86,9 @@ impl CacheOptions {
     pub(crate) fn validate(&self) -> Result<()> {
         if !(100..=500).contains(&self.lease_ms) {
             return Err(Error::config("cache.lease_ms", self.lease_ms, "must be 100–500"));
+        }
+        if !(100..=3_600_000).contains(&self.doorkeeper_ms) {
+            return Err(Error::config("cache.doorkeeper_ms", self.doorkeeper_ms, "must be 100–3600000"));
         }
         if self.batch_window_us > 500 {
             return Err(Error::config("cache.batch_window_us", self.batch_window_us, "must be 0–500"));
@@ -280,7 +288,11 @@ impl Doorkeeper {
 
     /// Marks `id` seen; true when it was not seen since the last clear.
     fn first_sighting(&self, id: Id) -> bool {
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.first_sighting_at(id, self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// [`Self::first_sighting`] at `now_ms` after the doorkeeper was made.
+    fn first_sighting_at(&self, id: Id, now_ms: u64) -> bool {
         let last = self.cleared_at_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= self.period_ms
             && self.cleared_at_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -368,7 +380,7 @@ impl Instance {
         let instance = seed ^ (crate::per_process::pid() as u64).rotate_left(32) ^ (&opts as *const _ as u64);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
-            doorkeeper: Doorkeeper::new(1_000),
+            doorkeeper: Doorkeeper::new(opts.doorkeeper_ms),
             shape: OnceLock::new(),
             evicted: Mutex::new(Vec::new()),
             has_evicted: AtomicBool::new(false),

@@ -158,12 +158,29 @@ fn options_default_from_an_empty_object_and_are_validated() {
     let o: super::CacheOptions = serde_json::from_str(r#"{"lease_ms": 400, "drift_ratio": 0.005}"#).unwrap();
     assert_eq!((o.lease_ms, o.drift_ratio, o.leases), (400, 0.005, true));
     assert!(serde_json::from_str::<super::CacheOptions>(r#"{"lease": 1}"#).is_err(), "unknown fields are refused");
-    for bad in [r#"{"lease_ms": 50}"#, r#"{"batch_window_us": 501}"#, r#"{"drift_ratio": 0.5}"#, r#"{"max_bytes": 10}"#]
-    {
+    for bad in [
+        r#"{"lease_ms": 50}"#,
+        r#"{"batch_window_us": 501}"#,
+        r#"{"drift_ratio": 0.5}"#,
+        r#"{"max_bytes": 10}"#,
+        r#"{"doorkeeper_ms": 10}"#,
+    ] {
         let o: super::CacheOptions = serde_json::from_str(bad).unwrap();
         let e = super::LocalCache::new(o, 1).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
     }
+}
+
+#[test]
+fn the_doorkeeper_remembers_a_sighting_for_one_period() {
+    let d = super::Doorkeeper::new(1_000);
+    let (a, b) = (7u128 << 64, 8u128 << 64); // the doorkeeper hashes the high half
+    assert!(d.first_sighting_at(a, 0));
+    assert!(!d.first_sighting_at(a, 999), "seen within the period");
+    assert!(d.first_sighting_at(b, 999));
+    assert!(d.first_sighting_at(a, 1_000), "forgotten once the period passed");
+    assert!(!d.first_sighting_at(a, 1_500));
+    assert!(d.first_sighting_at(b, 1_999), "the clear at 1000 forgot every identity");
 }
 
 #[test]
