@@ -107,9 +107,10 @@ impl Outcome {
     }
 }
 
-/// What a sliding-window or token-bucket script read and decided: `{allowed, now, state...}` (the
-/// batch scripts put `granted` first and one flag per cost). The script decides and records; the
-/// answers callers see are computed here, by the twin, from the state the script read.
+/// What a sliding-window or token-bucket script read: Redis's `now` and the state as stored
+/// (decide.lua packs it per request into its reply string; the batch scripts return `{granted,
+/// now, one flag per cost, state...}`). The script decides and records; the answers callers see
+/// are computed here, by the twin, from the state the script read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StateReply<'a> {
     pub now_us: u64,
@@ -200,7 +201,8 @@ pub(crate) struct SwState {
 }
 
 impl SwState {
-    /// Moves the state to the window that holds `now` (lua: the HMGET branch).
+    /// Moves the state to the window that holds `now` (lua: the roll inlined in decide.lua's
+    /// `sw_decide`, and `sw_roll` in lease_prelude.lua).
     fn roll(state: Option<SwState>, now: u64, w: u64) -> (SwState, u64) {
         let mut cur = now / w;
         let s = match state {

@@ -114,8 +114,9 @@ impl KeyLayout {
         let tag = Self::identity_tag(identity)?;
         Ok(match algorithm {
             Algorithm::SlidingWindow | Algorithm::TokenBucket => {
-                // pushed piece by piece into strings of their final size: the formatting
-                // machinery and regrowth were 5-7% of the CPU of a cached hot/tail run (perf)
+                // pushed piece by piece into strings of their final size: `format!` and a string
+                // that regrows allocate and copy per piece, and cached decisions pay for it too
+                // (their client CPU per decision: docs/BENCHMARKS.md, Cache layer)
                 let shard = if self.shards == 1 { 0 } else { cluster_slot(&tag) % self.shards };
                 let mut digits = itoa::Buffer::new();
                 let mut name = String::with_capacity(self.prefix.len() + 16 + 21 * limits.len() + 2 + tag.len());

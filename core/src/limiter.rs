@@ -29,9 +29,10 @@ use crate::telemetry::{self, CheckSpan, LogTraceId};
 /// a large offset still means something is wrong with a host's clock).
 pub const DEFAULT_SKEW_THRESHOLD: Duration = Duration::from_secs(1);
 /// Deadline for one Redis call: above the breaker's slow-call threshold (25 ms), so a call can be
-/// slow before it is a failure. Not lower: a burst of 1,000 concurrent checks from one process
-/// queues ~25 ms on a healthy Redis here, and every call past the deadline is decided by the
-/// fallback, which cannot know Redis's counts (20 ms admitted 118 of a limit of 100).
+/// slow before it is a failure. Not lower: a burst of concurrent checks from one process queues on
+/// a healthy Redis, every call past the deadline is decided by the fallback, and the fallback
+/// cannot know Redis's counts, so it admits past the limit. Pinned by the test
+/// `default_deadline_and_breaker_stay_exact_under_a_burst` (1,000 checks, limit 100).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A limiter as data: what a config file or a binding's keyword arguments map onto.
@@ -224,7 +225,7 @@ impl LimiterBuilder {
         self.skew_threshold = threshold;
         self
     }
-    /// Deadline for one Redis call (default 20 ms).
+    /// Deadline for one Redis call (default [`DEFAULT_TIMEOUT`], 50 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
