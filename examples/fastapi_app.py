@@ -29,7 +29,9 @@ TRUSTED_PROXIES = [p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") i
 
 OTLP_ENDPOINT = os.environ.get("FLOODWALL_OTLP_ENDPOINT") or None
 if OTLP_ENDPOINT:
-    telemetry.configure_tracing(otlp_endpoint=OTLP_ENDPOINT, service_name=os.environ.get("OTEL_SERVICE_NAME", "floodwall"))
+    telemetry.configure_tracing(
+        otlp_endpoint=OTLP_ENDPOINT, service_name=os.environ.get("OTEL_SERVICE_NAME", "floodwall")
+    )
     telemetry.install_json_logs()
 
 app = FastAPI(title="floodwall demo")
@@ -65,6 +67,7 @@ except ImportError:  # without prometheus-client: floodwall's own text expositio
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")
+
 
 app.add_middleware(
     RateLimitMiddleware,

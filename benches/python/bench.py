@@ -57,9 +57,21 @@ class Redis:
         self.dir = tempfile.mkdtemp(prefix="floodwall-bench-")
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -128,7 +140,9 @@ class Meter:
         self.rcpu = proc_cpu(self.redis.proc.pid) - self.rcpu0
 
 
-async def run_async(call: Callable[[str], Awaitable[Any]], keys: int, concurrency: int, seconds: float) -> tuple[int, float, list[int]]:
+async def run_async(
+    call: Callable[[str], Awaitable[Any]], keys: int, concurrency: int, seconds: float
+) -> tuple[int, float, list[int]]:
     lat: list[int] = []
     stop = time.perf_counter() + seconds
 
@@ -164,8 +178,13 @@ def run_sync(call: Callable[[str], Any], keys: int, seconds: float) -> tuple[int
 
 def floodwall_limiter(url: str, algorithm: str, cache: bool = False) -> floodwall.Limiter:
     return floodwall.Limiter(
-        LIMIT, algorithm=algorithm, redis_url=url, prefix=f"bench-{algorithm}-{time.monotonic_ns()}",
-        fallback="error", timeout_ms=5000, breaker={"slow_call_ms": 60_000, "failure_threshold": 1_000_000},
+        LIMIT,
+        algorithm=algorithm,
+        redis_url=url,
+        prefix=f"bench-{algorithm}-{time.monotonic_ns()}",
+        fallback="error",
+        timeout_ms=5000,
+        breaker={"slow_call_ms": 60_000, "failure_threshold": 1_000_000},
         cache=cache or None,
     )
 
@@ -177,8 +196,12 @@ def decisions(fw: floodwall.Limiter) -> tuple[int, int]:
 
 
 PAIRS = [
-    ("sliding_window", aio_strategies.SlidingWindowCounterRateLimiter, strategies.SlidingWindowCounterRateLimiter,
-     "sliding-window-counter"),
+    (
+        "sliding_window",
+        aio_strategies.SlidingWindowCounterRateLimiter,
+        strategies.SlidingWindowCounterRateLimiter,
+        "sliding-window-counter",
+    ),
     ("sliding_log", aio_strategies.MovingWindowRateLimiter, strategies.MovingWindowRateLimiter, "moving-window"),
 ]
 
@@ -187,17 +210,24 @@ def one_at_a_time_floor(redis: Redis, seconds: float) -> Result:
     """The fastest one-call-at-a-time rate any client reaches on this machine and server:
     redis-benchmark (C, one connection) running EVALSHA of a script that only returns. No library
     waiting for each reply before the next call (the async c=1 and sync rows) can go faster."""
-    sha = subprocess.run(["redis-cli", "-p", str(redis.port), "SCRIPT", "LOAD", "return 1"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["redis-cli", "-p", str(redis.port), "SCRIPT", "LOAD", "return 1"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     n = max(1000, int(20_000 * seconds))
     t0 = time.perf_counter()
-    out = subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c", "1", "-n", str(n), "--csv", "EVALSHA", sha, "0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(redis.port), "-c", "1", "-n", str(n), "--csv", "EVALSHA", sha, "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     secs = time.perf_counter() - t0
     row = next(line for line in out.splitlines() if line.startswith('"EVALSHA'))
     cols = [c.strip('"') for c in row.split(",")]
     rate, p50_ms, p99_ms = float(cols[1]), float(cols[4]), float(cols[6])
-    return Result("redis", "EVALSHA 'return 1' (floor)", "c=1", int(rate * secs), secs, p50_ms * 1000, p99_ms * 1000, 0.0, 0.0)
+    return Result(
+        "redis", "EVALSHA 'return 1' (floor)", "c=1", int(rate * secs), secs, p50_ms * 1000, p99_ms * 1000, 0.0, 0.0
+    )
 
 
 async def one_round(args: argparse.Namespace, redis: Redis, limiters: list[floodwall.Limiter]) -> list[Result]:
@@ -209,8 +239,17 @@ async def one_round(args: argparse.Namespace, redis: Redis, limiters: list[flood
         print(fmt(results[-1]), flush=True)
     warm = min(0.5, args.seconds)
 
-    def record(name: str, alg: str, mode: str, n: int, secs: float, lat: list[int], m: Meter,
-               fw: floodwall.Limiter | None, before: tuple[int, int]) -> None:
+    def record(
+        name: str,
+        alg: str,
+        mode: str,
+        n: int,
+        secs: float,
+        lat: list[int],
+        m: Meter,
+        fw: floodwall.Limiter | None,
+        before: tuple[int, int],
+    ) -> None:
         local = None
         if fw is not None and fw.cache_stats() is not None:
             total, answered = decisions(fw)
@@ -291,14 +330,18 @@ async def bench(args: argparse.Namespace, redis: Redis) -> list[Result]:
     return medians
 
 
-HEADER = (f"{'library':<10} {'algorithm':<34} {'mode':<12} {'decisions/s':>12} {'p50 µs':>8} {'p99 µs':>8}"
-          f" {'cpu µs/dec':>11} {'redis µs/dec':>13} {'local %':>8}")
+HEADER = (
+    f"{'library':<10} {'algorithm':<34} {'mode':<12} {'decisions/s':>12} {'p50 µs':>8} {'p99 µs':>8}"
+    f" {'cpu µs/dec':>11} {'redis µs/dec':>13} {'local %':>8}"
+)
 
 
 def fmt(r: Result) -> str:
     local = "" if r.local is None else f"{100 * r.local:.1f}"
-    return (f"{r.library:<10} {r.algorithm:<34} {r.mode:<12} {r.rate:>12,.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f}"
-            f" {r.cpu_us:>11.1f} {r.redis_cpu_us:>13.1f} {local:>8}")
+    return (
+        f"{r.library:<10} {r.algorithm:<34} {r.mode:<12} {r.rate:>12,.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f}"
+        f" {r.cpu_us:>11.1f} {r.redis_cpu_us:>13.1f} {local:>8}"
+    )
 
 
 def load() -> str:
@@ -317,9 +360,11 @@ def main() -> None:
     LIMIT = args.limit
     redis = Redis()
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
-    print(f"floodwall {floodwall.__version__}, limits {limits.__version__}, Python {platform.python_version()}, "
-          f"redis-server {version}, {os.cpu_count()} cores, limit {LIMIT}, {args.keys} keys, "
-          f"{args.seconds:g} s per row, {args.rounds} rounds, load averages {load()}")
+    print(
+        f"floodwall {floodwall.__version__}, limits {limits.__version__}, Python {platform.python_version()}, "
+        f"redis-server {version}, {os.cpu_count()} cores, limit {LIMIT}, {args.keys} keys, "
+        f"{args.seconds:g} s per row, {args.rounds} rounds, load averages {load()}"
+    )
     print(HEADER, flush=True)
     try:
         results = asyncio.run(bench(args, redis))
@@ -334,15 +379,22 @@ def main() -> None:
     for r in results:
         if r.library != "floodwall":
             continue
-        other = next(o for o in results if o.library == "limits" and o.mode == r.mode and
-                     (o.algorithm == "sliding-window-counter") == r.algorithm.startswith("sliding_window"))
+        other = next(
+            o
+            for o in results
+            if o.library == "limits"
+            and o.mode == r.mode
+            and (o.algorithm == "sliding-window-counter") == r.algorithm.startswith("sliding_window")
+        )
         met = r.rate >= 5 * other.rate and r.p99_us <= other.p99_us
         # one call at a time, 5x limits may lie beyond what any client reaches on this machine
         beyond = ""
         if floor is not None and r.mode in ("async c=1", "sync") and 5 * other.rate > floor.rate:
             beyond = f"  (5x limits = {5 * other.rate:,.0f}/s, above the one-at-a-time floor {floor.rate:,.0f}/s)"
-        print(f"  {r.algorithm:<34} {r.mode:<12} decisions/s x{r.rate / other.rate:.1f}, "
-              f"p99 {r.p99_us:.0f} vs {other.p99_us:.0f} µs{'  goal met' if met else ''}{beyond}")
+        print(
+            f"  {r.algorithm:<34} {r.mode:<12} decisions/s x{r.rate / other.rate:.1f}, "
+            f"p99 {r.p99_us:.0f} vs {other.p99_us:.0f} µs{'  goal met' if met else ''}{beyond}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,11 +41,31 @@ def cluster() -> Iterator[list[str]]:
             port = cluster_port()
             d = root / str(i)
             d.mkdir()
-            procs.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(d), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-node-timeout", "1000"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(d),
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             ports.append(port)
         deadline = time.monotonic() + 10
         for port in ports:
@@ -57,11 +77,25 @@ def cluster() -> Iterator[list[str]]:
                     pass
                 assert time.monotonic() < deadline, "cluster nodes did not start"
                 time.sleep(0.02)  # readiness poll, bounded by the deadline
-        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-                        "--cluster-replicas", "1", "--cluster-yes"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+        )
         deadline = time.monotonic() + 20
-        while not all(b"cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"],
-                                                             capture_output=True).stdout for p in ports):
+        while not all(
+            b"cluster_state:ok"
+            in subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True).stdout
+            for p in ports
+        ):
             assert time.monotonic() < deadline, "cluster did not reach cluster_state:ok"
             time.sleep(0.05)  # convergence poll, bounded by the deadline
         yield [f"redis://127.0.0.1:{p}" for p in ports]
@@ -73,8 +107,9 @@ def cluster() -> Iterator[list[str]]:
 
 
 async def test_limits_hold_on_a_cluster(cluster: list[str], prefix: str) -> None:
-    limiter = Limiter(["2/minute", "5/second"], cluster_nodes=cluster, prefix=prefix, fallback="error",
-                      timeout_ms=5_000)
+    limiter = Limiter(
+        ["2/minute", "5/second"], cluster_nodes=cluster, prefix=prefix, fallback="error", timeout_ms=5_000
+    )
     decisions = [await limiter.check("user:1") for _ in range(3)]
     assert [d.allowed for d in decisions] == [True, True, False]
     assert all(d.source == "redis" for d in decisions)

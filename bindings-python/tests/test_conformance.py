@@ -42,8 +42,12 @@ async def run_scenario(path: Path, redis_url: str | None) -> None:
     sc = json.loads(path.read_text())
     clock = ManualClock(T0_MS)
     limiter = Limiter(
-        sc["limits"], algorithm=sc["algorithm"], redis_url=redis_url, clock=clock,
-        prefix="conf" + uuid.uuid4().hex[:12], **STRICT,
+        sc["limits"],
+        algorithm=sc["algorithm"],
+        redis_url=redis_url,
+        clock=clock,
+        prefix="conf" + uuid.uuid4().hex[:12],
+        **STRICT,
     )
     assert limiter.store == ("redis" if redis_url else "memory")
     for i, step in enumerate(sc["steps"]):

@@ -177,9 +177,7 @@ async def test_forged_forwarded_for_from_untrusted_peer_does_not_change_the_key(
     monkeypatch.setattr("floodwall.fastapi._warned_xff", False)
     with caplog.at_level(logging.WARNING, logger="floodwall"):
         async with client(app, peer=PEER) as c:
-            codes = [
-                (await c.get("/", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(3)
-            ]
+            codes = [(await c.get("/", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(3)]
     assert codes == [200, 200, 429]
     warnings = [r for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
     assert len(warnings) == 1
@@ -230,8 +228,12 @@ def _pem(public_key: Any) -> str:
 
 @pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
 def test_public_key_jwt(algorithm: str) -> None:
-    key: Any = rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
-    other: Any = rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
+    key: Any = (
+        rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
+    )
+    other: Any = (
+        rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1())
+    )
     lim = Limiter("10/minute")
     h = HttpLimiter(
         [HttpRule("r", lim, key="user")],
@@ -259,8 +261,13 @@ def test_key_scopes_resolve_in_the_core() -> None:
         jwt={"secret": SECRET},
     )
     d = h.decide_sync(
-        "get", "/items/5", PEER, route="/items/{id}", authorization=f"Bearer {token('alice')}",
-        api_key="sk_live_1", keys={"custom": "tenant:acme"},
+        "get",
+        "/items/5",
+        PEER,
+        route="/items/{id}",
+        authorization=f"Bearer {token('alice')}",
+        api_key="sk_live_1",
+        keys={"custom": "tenant:acme"},
     )
     keys = {x.rule: x.key for x in d.decisions}
     assert keys["composite"] == f"user:alice|ep:GET /items/{{id}}|ip:{PEER}"
@@ -412,7 +419,9 @@ def test_bad_configuration_fails_at_startup() -> None:
     with pytest.raises(ConfigError, match="jwt"):
         RateLimit("1/minute", key="user", jwt={"secret": SECRET, "algorithm": "RS256"})
     with pytest.raises(ConfigError, match="private key"):
-        RateLimit("1/minute", key="user", jwt={"public_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----"})
+        RateLimit(
+            "1/minute", key="user", jwt={"public_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----"}
+        )
     with pytest.raises(ConfigError, match="header style"):
         RateLimit("1/minute", headers="fancy")
     with pytest.raises(ConfigError, match="two rules share"):
@@ -495,8 +504,16 @@ async def test_on_store_error_hook(outage_apps: Callable[..., FastAPI], own_redi
     async def deco() -> str:
         return "deco"
 
-    @app.get("/dep", dependencies=[Depends(RateLimit("5/minute", redis_url=own_redis.url, fallback="error",
-                                                     timeout_ms=200, on_store_error=unavailable))])
+    @app.get(
+        "/dep",
+        dependencies=[
+            Depends(
+                RateLimit(
+                    "5/minute", redis_url=own_redis.url, fallback="error", timeout_ms=200, on_store_error=unavailable
+                )
+            )
+        ],
+    )
     async def dep() -> str:
         return "dep"
 
@@ -512,4 +529,3 @@ async def test_unreachable_redis_from_the_start_is_not_a_500() -> None:
     async with client(app) as c:
         r = await c.get("/health")
         assert r.status_code == 200 and r.text == '"up"'
-

@@ -59,8 +59,12 @@ async def test_decision_fields_async_and_sync(make) -> None:  # type: ignore[no-
     assert d.windows[1].retry_after is None and d.windows[1].remaining == 95
     as_dict = d.to_dict()
     assert as_dict["allowed"] is False and as_dict["limited_by"] == "5/second"
-    assert as_dict["windows"][0] == {"limit": "5/second", "remaining": 0,
-                                     "reset_after": d.windows[0].reset_after, "retry_after": d.retry_after}
+    assert as_dict["windows"][0] == {
+        "limit": "5/second",
+        "remaining": 0,
+        "reset_after": d.windows[0].reset_after,
+        "retry_after": d.retry_after,
+    }
     r = repr(d)
     assert r.startswith("Decision(allowed=False, limit=5, remaining=0,") and 'limited_by="5/second"' in r
     # Time passes: allowed again.

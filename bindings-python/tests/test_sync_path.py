@@ -17,7 +17,10 @@ def test_a_breaker_opened_by_a_sync_call_is_health_checked(own_redis: RedisServe
     # after the pause answer from Redis; the pause (3 s) is far past the deadline, so the call
     # during it cannot.
     limiter = Limiter(
-        "100/second", redis_url=own_redis.url, timeout_ms=1_000, fallback="open",
+        "100/second",
+        redis_url=own_redis.url,
+        timeout_ms=1_000,
+        fallback="open",
         breaker={"failure_threshold": 1, "open_ms": 60_000, "health_check_ms": 50, "slow_call_ms": 60_000},
     )
     assert limiter.check_sync("k").source == "redis"  # this thread's connection is made

@@ -44,7 +44,8 @@ def tracing() -> Iterator[None]:
 
 def check_spans(trace_id: str | None = None) -> list[dict[str, Any]]:
     return [
-        s for s in telemetry._finished_spans()
+        s
+        for s in telemetry._finished_spans()
         if s["name"] == "floodwall.check" and (trace_id is None or s["trace_id"] == trace_id)
     ]
 
@@ -58,8 +59,10 @@ class Traced:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with tracer.start_as_current_span("GET " + scope.get("path", "")) as span:
             sc = span.get_span_context()
-            ids = [(b"x-test-trace", format_trace_id(sc.trace_id).encode()),
-                   (b"x-test-span", format_span_id(sc.span_id).encode())]
+            ids = [
+                (b"x-test-trace", format_trace_id(sc.trace_id).encode()),
+                (b"x-test-span", format_span_id(sc.span_id).encode()),
+            ]
 
             async def send_ids(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -158,8 +161,10 @@ async def test_limiter_check_and_peek_take_a_traceparent(redis_server: RedisServ
     await limiter.peek("a", traceparent=tp("3333333333333333"))
     limiter.check_sync("a", traceparent=tp("4444444444444444"))
     limiter.peek_sync("a", traceparent=tp("5555555555555555"))
-    got = sorted((s["parent_span_id"], s["attributes"]["floodwall.op"], s["attributes"]["floodwall.cost"])
-                 for s in check_spans(trace_id))
+    got = sorted(
+        (s["parent_span_id"], s["attributes"]["floodwall.op"], s["attributes"]["floodwall.cost"])
+        for s in check_spans(trace_id)
+    )
     assert got == [
         ("1111111111111111", "check", "1"),
         ("2222222222222222", "check", "2"),
@@ -195,14 +200,17 @@ def test_prometheus_client_registry_shows_the_core_metrics() -> None:
     for _ in range(n):
         limiter.check_sync("k")
     text = generate_latest(registry).decode()
-    assert '# TYPE floodwall_decisions_total counter' in text
+    assert "# TYPE floodwall_decisions_total counter" in text
     assert 'floodwall_decisions_total{limiter="py-metrics",result="allowed",source="memory"} 5.0' in text
     assert 'floodwall_decisions_total{limiter="py-metrics",result="denied",source="memory"} 2.0' in text
-    assert '# TYPE floodwall_redis_latency_seconds histogram' in text
+    assert "# TYPE floodwall_redis_latency_seconds histogram" in text
     assert 'floodwall_redis_latency_seconds_bucket{le="+Inf",limiter="py-metrics"} 0.0' in text
     assert 'floodwall_breaker_state{limiter="py-metrics"} 0.0' in text
     # The core's own text carries the same counts.
-    assert 'floodwall_decisions_total{limiter="py-metrics",source="memory",result="allowed"} 5' in telemetry.prometheus_text()
+    assert (
+        'floodwall_decisions_total{limiter="py-metrics",source="memory",result="allowed"} 5'
+        in telemetry.prometheus_text()
+    )
     for _ in range(3):
         limiter.check_sync("other")
     text = generate_latest(registry).decode()

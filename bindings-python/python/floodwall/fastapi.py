@@ -63,8 +63,18 @@ Response to send it instead (e.g. a 503), or None to let the request through (th
 
 # Keyword arguments that build a Limiter (the rest configure the HTTP side).
 LIMITER_OPTIONS = frozenset(
-    {"algorithm", "redis_url", "prefix", "timeout_ms", "fallback", "breaker", "cache", "cluster_nodes", "tls_ca_file",
-     "clock"}
+    {
+        "algorithm",
+        "redis_url",
+        "prefix",
+        "timeout_ms",
+        "fallback",
+        "breaker",
+        "cache",
+        "cluster_nodes",
+        "tls_ca_file",
+        "clock",
+    }
 )
 
 
@@ -126,7 +136,7 @@ def _make_limiter(
             raise TypeError("give either `limiter` or `limits` (with limiter options), not both")
         return limiter
     if limits is None:
-        raise TypeError("give `limits` (e.g. \"10/minute\") or a `limiter`")
+        raise TypeError('give `limits` (e.g. "10/minute") or a `limiter`')
     # The rule's name is the `limiter` label of its metrics.
     return Limiter(limits if isinstance(limits, str) else list(limits), name=name, **options)
 
@@ -348,9 +358,18 @@ def limit(
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         single = _Single(
-            limits, name=name or _rule_name(endpoint.__qualname__), key=key, cost=cost, limiter=limiter,
-            trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
-            api_key_header=api_key_header, on_store_error=on_store_error, options=options,
+            limits,
+            name=name or _rule_name(endpoint.__qualname__),
+            key=key,
+            cost=cost,
+            limiter=limiter,
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            jwt=jwt,
+            headers=headers,
+            api_key_header=api_key_header,
+            on_store_error=on_store_error,
+            options=options,
         )
         engine = single.engine
         is_async = inspect.iscoroutinefunction(endpoint)
@@ -411,9 +430,18 @@ class RateLimit:
     ) -> None:
         hint = name or "dep-" + (limits if isinstance(limits, str) else "+".join(limits or ["limiter"]))
         single = _Single(
-            limits, name=name or _rule_name(hint), key=key, cost=cost, limiter=limiter,
-            trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
-            api_key_header=api_key_header, on_store_error=on_store_error, options=options,
+            limits,
+            name=name or _rule_name(hint),
+            key=key,
+            cost=cost,
+            limiter=limiter,
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            jwt=jwt,
+            headers=headers,
+            api_key_header=api_key_header,
+            on_store_error=on_store_error,
+            options=options,
         )
         self.limiter = single.limiter
         self._engine = single.engine
@@ -464,20 +492,33 @@ class RateLimitMiddleware:
             built.append((HttpRule(name, lim, key=None if func else key, cost=cost), func))  # type: ignore[arg-type]
         taken = {name} if built else set()
         for r in rules:
-            rname = r.name or _unique(re.sub(r"[^A-Za-z0-9_.:-]+", "-", r.path.strip("/*")).strip("-.")[:56] or "root", taken)
+            rname = r.name or _unique(
+                re.sub(r"[^A-Za-z0-9_.:-]+", "-", r.path.strip("/*")).strip("-.")[:56] or "root", taken
+            )
             taken.add(rname)
             lim = r.limiter if r.limiter is not None else _make_limiter(r.limits, None, {**options, **r.options}, rname)
             if r.limiter is not None and (r.limits is not None or r.options):
                 raise TypeError(f"rule {rname!r}: give either `limiter` or `limits` (with limiter options), not both")
             func = r.key if callable(r.key) else None
-            rule = HttpRule(rname, lim, path=r.path, methods=list(r.methods) if r.methods else None,
-                            key=None if func else r.key, cost=r.cost)  # type: ignore[arg-type]
+            rule = HttpRule(
+                rname,
+                lim,
+                path=r.path,
+                methods=list(r.methods) if r.methods else None,
+                key=None if func else r.key,  # type: ignore[arg-type]
+                cost=r.cost,
+            )
             built.append((rule, func))
         if not built:
             raise TypeError("RateLimitMiddleware: give `limits` (or a `limiter`) for the whole app, or `rules`")
         self.engine = _Engine(
-            built, trusted_proxies=trusted_proxies, ipv6_prefix=ipv6_prefix, jwt=jwt, headers=headers,
-            api_key_header=api_key_header, on_store_error=on_store_error,
+            built,
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            jwt=jwt,
+            headers=headers,
+            api_key_header=api_key_header,
+            on_store_error=on_store_error,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
