@@ -53,8 +53,8 @@ if OTLP_ENDPOINT and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         pass  # floodwall's spans still go out, continuing an incoming traceparent header
 
 try:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from fastapi import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     telemetry.register_metrics()  # floodwall's families in prometheus_client.REGISTRY
 

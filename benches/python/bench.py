@@ -32,16 +32,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-import floodwall
 import limits
-from limits import parse
+from limits import parse, strategies
 from limits.aio import strategies as aio_strategies
 from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.storage import RedisStorage
-from limits import strategies
+
+import floodwall
 
 LIMIT = "100/second"  # default of --limit
 
@@ -80,14 +81,14 @@ class Redis:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         return
-            except OSError:
+            except OSError as e:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
+                    raise RuntimeError("redis-server did not start") from e
                 time.sleep(0.05)
 
     def command(self, *args: str) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+            s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
             s.recv(1024)
 
     def stop(self) -> None:
@@ -131,7 +132,7 @@ class Meter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self.cpu0, self.rcpu0 = time.process_time(), proc_cpu(self.redis.proc.pid)
         return self
 

@@ -9,7 +9,8 @@ import os
 import select
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

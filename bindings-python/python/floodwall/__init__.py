@@ -10,7 +10,6 @@ FastAPI/Starlette support lives in ``floodwall.fastapi``; traces, logs and metri
 """
 
 from . import telemetry
-
 from ._floodwall import (
     ConfigError,
     Decision,

@@ -1,7 +1,8 @@
 # Types of the native module floodwall._floodwall (bindings-python/src). A test runs
 # mypy.stubtest against the built module, so this file cannot drift from it.
 
-from typing import Any, Awaitable, Mapping, Sequence, final
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, final
 
 __all__ = [
     "ConfigError",

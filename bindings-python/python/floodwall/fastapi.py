@@ -26,7 +26,8 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, Union
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -54,10 +55,10 @@ __all__ = [
 
 logger = logging.getLogger("floodwall")
 
-KeyFunc = Callable[[Request], Union[str, Awaitable[str]]]
+KeyFunc = Callable[[Request], str | Awaitable[str]]
 """A key made by the app from the request: ``lambda request: request.headers["x-tenant"]``."""
 
-StoreErrorHook = Callable[[Request, HttpDecision], Union[Response, None, Awaitable[Union[Response, None]]]]
+StoreErrorHook = Callable[[Request, HttpDecision], Response | None | Awaitable[Response | None]]
 """Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
 Response to send it instead (e.g. a 503), or None to let the request through (the default)."""
 

@@ -15,7 +15,8 @@ are recorded on spans as a hash unless ``record_raw_keys=True``.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import _floodwall
 
