@@ -124,7 +124,8 @@ function rateLimit(options) {
   function storeFailed(d, req, failures) {
     const viaFallback = d ? d.fallbackRules : []
     const parts = failures.map((f) => `rule "${f.rule}": ${f.message} (request allowed)`)
-    if (viaFallback.length) parts.unshift(`rules ${viaFallback.map((r) => `"${r}"`).join(', ')} decided by the fallback policy`)
+    if (viaFallback.length)
+      parts.unshift(`rules ${viaFallback.map((r) => `"${r}"`).join(', ')} decided by the fallback policy`)
     const err = new Error(`floodwall: Redis is unavailable; ${parts.join('; ')}`)
     err.code = 'ERR_FLOODWALL_STORE'
     err.rules = [...viaFallback, ...failures.map((f) => f.rule)]

@@ -43,7 +43,10 @@ export interface LimiterOptions {
  * `ERR_FLOODWALL_STORE`. Fallback decisions say `source: 'fallback'`.
  */
 export type Fallback =
-  | 'open' | 'closed' | 'local' | 'error'
+  | 'open'
+  | 'closed'
+  | 'local'
+  | 'error'
   | { mode: 'open' | 'error' }
   | { mode: 'closed'; retryAfterMs?: number }
   | { mode: 'local'; expectedInstances?: number }

@@ -137,8 +137,10 @@ Limiter.prototype.check = function check(key, options) {
 }
 
 Limiter.prototype.peek = function peek(key, options) {
-  const plain = typeof key === 'string' && (options === undefined || (options !== null && typeof options === 'object' &&
-    Object.keys(options).every((k) => k === 'traceparent')))
+  const plain =
+    typeof key === 'string' &&
+    (options === undefined ||
+      (options !== null && typeof options === 'object' && Object.keys(options).every((k) => k === 'traceparent')))
   const tp = plain ? plainTraceparent(options) : null
   return tp !== null ? enqueue(this, key, 0, tp) : this._peek(key, options)
 }

@@ -45,7 +45,10 @@ if (otlpEndpoint) {
   telemetry.configureTracing({ otlpEndpoint, serviceName })
   api = optional('@opentelemetry/api', 'node_modules/@opentelemetry/api')
   const sdk = optional('@opentelemetry/sdk-trace-node', 'node_modules/@opentelemetry/sdk-trace-node')
-  const otlp = optional('@opentelemetry/exporter-trace-otlp-http', 'node_modules/@opentelemetry/exporter-trace-otlp-http')
+  const otlp = optional(
+    '@opentelemetry/exporter-trace-otlp-http',
+    'node_modules/@opentelemetry/exporter-trace-otlp-http',
+  )
   if (api && sdk && otlp) {
     const resources = optional('@opentelemetry/resources', 'node_modules/@opentelemetry/resources')
     const provider = new sdk.NodeTracerProvider({
@@ -101,11 +104,21 @@ app.get('/', (req, res) => res.json({ hello: 'world', key: req.rateLimit.key, re
 app.post('/login', (req, res) => res.json({ ok: true }))
 app.get(
   '/items/:id',
-  rateLimit({ name: 'items', limits: '5/10s', key: 'user+endpoint', jwt: { secret: process.env.JWT_SECRET || 'dev-secret-change-me' }, redisUrl }),
+  rateLimit({
+    name: 'items',
+    limits: '5/10s',
+    key: 'user+endpoint',
+    jwt: { secret: process.env.JWT_SECRET || 'dev-secret-change-me' },
+    redisUrl,
+  }),
   (req, res) => res.json({ id: req.params.id }),
 )
 
 app.listen(port, host, () => {
-  const extras = [promClient ? 'metrics at /metrics' : null, otlpEndpoint ? `traces to ${otlpEndpoint}` : null].filter(Boolean)
-  console.log(`floodwall example on http://${host}:${port} (store: ${redisUrl ? redisUrl : 'embedded'}${extras.map((e) => `; ${e}`).join('')})`)
+  const extras = [promClient ? 'metrics at /metrics' : null, otlpEndpoint ? `traces to ${otlpEndpoint}` : null].filter(
+    Boolean,
+  )
+  console.log(
+    `floodwall example on http://${host}:${port} (store: ${redisUrl ? redisUrl : 'embedded'}${extras.map((e) => `; ${e}`).join('')})`,
+  )
 })

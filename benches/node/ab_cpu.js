@@ -28,7 +28,11 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY || 64)
 const KEYS = Number(process.env.BENCH_KEYS || 10_000)
 const LIMITS = process.env.BENCH_LIMITS === '2' ? ['10000000/second', '100000000/minute'] : ['100000000/minute']
 
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
 
 /** CPU ns so far per thread name of this process (the addon's runtime threads are "floodwall-node"). */
 function threadCpu() {
@@ -52,14 +56,22 @@ async function main() {
     for (const [name, dir] of PKGS) {
       const { Limiter } = require(dir)
       // every answer from Redis, as in bench.js
-      const fw = new Limiter({ limits: LIMITS, prefix: `ab-${name}`, redisUrl: redis.url, timeoutMs: 1000, breaker: { slowCallMs: 1000 } })
+      const fw = new Limiter({
+        limits: LIMITS,
+        prefix: `ab-${name}`,
+        redisUrl: redis.url,
+        timeoutMs: 1000,
+        breaker: { slowCallMs: 1000 },
+      })
       await fw.connect()
       const op = async (k) => (await fw.check(k)).source
       for (let i = 0; i < 3000; i++) await op(`warm${i % 100}`)
       builds.push({ name, op, rounds: [] })
     }
     console.log(`# load average before: ${load()}`)
-    console.log(`# node ${process.version}, ${os.cpus().length} cores; limits ${LIMITS.join(', ')}; ${SECONDS} s x ${ROUNDS} rounds, ${CONCURRENCY} in flight, ${KEYS} keys`)
+    console.log(
+      `# node ${process.version}, ${os.cpus().length} cores; limits ${LIMITS.join(', ')}; ${SECONDS} s x ${ROUNDS} rounds, ${CONCURRENCY} in flight, ${KEYS} keys`,
+    )
     for (let r = 0; r < ROUNDS; r++) {
       for (const b of r % 2 ? [...builds].reverse() : builds) {
         const t0 = threadCpu()
@@ -70,7 +82,14 @@ async function main() {
         const n = calls.length
         const per = (thread) => ((t1.get(thread) || 0) - (t0.get(thread) || 0)) / 1000 / n
         const other = calls.length - (calls.outcomes.get('redis') || 0)
-        b.rounds.push({ rate: n / elapsed, p99: percentile(latencies(calls), 99), node: (c.user + c.system) / n, js: per('node'), tokio: per('floodwall-node'), other })
+        b.rounds.push({
+          rate: n / elapsed,
+          p99: percentile(latencies(calls), 99),
+          node: (c.user + c.system) / n,
+          js: per('node'),
+          tokio: per('floodwall-node'),
+          other,
+        })
       }
     }
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]

@@ -33,7 +33,6 @@ const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS || 50)
 const KEYS = Number(process.env.BENCH_KEYS || 10_000)
 const HTTP = process.env.BENCH_HTTP !== '0'
 
-
 /** Redis's CPU seconds so far (user + sys), from INFO cpu. */
 async function redisCpu(redis) {
   const info = await redis.command('INFO', 'cpu')
@@ -64,7 +63,11 @@ async function measure(op, redis) {
   }
 }
 
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
 
 function fmt(r) {
   const outcomes = [...r.outcomes].map(([k, v]) => `${k}:${v}`).join(' ')
@@ -85,45 +88,78 @@ async function decisions(redis) {
   const fw1 = new Limiter({ limits: '100000000/minute', prefix: 'bench-fw1', ...onRedis })
   const fw2 = new Limiter({ limits: ['10000000/second', '100000000/minute'], prefix: 'bench-fw2', ...onRedis })
   const fwc1 = new Limiter({ limits: '100000000/minute', prefix: 'bench-fwc1', cache: true, ...onRedis })
-  const fwc2 = new Limiter({ limits: ['10000000/second', '100000000/minute'], prefix: 'bench-fwc2', cache: true, ...onRedis })
+  const fwc2 = new Limiter({
+    limits: ['10000000/second', '100000000/minute'],
+    prefix: 'bench-fwc2',
+    cache: true,
+    ...onRedis,
+  })
   for (const l of [fw1, fw2, fwc1, fwc2]) await l.connect()
-  const rlfMinute = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf1', points: 100_000_000, duration: 60 })
-  const rlfSecond = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'bench-rlf2', points: 10_000_000, duration: 1 })
+  const rlfMinute = new RateLimiterRedis({
+    storeClient: ioredis,
+    keyPrefix: 'bench-rlf1',
+    points: 100_000_000,
+    duration: 60,
+  })
+  const rlfSecond = new RateLimiterRedis({
+    storeClient: ioredis,
+    keyPrefix: 'bench-rlf2',
+    points: 10_000_000,
+    duration: 1,
+  })
   const variants = [
-    ['floodwall, 1 limit (sliding window)', async (k) => {
-      const d = await fw1.check(k)
-      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
-    }],
-    ['floodwall with cache, 1 limit', async (k) => {
-      const d = await fwc1.check(k)
-      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
-    }],
-    ['rate-limiter-flexible, 1 limit (fixed window)', async (k) => {
-      try {
-        await rlfMinute.consume(k)
-        return 'allowed'
-      } catch (e) {
-        if (e instanceof Error) throw e
-        return 'denied'
-      }
-    }],
-    ['floodwall, 2 limits in one call', async (k) => {
-      const d = await fw2.check(k)
-      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
-    }],
-    ['floodwall with cache, 2 limits', async (k) => {
-      const d = await fwc2.check(k)
-      return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
-    }],
-    ['rate-limiter-flexible, 2 limiters', async (k) => {
-      try {
-        await Promise.all([rlfSecond.consume(k), rlfMinute.consume(k)])
-        return 'allowed'
-      } catch (e) {
-        if (e instanceof Error) throw e
-        return 'denied'
-      }
-    }],
+    [
+      'floodwall, 1 limit (sliding window)',
+      async (k) => {
+        const d = await fw1.check(k)
+        return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+      },
+    ],
+    [
+      'floodwall with cache, 1 limit',
+      async (k) => {
+        const d = await fwc1.check(k)
+        return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+      },
+    ],
+    [
+      'rate-limiter-flexible, 1 limit (fixed window)',
+      async (k) => {
+        try {
+          await rlfMinute.consume(k)
+          return 'allowed'
+        } catch (e) {
+          if (e instanceof Error) throw e
+          return 'denied'
+        }
+      },
+    ],
+    [
+      'floodwall, 2 limits in one call',
+      async (k) => {
+        const d = await fw2.check(k)
+        return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+      },
+    ],
+    [
+      'floodwall with cache, 2 limits',
+      async (k) => {
+        const d = await fwc2.check(k)
+        return `${d.allowed ? 'allowed' : 'denied'}/${d.source}`
+      },
+    ],
+    [
+      'rate-limiter-flexible, 2 limiters',
+      async (k) => {
+        try {
+          await Promise.all([rlfSecond.consume(k), rlfMinute.consume(k)])
+          return 'allowed'
+        } catch (e) {
+          if (e instanceof Error) throw e
+          return 'denied'
+        }
+      },
+    ],
   ]
   // Warm up each (connections, script cache, JIT), then alternate rounds so drift hits all alike.
   for (const [, op] of variants) {
@@ -137,9 +173,14 @@ async function decisions(redis) {
       console.log(`round ${round}  ${name.padEnd(46)} ${fmt(r)}  load ${load()}`)
     }
   }
-  for (const [name, l] of [['1 limit', fwc1], ['2 limits', fwc2]]) {
+  for (const [name, l] of [
+    ['1 limit', fwc1],
+    ['2 limits', fwc2],
+  ]) {
     const c = l.cacheStats()
-    cacheLines.push(`cache, ${name}: ${c.entries} entries, ${c.leasesGranted} leases, ${c.permitsLeased} permits leased, ${c.permitsReturned} given back`)
+    cacheLines.push(
+      `cache, ${name}: ${c.entries} entries, ${c.leasesGranted} leases, ${c.permitsLeased} permits leased, ${c.permitsReturned} given back`,
+    )
   }
   await ioredis.quit()
   // Report the median round of each variant by decisions/s.
@@ -149,7 +190,9 @@ async function decisions(redis) {
 
 function startServer(variant, redisUrl) {
   return new Promise((resolve, reject) => {
-    const child = fork(path.join(__dirname, 'http_server.js'), [variant, redisUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(path.join(__dirname, 'http_server.js'), [variant, redisUrl], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
     child.once('message', (m) => resolve({ child, port: m.port }))
     child.once('exit', (code) => reject(new Error(`${variant} server exited with ${code}`)))
   })
@@ -162,7 +205,9 @@ async function http(redis) {
     const url = `http://127.0.0.1:${port}/`
     await autocannon({ url, connections: CONNECTIONS, duration: 1 }) // warm-up
     const r = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS * 2 })
-    const codes = Object.entries(r.statusCodeStats || {}).map(([c, s]) => `${c}:${s.count}`).join(' ')
+    const codes = Object.entries(r.statusCodeStats || {})
+      .map(([c, s]) => `${c}:${s.count}`)
+      .join(' ')
     const line = `${Math.round(r.requests.average).toLocaleString('en-US').padStart(8)} req/s  latency p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  (${codes}; errors ${r.errors}, timeouts ${r.timeouts})`
     console.log(`http  ${variant.padEnd(20)} ${line}`)
     out.set(variant, line)
@@ -176,8 +221,12 @@ async function main() {
   const redis = await RedisServer.start()
   try {
     console.log(`# load average before: ${load()}`)
-    console.log(`# node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0].model}), redis-server on ${redis.url}`)
-    console.log(`# ${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${KEYS} keys, median of ${ROUNDS} rounds`)
+    console.log(
+      `# node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0].model}), redis-server on ${redis.url}`,
+    )
+    console.log(
+      `# ${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${KEYS} keys, median of ${ROUNDS} rounds`,
+    )
     const d = await decisions(redis)
     const h = HTTP ? await http(redis) : new Map()
     console.log('\n## decisions (median round)')
@@ -186,17 +235,36 @@ async function main() {
       // exact rows must be all Redis; cached rows may also say cache or lease, never fallback
       const ok = name.includes('with cache') ? ['/redis', '/cache', '/lease'] : ['/redis']
       const other = [...r.outcomes.keys()].filter((k) => k.includes('/') && !ok.some((s) => k.endsWith(s)))
-      if (other.length) console.log(`WARNING: ${name} had answers from elsewhere (${other.join(', ')}); its numbers do not compare`)
+      if (other.length)
+        console.log(`WARNING: ${name} had answers from elsewhere (${other.join(', ')}); its numbers do not compare`)
     }
     const ratio = (a, b, label) => {
       const x = d.get(a)
       const y = d.get(b)
-      console.log(`${label}: ${(x.perSec / y.perSec).toFixed(2)}x decisions/s, p99 ${x.p99.toFixed(3)} vs ${y.p99.toFixed(3)} ms`)
+      console.log(
+        `${label}: ${(x.perSec / y.perSec).toFixed(2)}x decisions/s, p99 ${x.p99.toFixed(3)} vs ${y.p99.toFixed(3)} ms`,
+      )
     }
-    ratio('floodwall, 1 limit (sliding window)', 'rate-limiter-flexible, 1 limit (fixed window)', 'floodwall / rate-limiter-flexible, 1 limit')
-    ratio('floodwall with cache, 1 limit', 'rate-limiter-flexible, 1 limit (fixed window)', 'floodwall with cache / rate-limiter-flexible, 1 limit')
-    ratio('floodwall, 2 limits in one call', 'rate-limiter-flexible, 2 limiters', 'floodwall / rate-limiter-flexible, 2 limits')
-    ratio('floodwall with cache, 2 limits', 'rate-limiter-flexible, 2 limiters', 'floodwall with cache / rate-limiter-flexible, 2 limits')
+    ratio(
+      'floodwall, 1 limit (sliding window)',
+      'rate-limiter-flexible, 1 limit (fixed window)',
+      'floodwall / rate-limiter-flexible, 1 limit',
+    )
+    ratio(
+      'floodwall with cache, 1 limit',
+      'rate-limiter-flexible, 1 limit (fixed window)',
+      'floodwall with cache / rate-limiter-flexible, 1 limit',
+    )
+    ratio(
+      'floodwall, 2 limits in one call',
+      'rate-limiter-flexible, 2 limiters',
+      'floodwall / rate-limiter-flexible, 2 limits',
+    )
+    ratio(
+      'floodwall with cache, 2 limits',
+      'rate-limiter-flexible, 2 limiters',
+      'floodwall with cache / rate-limiter-flexible, 2 limits',
+    )
     for (const line of cacheLines) console.log(line)
     console.log(`# load average after: ${load()}`)
     if (HTTP) {

@@ -27,7 +27,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
 const KEYS = Number(process.env.BENCH_KEYS || 10_000)
 const STALL_MS = 2
 
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
 
 /** Per thread name: [run ns, run-queue wait ns], summed over the threads of `pid`. */
 function schedstat(pid) {
@@ -75,7 +79,9 @@ async function measure(op, redisPid, stats) {
   }
   const redisName = [...r1.keys()][0]
   return [
-    `${Math.round(n / elapsed).toLocaleString('en-US').padStart(7)}/s p50 ${percentile(lat, 50).toFixed(2)} p99 ${p99.toFixed(2)} ms`,
+    `${Math.round(n / elapsed)
+      .toLocaleString('en-US')
+      .padStart(7)}/s p50 ${percentile(lat, 50).toFixed(2)} p99 ${p99.toFixed(2)} ms`,
     `run/wait us: js ${per(s1, s0, 'node')} tokio ${per(s1, s0, 'floodwall-node')} redis ${per(r1, r0, redisName)}`,
     `redis reads ${((i1.reads - i0.reads) / n).toFixed(2)} cmds ${((i1.commands - i0.commands) / n).toFixed(2)}`,
     `stalls >${STALL_MS}ms ${(gaps.length / elapsed).toFixed(0)}/s ${((100 * gaps.reduce((s, [a, b]) => s + b - a, 0)) / (elapsed * 1000)).toFixed(0)}% of time, p99 calls in one ${((100 * inGap) / Math.max(1, tail.length)).toFixed(0)}%`,
@@ -89,9 +95,17 @@ async function main() {
   try {
     await ioredis.ping()
     console.log(`# load average before: ${load()}`)
-    console.log(`# node ${process.version}, ${os.cpus().length} cores, ${SECONDS} s x ${ROUNDS} rounds, ${CONCURRENCY} in flight, ${KEYS} keys`)
+    console.log(
+      `# node ${process.version}, ${os.cpus().length} cores, ${SECONDS} s x ${ROUNDS} rounds, ${CONCURRENCY} in flight, ${KEYS} keys`,
+    )
     console.log('# run/wait: CPU time and run-queue wait per decision of the JS thread, the tokio thread, redis-server')
-    const fw = new Limiter({ limits: '100000000/minute', prefix: 'diag-fw', redisUrl: redis.url, timeoutMs: 1000, breaker: { slowCallMs: 1000 } })
+    const fw = new Limiter({
+      limits: '100000000/minute',
+      prefix: 'diag-fw',
+      redisUrl: redis.url,
+      timeoutMs: 1000,
+      breaker: { slowCallMs: 1000 },
+    })
     await fw.connect()
     const rlf = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: 'diag-rlf', points: 100_000_000, duration: 60 })
     const variants = [

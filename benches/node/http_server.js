@@ -39,7 +39,10 @@ if (variant === 'floodwall') {
       limit: 100_000_000,
       standardHeaders: 'draft-8',
       legacyHeaders: false,
-      store: new RedisStore({ prefix: 'bench-http-erl:', sendCommand: (command, ...args) => client.call(command, ...args) }),
+      store: new RedisStore({
+        prefix: 'bench-http-erl:',
+        sendCommand: (command, ...args) => client.call(command, ...args),
+      }),
     }),
   )
 } else if (variant !== 'none') {

@@ -20,7 +20,13 @@ after(async () => {
 
 /** Every answer from Redis: a generous deadline, no fallback, a breaker that ignores queueing. */
 function onRedis(name) {
-  return { redisUrl: redis.url, prefix: uniquePrefix(name), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 } }
+  return {
+    redisUrl: redis.url,
+    prefix: uniquePrefix(name),
+    timeoutMs: 10_000,
+    fallback: 'error',
+    breaker: { slowCallMs: 10_000 },
+  }
 }
 
 test('checks in one tick on one key at limit N: exactly N pass, each with its own remaining', async () => {
@@ -30,10 +36,19 @@ test('checks in one tick on one key at limit N: exactly N pass, each with its ow
   const ds = await Promise.all(Array.from({ length: 200 }, () => limiter.check('one')))
   const allowed = ds.filter((d) => d.allowed)
   assert.equal(allowed.length, 50)
-  assert.deepEqual(allowed.map((d) => d.remaining).sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i))
+  assert.deepEqual(
+    allowed.map((d) => d.remaining).sort((a, b) => a - b),
+    Array.from({ length: 50 }, (_, i) => i),
+  )
   for (const d of ds) {
     assert.equal(d.source, 'redis')
-    assert.deepEqual(d.windows.map((w) => [w.name, w.limit, w.window]), [['50/minute', 50, 60], ['1000/hour', 1000, 3600]])
+    assert.deepEqual(
+      d.windows.map((w) => [w.name, w.limit, w.window]),
+      [
+        ['50/minute', 50, 60],
+        ['1000/hour', 1000, 3600],
+      ],
+    )
   }
   for (const d of ds.filter((x) => !x.allowed)) {
     assert.equal(d.limitedBy, '50/minute')
@@ -50,14 +65,20 @@ test('one bad call among good ones fails only its own caller, with ERR_FLOODWALL
   calls.push(limiter.check('d', { cost: 11 })) // more than the limit: refused by the core, in the batch
   calls.push(limiter.check('e', { cost: 2 }))
   const got = await Promise.allSettled(calls)
-  assert.deepEqual(got.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled'])
+  assert.deepEqual(
+    got.map((r) => r.status),
+    ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled'],
+  )
   for (const i of [2, 4]) {
     assert.ok(got[i].reason instanceof Error)
     assert.equal(got[i].reason.code, 'ERR_FLOODWALL_CONFIG')
   }
   assert.match(got[2].reason.message, /invalid key ""/)
   assert.match(got[4].reason.message, /exceeds the smallest limit \(10\)/)
-  assert.deepEqual(got.filter((r) => r.status === 'fulfilled').map((r) => r.value.remaining), [9, 9, 9, 8])
+  assert.deepEqual(
+    got.filter((r) => r.status === 'fulfilled').map((r) => r.value.remaining),
+    [9, 9, 9, 8],
+  )
 })
 
 test('checks and peeks in one tick: peeks consume nothing; reset clears the count', async () => {
@@ -98,7 +119,10 @@ test('the local fallback names its scaled-down limits, batched as directly', asy
     const [batched, direct] = await Promise.all([limiter.check('a'), limiter._check('b')])
     assert.deepEqual(batched, direct)
     assert.equal(batched.source, 'fallback')
-    assert.deepEqual(batched.windows.map((w) => w.name), ['5/minute', '50/hour'])
+    assert.deepEqual(
+      batched.windows.map((w) => w.name),
+      ['5/minute', '50/hour'],
+    )
   }
   const denied = await limiter.check('a')
   assert.equal(denied.allowed, false)

@@ -21,7 +21,11 @@ after(async () => {
 // Every answer from Redis or the cache, never the fallback: a generous deadline, no fallback, and a
 // breaker that does not count a burst's queueing as slow calls.
 const onRedis = (name) => ({
-  redisUrl: redis.url, prefix: uniquePrefix(name), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 },
+  redisUrl: redis.url,
+  prefix: uniquePrefix(name),
+  timeoutMs: 10_000,
+  fallback: 'error',
+  breaker: { slowCallMs: 10_000 },
 })
 
 test('a denied identity is answered by the cache until its retry time', async () => {
@@ -53,10 +57,18 @@ test('a hot identity is admitted from a lease, and its permits are counted', asy
     counts.set(d.source, (counts.get(d.source) ?? 0) + 1)
   }
   assert.ok((counts.get('lease') ?? 0) > 0, `sources: ${JSON.stringify([...counts])}`)
-  assert.deepEqual([...counts.keys()].filter((s) => s !== 'redis' && s !== 'lease'), [])
+  assert.deepEqual(
+    [...counts.keys()].filter((s) => s !== 'redis' && s !== 'lease'),
+    [],
+  )
   const s = limiter.cacheStats()
   assert.deepEqual(Object.keys(s).sort(), [
-    'entries', 'leasesGranted', 'maxBytes', 'permitsLeased', 'permitsReturned', 'weightedBytes',
+    'entries',
+    'leasesGranted',
+    'maxBytes',
+    'permitsLeased',
+    'permitsReturned',
+    'weightedBytes',
   ])
   assert.ok(s.entries >= 1)
   assert.ok(s.weightedBytes > 0 && s.weightedBytes <= s.maxBytes)
@@ -71,7 +83,10 @@ test('1000 concurrent checks at limit 100 with the cache on admit at most 100', 
   const allowed = ds.filter((d) => d.allowed)
   assert.ok(allowed.length <= 100, `${allowed.length} admitted`)
   assert.ok(allowed.length > 0)
-  assert.ok(ds.every((d) => ['redis', 'cache', 'lease'].includes(d.source)), [...new Set(ds.map((d) => d.source))].join())
+  assert.ok(
+    ds.every((d) => ['redis', 'cache', 'lease'].includes(d.source)),
+    [...new Set(ds.map((d) => d.source))].join(),
+  )
   assert.ok(ds.filter((d) => !d.allowed).every((d) => d.retryAfter > 0))
 })
 
@@ -95,10 +110,20 @@ test('cache options: true, an object of overrides, false; cacheStats() is null w
   assert.equal(new Limiter({ limits: '5/second', redisUrl: url, cache: false }).cacheStats(), null)
   assert.equal(new Limiter({ limits: '5/second', redisUrl: url, cache: true }).cacheStats().maxBytes, 64 * 1024 * 1024)
   const custom = new Limiter({
-    limits: '5/second', redisUrl: url,
+    limits: '5/second',
+    redisUrl: url,
     cache: {
-      denialCache: true, coalesce: true, maxBatch: 64, batchWindowUs: 200, leases: false, leaseMs: 400,
-      driftRatio: 0.02, maxLease: 50, maxBytes: 1 << 20, idleMs: 5000, jitterRatio: 0.2,
+      denialCache: true,
+      coalesce: true,
+      maxBatch: 64,
+      batchWindowUs: 200,
+      leases: false,
+      leaseMs: 400,
+      driftRatio: 0.02,
+      maxLease: 50,
+      maxBytes: 1 << 20,
+      idleMs: 5000,
+      jitterRatio: 0.2,
     },
   })
   assert.equal(custom.cacheStats().maxBytes, 1 << 20)
@@ -125,7 +150,10 @@ test('a bad cache option is ERR_FLOODWALL_CONFIG naming the value', () => {
 
 test('the Express middleware builds its limiter with the cache', async () => {
   config(() => rateLimit({ limits: '3/minute', redisUrl: redis.url, cache: { leaseMs: 5 } }), /cache\.leaseMs "5"/)
-  config(() => rateLimit({ rules: [{ name: 'r', limits: '3/minute', redisUrl: redis.url, cache: 'on' }] }), /invalid cache "on"/)
+  config(
+    () => rateLimit({ rules: [{ name: 'r', limits: '3/minute', redisUrl: redis.url, cache: 'on' }] }),
+    /invalid cache "on"/,
+  )
   // the cache belongs to a limiter: a shared one brings its own
   const shared = new Limiter({ limits: '3/minute', redisUrl: redis.url })
   config(() => rateLimit({ limiter: shared, cache: true }), /either `limiter` or `limits`/)

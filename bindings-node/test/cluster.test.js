@@ -46,15 +46,44 @@ before(async () => {
     const port = await clusterPort()
     const dir = path.join(root, String(i))
     fs.mkdirSync(dir)
-    children.push(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '1000'],
-    { stdio: 'ignore' }))
+    children.push(
+      spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          '1000',
+        ],
+        { stdio: 'ignore' },
+      ),
+    )
     ports.push(port)
   }
   const deadline = Date.now() + 20_000
   for (const p of ports) {
     // readiness poll, bounded by the deadline
-    while (!(() => { try { return cli('-p', String(p), 'ping').startsWith('PONG') } catch { return false } })()) {
+    while (
+      !(() => {
+        try {
+          return cli('-p', String(p), 'ping').startsWith('PONG')
+        } catch {
+          return false
+        }
+      })()
+    ) {
       assert.ok(Date.now() < deadline, 'cluster nodes did not start')
       await delay(20)
     }
@@ -73,10 +102,19 @@ after(() => {
 })
 
 test('limits hold on a Redis Cluster, several windows in one call', async () => {
-  const limiter = new Limiter({ limits: ['2/minute', '5/second'], clusterNodes: seeds, prefix: uniquePrefix('cluster'), fallback: 'error', timeoutMs: 5000 })
+  const limiter = new Limiter({
+    limits: ['2/minute', '5/second'],
+    clusterNodes: seeds,
+    prefix: uniquePrefix('cluster'),
+    fallback: 'error',
+    timeoutMs: 5000,
+  })
   const decisions = []
   for (let i = 0; i < 3; i++) decisions.push(await limiter.check('user:1'))
-  assert.deepEqual(decisions.map((d) => d.allowed), [true, true, false])
+  assert.deepEqual(
+    decisions.map((d) => d.allowed),
+    [true, true, false],
+  )
   assert.ok(decisions.every((d) => d.source === 'redis'))
   assert.equal(decisions[2].limitedBy, '2/minute')
   // identities spread over the three masters; each is counted on its own
@@ -85,6 +123,8 @@ test('limits hold on a Redis Cluster, several windows in one call', async () => 
 })
 
 test('a bad cluster seed is a config error naming it', () => {
-  assert.throws(() => new Limiter({ limits: '2/minute', clusterNodes: ['http://nope:7000'] }),
-    (e) => e.code === 'ERR_FLOODWALL_CONFIG' && e.message.includes('http://nope'))
+  assert.throws(
+    () => new Limiter({ limits: '2/minute', clusterNodes: ['http://nope:7000'] }),
+    (e) => e.code === 'ERR_FLOODWALL_CONFIG' && e.message.includes('http://nope'),
+  )
 })

@@ -34,7 +34,10 @@ function near(got, wantMs, ctx) {
   if (wantMs === null) {
     assert.equal(got, null, ctx)
   } else {
-    assert.ok(got !== null && Math.abs(got * 1000 - wantMs) <= 1, `${ctx}: ${got === null ? null : got * 1000} ms != ${wantMs} ms`)
+    assert.ok(
+      got !== null && Math.abs(got * 1000 - wantMs) <= 1,
+      `${ctx}: ${got === null ? null : got * 1000} ms != ${wantMs} ms`,
+    )
   }
 }
 
@@ -45,7 +48,15 @@ async function run(file, sc, store) {
     algorithm: sc.algorithm,
     clock,
     // No fallback on Redis: a slow call must fail the test, not be answered locally.
-    ...(store === 'redis' ? { redisUrl: redis.url, prefix: uniquePrefix('conf'), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 } } : {}),
+    ...(store === 'redis'
+      ? {
+          redisUrl: redis.url,
+          prefix: uniquePrefix('conf'),
+          timeoutMs: 10_000,
+          fallback: 'error',
+          breaker: { slowCallMs: 10_000 },
+        }
+      : {}),
   })
   assert.equal(limiter.store, store)
   for (const [i, step] of sc.steps.entries()) {

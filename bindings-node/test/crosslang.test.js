@@ -47,10 +47,14 @@ after(async () => {
   await redis?.stop()
 })
 
-test('a Python and a Node limiter on one key admit exactly the limit together', { skip: problem ?? false }, async (t) => {
+test('a Python and a Node limiter on one key admit exactly the limit together', {
+  skip: problem ?? false,
+}, async (t) => {
   const prefix = uniquePrefix('xlang')
   const limit = '150/hour'
-  const py = spawn(PYTHON, ['-c', SCRIPT, redis.url, limit, prefix, 'shared', '200'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const py = spawn(PYTHON, ['-c', SCRIPT, redis.url, limit, prefix, 'shared', '200'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
   const lines = readline.createInterface({ input: py.stdout })[Symbol.asyncIterator]()
   const exited = new Promise((resolve) => py.once('exit', resolve))
   try {

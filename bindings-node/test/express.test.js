@@ -166,17 +166,41 @@ for (const [flavour, express] of flavours) {
       const other = rsaPair()
       const s = await serve(express, (app) => {
         const show = (req, res) => res.json({ key: req.rateLimit.key })
-        app.get('/rs', rateLimit({ name: 'rs', limits: '5/minute', key: 'user', jwt: { publicKey: rsa.publicKey, algorithm: 'RS256' } }), show)
-        app.get('/es', rateLimit({ name: 'es', limits: '5/minute', key: 'user', jwt: { publicKey: ec.publicKey, algorithm: 'ES256' } }), show)
+        app.get(
+          '/rs',
+          rateLimit({
+            name: 'rs',
+            limits: '5/minute',
+            key: 'user',
+            jwt: { publicKey: rsa.publicKey, algorithm: 'RS256' },
+          }),
+          show,
+        )
+        app.get(
+          '/es',
+          rateLimit({
+            name: 'es',
+            limits: '5/minute',
+            key: 'user',
+            jwt: { publicKey: ec.publicKey, algorithm: 'ES256' },
+          }),
+          show,
+        )
       })
       const keyOf = async (p, t) => (await (await s.call(p, { headers: { authorization: `Bearer ${t}` } })).json()).key
       try {
         assert.equal(await keyOf('/rs', sign({ sub: 'r' }, { alg: 'RS256', privateKey: rsa.privateKey })), 'user:r')
-        assert.equal(await keyOf('/rs', sign({ sub: 'r' }, { alg: 'RS256', privateKey: other.privateKey })), 'ip:127.0.0.1')
+        assert.equal(
+          await keyOf('/rs', sign({ sub: 'r' }, { alg: 'RS256', privateKey: other.privateKey })),
+          'ip:127.0.0.1',
+        )
         // HS256 signed with the public key text: the algorithm-confusion attack.
         assert.equal(await keyOf('/rs', sign({ sub: 'r' }, { secret: rsa.publicKey })), 'ip:127.0.0.1')
         assert.equal(await keyOf('/es', sign({ sub: 'e' }, { alg: 'ES256', privateKey: ec.privateKey })), 'user:e')
-        assert.equal(await keyOf('/es', sign({ sub: 'e' }, { alg: 'RS256', privateKey: rsa.privateKey })), 'ip:127.0.0.1')
+        assert.equal(
+          await keyOf('/es', sign({ sub: 'e' }, { alg: 'RS256', privateKey: rsa.privateKey })),
+          'ip:127.0.0.1',
+        )
       } finally {
         await s.close()
       }
@@ -271,7 +295,10 @@ for (const [flavour, express] of flavours) {
     test('a shared limiter counts across middlewares; skip and a custom handler', async () => {
       const shared = new Limiter({ limits: '2/minute' })
       const s = await serve(express, (app) => {
-        const handler = (req, res) => res.status(503).json({ custom: true, retry: req.rateLimit.retryAfter > 0, limitedBy: req.rateLimit.limitedBy })
+        const handler = (req, res) =>
+          res
+            .status(503)
+            .json({ custom: true, retry: req.rateLimit.retryAfter > 0, limitedBy: req.rateLimit.limitedBy })
         app.get('/a', rateLimit({ limiter: shared, handler }), ok)
         app.get('/b', rateLimit({ limiter: shared, handler }), ok)
         app.get('/skip', rateLimit({ limiter: shared, skip: (req) => req.query.vip === '1' }), ok)
@@ -296,7 +323,11 @@ for (const [flavour, express] of flavours) {
         const opts = { redisUrl: own.url, prefix: uniquePrefix('outage'), timeoutMs: 300, logger }
         app.get('/local', rateLimit({ name: 'local', limits: '3/minute', ...opts }), ok)
         app.get('/error', rateLimit({ name: 'error', limits: '1/minute', fallback: 'error', ...opts }), ok)
-        app.get('/closed', rateLimit({ name: 'closed', limits: '9/minute', fallback: { mode: 'closed', retryAfterMs: 5000 }, ...opts }), ok)
+        app.get(
+          '/closed',
+          rateLimit({ name: 'closed', limits: '9/minute', fallback: { mode: 'closed', retryAfterMs: 5000 }, ...opts }),
+          ok,
+        )
       })
       try {
         assert.equal((await s.call('/local')).status, 200)
@@ -318,8 +349,14 @@ for (const [flavour, express] of flavours) {
         // One warning per middleware, however many requests failed.
         const warnings = logger.lines.filter((l) => l.includes('Redis is unavailable'))
         assert.equal(warnings.length, 3, logger.lines.join('\n'))
-        assert.match(warnings.find((w) => w.includes('"local"')), /decided by the fallback policy/)
-        assert.match(warnings.find((w) => w.includes('"error"')), /request allowed/)
+        assert.match(
+          warnings.find((w) => w.includes('"local"')),
+          /decided by the fallback policy/,
+        )
+        assert.match(
+          warnings.find((w) => w.includes('"error"')),
+          /request allowed/,
+        )
       } finally {
         await s.close()
         await own.stop()
@@ -332,15 +369,40 @@ for (const [flavour, express] of flavours) {
       const errors = []
       const s = await serve(express, (app) => {
         const onStoreError = (e) => errors.push(e)
-        app.get('/e', rateLimit({ name: 'e', limits: '2/minute', redisUrl: own.url, timeoutMs: 300, fallback: 'error', onStoreError }), ok)
-        app.get('/o', rateLimit({ name: 'o', limits: '2/minute', redisUrl: own.url, timeoutMs: 300, fallback: 'open', onStoreError }), ok)
+        app.get(
+          '/e',
+          rateLimit({
+            name: 'e',
+            limits: '2/minute',
+            redisUrl: own.url,
+            timeoutMs: 300,
+            fallback: 'error',
+            onStoreError,
+          }),
+          ok,
+        )
+        app.get(
+          '/o',
+          rateLimit({
+            name: 'o',
+            limits: '2/minute',
+            redisUrl: own.url,
+            timeoutMs: 300,
+            fallback: 'open',
+            onStoreError,
+          }),
+          ok,
+        )
       })
       try {
         assert.equal((await s.call('/e')).status, 200)
         assert.equal((await s.call('/o')).status, 200)
         assert.equal(errors.length, 2)
         assert.ok(errors.every((e) => e.code === 'ERR_FLOODWALL_STORE'))
-        assert.deepEqual(errors.map((e) => e.rules), [['e'], ['o']])
+        assert.deepEqual(
+          errors.map((e) => e.rules),
+          [['e'], ['o']],
+        )
         assert.match(errors[0].message, new RegExp(own.url.replace(/[/.]/g, '\\$&')))
       } finally {
         await s.close()
@@ -351,11 +413,14 @@ for (const [flavour, express] of flavours) {
 
 describe('configuration errors are thrown at setup with a code and the bad value', () => {
   const config = (options, pattern) =>
-    assert.throws(() => rateLimit(options), (e) => {
-      assert.equal(e.code, 'ERR_FLOODWALL_CONFIG', e.message)
-      assert.match(e.message, pattern)
-      return true
-    })
+    assert.throws(
+      () => rateLimit(options),
+      (e) => {
+        assert.equal(e.code, 'ERR_FLOODWALL_CONFIG', e.message)
+        assert.match(e.message, pattern)
+        return true
+      },
+    )
   test('options', () => {
     config(undefined, /options/)
     config({}, /limits/)

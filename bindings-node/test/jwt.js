@@ -13,7 +13,8 @@ function sign(claims, { alg = 'HS256', secret, privateKey } = {}) {
   let sig
   if (alg === 'HS256') sig = crypto.createHmac('sha256', secret).update(data).digest()
   else if (alg === 'RS256') sig = crypto.sign('sha256', Buffer.from(data), privateKey)
-  else if (alg === 'ES256') sig = crypto.sign('sha256', Buffer.from(data), { key: privateKey, dsaEncoding: 'ieee-p1363' })
+  else if (alg === 'ES256')
+    sig = crypto.sign('sha256', Buffer.from(data), { key: privateKey, dsaEncoding: 'ieee-p1363' })
   else if (alg === 'none') sig = Buffer.alloc(0)
   else throw new Error(`unsupported alg ${alg}`)
   return `${data}.${b64url(sig)}`

@@ -22,7 +22,14 @@ test('a decision carries every field, with null when nothing applies', async () 
   const limiter = new Limiter({ limits: ['5/second', '100/minute'], algorithm: 'sliding_window', clock })
   const d = await limiter.check('user:42', { cost: 1 })
   assert.deepEqual(Object.keys(d).sort(), [
-    'allowed', 'limit', 'limitedBy', 'remaining', 'resetAfter', 'retryAfter', 'source', 'windows',
+    'allowed',
+    'limit',
+    'limitedBy',
+    'remaining',
+    'resetAfter',
+    'retryAfter',
+    'source',
+    'windows',
   ])
   assert.equal(d.allowed, true)
   assert.equal(d.limit, 5)
@@ -30,10 +37,13 @@ test('a decision carries every field, with null when nothing applies', async () 
   assert.equal(d.retryAfter, null)
   assert.equal(d.limitedBy, null)
   assert.equal(d.source, 'memory')
-  assert.deepEqual(d.windows.map((w) => [w.name, w.limit, w.window, w.remaining, w.retryAfter]), [
-    ['5/second', 5, 1, 4, null],
-    ['100/minute', 100, 60, 99, null],
-  ])
+  assert.deepEqual(
+    d.windows.map((w) => [w.name, w.limit, w.window, w.remaining, w.retryAfter]),
+    [
+      ['5/second', 5, 1, 4, null],
+      ['100/minute', 100, 60, 99, null],
+    ],
+  )
   for (let i = 0; i < 4; i++) await limiter.check('user:42')
   const denied = await limiter.check('user:42')
   assert.equal(denied.allowed, false)
@@ -88,9 +98,15 @@ describe('errors are Errors with a code and name the bad value', () => {
     config(() => new Limiter({ limits: '5/second', clock: Date }), /clock/)
     config(() => new Limiter({ limits: ['5/second', '6/second'] }), /5\/second, 6\/second/)
     config(() => new ManualClock(-1), /-1/)
-    config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: 0 } }), /invalid breaker\.maxInFlight 0: must be a whole number of at least 1/)
+    config(
+      () => new Limiter({ limits: '5/second', breaker: { maxInFlight: 0 } }),
+      /invalid breaker\.maxInFlight 0: must be a whole number of at least 1/,
+    )
     config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: 2.5 } }), /breaker\.maxInFlight 2\.5/)
-    config(() => new Limiter({ limits: '5/second', breaker: { maxInFlight: '64' } }), /breaker\.maxInFlight "64": must be a number/)
+    config(
+      () => new Limiter({ limits: '5/second', breaker: { maxInFlight: '64' } }),
+      /breaker\.maxInFlight "64": must be a number/,
+    )
     config(() => new Limiter({ limits: '5/second', breaker: { maxInflight: 8 } }), /"maxInflight"/)
     config(() => new Limiter({ limits: '5/second', name: '' }), /invalid name "": must not be empty/)
     config(() => new Limiter({ limits: '5/second', name: 7 }), /invalid name 7/)
@@ -137,14 +153,26 @@ for (const store of ['memory', 'redis']) {
   test(`1000 concurrent checks at limit 100 admit exactly 100 [${store}]`, async () => {
     // About the script's atomicity, so every answer must come from Redis: a generous deadline,
     // no fallback, and a breaker that does not count a burst's queueing as slow calls.
-    const onRedis = { redisUrl: redis.url, prefix: uniquePrefix('race'), timeoutMs: 10_000, fallback: 'error', breaker: { slowCallMs: 10_000 } }
+    const onRedis = {
+      redisUrl: redis.url,
+      prefix: uniquePrefix('race'),
+      timeoutMs: 10_000,
+      fallback: 'error',
+      breaker: { slowCallMs: 10_000 },
+    }
     const limiter = new Limiter({ limits: '100/hour', ...(store === 'redis' ? onRedis : {}) })
     await limiter.connect()
     const ds = await Promise.all(Array.from({ length: 1000 }, () => limiter.check('hot')))
     assert.equal(ds.filter((d) => d.allowed).length, 100)
     assert.ok(ds.every((d) => d.source === store))
-    const remaining = ds.filter((d) => d.allowed).map((d) => d.remaining).sort((a, b) => a - b)
-    assert.deepEqual(remaining, Array.from({ length: 100 }, (_, i) => i))
+    const remaining = ds
+      .filter((d) => d.allowed)
+      .map((d) => d.remaining)
+      .sort((a, b) => a - b)
+    assert.deepEqual(
+      remaining,
+      Array.from({ length: 100 }, (_, i) => i),
+    )
   })
 }
 
@@ -164,7 +192,14 @@ test('when Redis is down the fallback policy answers, with source "fallback"', a
   const base = { limits: '2/minute', redisUrl: gone.url, timeoutMs: 300 }
   const local = new Limiter(base)
   const ds = [await local.check('k'), await local.check('k'), await local.check('k')]
-  assert.deepEqual(ds.map((d) => [d.allowed, d.source]), [[true, 'fallback'], [true, 'fallback'], [false, 'fallback']])
+  assert.deepEqual(
+    ds.map((d) => [d.allowed, d.source]),
+    [
+      [true, 'fallback'],
+      [true, 'fallback'],
+      [false, 'fallback'],
+    ],
+  )
   const shared = new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 2 } })
   assert.deepEqual([(await shared.check('k')).allowed, (await shared.check('k')).allowed], [true, false])
   const open = await new Limiter({ ...base, fallback: 'open' }).check('k')
@@ -173,7 +208,10 @@ test('when Redis is down the fallback policy answers, with source "fallback"', a
   assert.deepEqual([closed.allowed, closed.retryAfter, closed.source], [false, 2.5, 'fallback'])
   assert.throws(() => new Limiter({ ...base, fallback: 'sideways' }), /"sideways"/)
   assert.throws(() => new Limiter({ ...base, fallback: { mode: 'open', retryAfterMs: 5 } }), /retryAfterMs/)
-  assert.throws(() => new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 0 } }), /expectedInstances 0/)
+  assert.throws(
+    () => new Limiter({ ...base, fallback: { mode: 'local', expectedInstances: 0 } }),
+    /expectedInstances 0/,
+  )
 })
 
 test('calls in one tick are batched, and each still gets its own answer or error', async () => {
@@ -190,7 +228,8 @@ test('calls in one tick are batched, and each still gets its own answer or error
     limiter.peek('a'),
   ]
   const got = await Promise.allSettled(calls)
-  const show = (r) => (r.status === 'fulfilled' ? [r.value.allowed, r.value.remaining] : [r.reason.code, r.reason.message])
+  const show = (r) =>
+    r.status === 'fulfilled' ? [r.value.allowed, r.value.remaining] : [r.reason.code, r.reason.message]
   assert.deepEqual(got.map(show), [
     [true, 2],
     [true, 2],

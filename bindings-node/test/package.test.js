@@ -39,7 +39,10 @@ console.log(JSON.stringify({ esm: d.remaining, same: floodwall.Limiter === Limit
 function tryInstall(spec, name) {
   const dir = path.join(work, name)
   fs.mkdirSync(dir)
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `consumer-${name}`, version: '1.0.0', private: true }))
+  fs.writeFileSync(
+    path.join(dir, 'package.json'),
+    JSON.stringify({ name: `consumer-${name}`, version: '1.0.0', private: true }),
+  )
   npm(['install', spec], dir)
   fs.writeFileSync(path.join(dir, 'a.cjs'), CJS)
   fs.writeFileSync(path.join(dir, 'b.mjs'), ESM)
@@ -55,7 +58,10 @@ test('the npm pack tarball installs and works, with the addon for this platform 
   const out = npm(['pack', '--pack-destination', work], PKG).trim().split('\n').pop()
   const tarball = path.join(work, out)
   const installed = tryInstall(tarball, 'tarball')
-  assert.ok(fs.readdirSync(installed).some((f) => /^floodwall\..+\.node$/.test(f)), 'the .node file is in the tarball')
+  assert.ok(
+    fs.readdirSync(installed).some((f) => /^floodwall\..+\.node$/.test(f)),
+    'the .node file is in the tarball',
+  )
   assert.ok(!fs.existsSync(path.join(installed, 'src')), 'no Rust sources in the tarball')
   assert.ok(!fs.existsSync(path.join(installed, 'test')), 'no tests in the tarball')
 })

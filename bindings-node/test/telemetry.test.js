@@ -50,7 +50,9 @@ async function tracedApp(limits) {
 }
 
 const checkSpans = (traceId) =>
-  telemetry._finishedSpans().filter((s) => s.name === 'floodwall.check' && (traceId === undefined || s.traceId === traceId))
+  telemetry
+    ._finishedSpans()
+    .filter((s) => s.name === 'floodwall.check' && (traceId === undefined || s.traceId === traceId))
 
 describe('traces', () => {
   test('inside an active JS span, the core span is its child; the key is hashed by default', async () => {
@@ -101,7 +103,15 @@ describe('traces', () => {
   test('without an active JS span, the incoming traceparent header is the parent', async () => {
     telemetry._enableTestTracing(false)
     const app = express()
-    app.use(rateLimit({ name: 'plain', limits: '100/minute', redisUrl: redis.url, prefix: uniquePrefix('hdr'), timeoutMs: 10_000 }))
+    app.use(
+      rateLimit({
+        name: 'plain',
+        limits: '100/minute',
+        redisUrl: redis.url,
+        prefix: uniquePrefix('hdr'),
+        timeoutMs: 10_000,
+      }),
+    )
     app.get('/', (req, res) => res.json({ ok: true }))
     const s = await listen(app)
     try {
@@ -125,7 +135,12 @@ describe('traces', () => {
 
   test('Limiter.check and peek take a traceparent (batched and direct calls)', async () => {
     telemetry._enableTestTracing(false)
-    const limiter = new Limiter({ limits: '10/second', redisUrl: redis.url, prefix: uniquePrefix('direct'), timeoutMs: 10_000 })
+    const limiter = new Limiter({
+      limits: '10/second',
+      redisUrl: redis.url,
+      prefix: uniquePrefix('direct'),
+      timeoutMs: 10_000,
+    })
     const traceId = '0af7651916cd43dd8448eb211c80319c'
     const tp = (span) => `00-${traceId}-${span}-01`
     await Promise.all([
@@ -135,11 +150,14 @@ describe('traces', () => {
       limiter.peek('a', { traceparent: tp('3333333333333333') }),
     ])
     const spans = checkSpans(traceId)
-    assert.deepEqual(spans.map((s) => [s.parentSpanId, s.attributes['floodwall.op'], s.attributes['floodwall.cost']]).sort(), [
-      ['1111111111111111', 'check', '1'],
-      ['2222222222222222', 'check', '2'],
-      ['3333333333333333', 'peek', '1'],
-    ])
+    assert.deepEqual(
+      spans.map((s) => [s.parentSpanId, s.attributes['floodwall.op'], s.attributes['floodwall.cost']]).sort(),
+      [
+        ['1111111111111111', 'check', '1'],
+        ['2222222222222222', 'check', '2'],
+        ['3333333333333333', 'peek', '1'],
+      ],
+    )
     assert.equal(checkSpans().filter((s) => s.traceId !== traceId).length, 1, 'the untraced check is a root span')
     telemetry.disableTracing()
     telemetry._clearFinishedSpans()
@@ -149,11 +167,14 @@ describe('traces', () => {
 
   test('configureTracing refuses bad options, naming the value', () => {
     const config = (opts, pattern) =>
-      assert.throws(() => telemetry.configureTracing(opts), (e) => {
-        assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
-        assert.match(e.message, pattern)
-        return true
-      })
+      assert.throws(
+        () => telemetry.configureTracing(opts),
+        (e) => {
+          assert.equal(e.code, 'ERR_FLOODWALL_CONFIG')
+          assert.match(e.message, pattern)
+          return true
+        },
+      )
     config({ samplingRatio: 1.5 }, /samplingRatio 1\.5/)
     config({ samplingRatio: -1 }, /samplingRatio -1/)
     config({ recordRawKeys: 'yes' }, /recordRawKeys "yes"/)
@@ -171,7 +192,7 @@ describe('metrics', () => {
 
   test('registerMetrics shows the core counts in a prom-client Registry', async () => {
     const registry = new client.Registry()
-    new client.Counter({ name: 'app_requests_total', help: 'The app\'s own metric.', registers: [registry] }).inc()
+    new client.Counter({ name: 'app_requests_total', help: "The app's own metric.", registers: [registry] }).inc()
     assert.equal(telemetry.registerMetrics(registry), registry)
     telemetry.registerMetrics(registry) // twice: no error, no duplicates
     const limiter = new Limiter({ name: 'metrics-node', limits: ['5/second', '100/minute'] })
@@ -191,13 +212,28 @@ describe('metrics', () => {
     assert.equal(line(telemetry.prometheusText(), 'limiter="metrics-node",source="memory",result="allowed"'), 6)
   })
 
-  test('a rule\'s limiter is labelled with the rule name; Redis latency is counted', async () => {
+  test("a rule's limiter is labelled with the rule name; Redis latency is counted", async () => {
     const registry = telemetry.registerMetrics(new client.Registry())
     const app = express()
-    app.use(rateLimit({
-      name: 'm-site', limits: '100/minute', redisUrl: redis.url, prefix: uniquePrefix('m'), timeoutMs: 10_000,
-      rules: [{ name: 'm-login', path: '/login', limits: '2/minute', redisUrl: redis.url, prefix: uniquePrefix('m'), timeoutMs: 10_000 }],
-    }))
+    app.use(
+      rateLimit({
+        name: 'm-site',
+        limits: '100/minute',
+        redisUrl: redis.url,
+        prefix: uniquePrefix('m'),
+        timeoutMs: 10_000,
+        rules: [
+          {
+            name: 'm-login',
+            path: '/login',
+            limits: '2/minute',
+            redisUrl: redis.url,
+            prefix: uniquePrefix('m'),
+            timeoutMs: 10_000,
+          },
+        ],
+      }),
+    )
     app.all('/*splat', (req, res) => res.json({ ok: true }))
     const s = await listen(app)
     try {
@@ -215,6 +251,9 @@ describe('metrics', () => {
   })
 
   test('registerMetrics refuses what is not a Registry', () => {
-    assert.throws(() => telemetry.registerMetrics({}), (e) => e.code === 'ERR_FLOODWALL_CONFIG' && /Registry/.test(e.message))
+    assert.throws(
+      () => telemetry.registerMetrics({}),
+      (e) => e.code === 'ERR_FLOODWALL_CONFIG' && /Registry/.test(e.message),
+    )
   })
 })

@@ -1,14 +1,33 @@
 // Compiled (never run) by types.test.js: the .d.ts files describe what users write.
-import { Limiter, ManualClock, HttpLimiter, telemetry, type Decision, type FloodwallError, type CacheStats, type SpanRecord } from 'floodwall'
+import {
+  Limiter,
+  ManualClock,
+  HttpLimiter,
+  telemetry,
+  type Decision,
+  type FloodwallError,
+  type CacheStats,
+  type SpanRecord,
+} from 'floodwall'
 import { rateLimit } from 'floodwall/express'
 import express from 'express'
 import { Registry } from 'prom-client'
 
 async function main(): Promise<void> {
-  const limiter = new Limiter({ limits: ['5/second', '100/minute'], algorithm: 'sliding_window', redisUrl: 'redis://127.0.0.1:6379' })
+  const limiter = new Limiter({
+    limits: ['5/second', '100/minute'],
+    algorithm: 'sliding_window',
+    redisUrl: 'redis://127.0.0.1:6379',
+  })
   const d: Decision = await limiter.check('user:42', { cost: 1 })
   const fields: [boolean, number, number, number, number | null, string | null, string] = [
-    d.allowed, d.limit, d.remaining, d.resetAfter, d.retryAfter, d.limitedBy, d.source,
+    d.allowed,
+    d.limit,
+    d.remaining,
+    d.resetAfter,
+    d.retryAfter,
+    d.limitedBy,
+    d.source,
   ]
   const w: number | null = d.windows[0].retryAfter
   await limiter.peek('k')
@@ -18,9 +37,18 @@ async function main(): Promise<void> {
   const clock = new ManualClock(0)
   clock.advance(10)
   new Limiter({ limits: '1/second', clock })
-  new Limiter({ limits: '1/second', redisUrl: 'redis://x', fallback: { mode: 'local', expectedInstances: 3 }, breaker: { slowCallMs: 50, maxInFlight: 64 } })
+  new Limiter({
+    limits: '1/second',
+    redisUrl: 'redis://x',
+    fallback: { mode: 'local', expectedInstances: 3 },
+    breaker: { slowCallMs: 50, maxInFlight: 64 },
+  })
   new Limiter({ name: 'api', limits: '1/second' })
-  const cached = new Limiter({ limits: '1/second', redisUrl: 'redis://x', cache: { leaseMs: 200, driftRatio: 0.01, denialCache: true } })
+  const cached = new Limiter({
+    limits: '1/second',
+    redisUrl: 'redis://x',
+    cache: { leaseMs: 200, driftRatio: 0.01, denialCache: true },
+  })
   new Limiter({ limits: '1/second', redisUrl: 'redis://x', cache: true })
   const stats: CacheStats | null = cached.cacheStats()
   const leased: number | undefined = stats?.permitsLeased
@@ -32,14 +60,27 @@ async function main(): Promise<void> {
     void code
   }
   const app = express()
-  app.use(rateLimit({ limits: '100/minute', key: 'user+endpoint+ip', trustedProxies: ['10.0.0.0/8'], jwt: { secret: 's' }, headers: 'both' }))
+  app.use(
+    rateLimit({
+      limits: '100/minute',
+      key: 'user+endpoint+ip',
+      trustedProxies: ['10.0.0.0/8'],
+      jwt: { secret: 's' },
+      headers: 'both',
+    }),
+  )
   app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (req, res) => res.end())
   app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute', cache: true }] }))
   app.use(rateLimit({ limits: '100/minute', redisUrl: 'redis://x', cache: { leases: false } }))
   const h = new HttpLimiter({ limits: '1/second' })
   const hd = await h.decide('GET', '/', undefined, '127.0.0.1')
   const status: 200 | 429 = hd.status
-  telemetry.configureTracing({ otlpEndpoint: 'http://localhost:4318/v1/traces', samplingRatio: 0.1, recordRawKeys: false, serviceName: 'api' })
+  telemetry.configureTracing({
+    otlpEndpoint: 'http://localhost:4318/v1/traces',
+    samplingRatio: 0.1,
+    recordRawKeys: false,
+    serviceName: 'api',
+  })
   telemetry.disableTracing()
   telemetry.installJsonLogs('floodwall=warn')
   const text: string = telemetry.prometheusText()

@@ -19,8 +19,25 @@ test('the .d.ts files describe the API (tsc --strict)', () => {
     fs.symlinkSync(path.join(pkg, 'node_modules', 'prom-client'), path.join(dir, 'node_modules', 'prom-client'))
     fs.copyFileSync(path.join(__dirname, 'types-check.ts'), path.join(dir, 'check.ts'))
     const tsc = path.join(pkg, 'node_modules', 'typescript', 'bin', 'tsc')
-    execFileSync(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext',
-      '--target', 'es2022', '--esModuleInterop', '--skipLibCheck', 'false', 'check.ts'], { cwd: dir, encoding: 'utf8', stdio: 'pipe' })
+    execFileSync(
+      process.execPath,
+      [
+        tsc,
+        '--noEmit',
+        '--strict',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--target',
+        'es2022',
+        '--esModuleInterop',
+        '--skipLibCheck',
+        'false',
+        'check.ts',
+      ],
+      { cwd: dir, encoding: 'utf8', stdio: 'pipe' },
+    )
   } catch (e) {
     throw new Error(`tsc failed:\n${e.stdout || ''}${e.stderr || ''}`)
   } finally {
