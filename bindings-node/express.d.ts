@@ -2,7 +2,9 @@
 import type { HttpDecision, HttpLimiterOptions, KeyScope } from './index'
 
 /** Express's request, response and next, kept structural so either Express 4 or 5 types fit. */
+// biome-ignore lint/suspicious/noExplicitAny: any Express version's request type must fit, without depending on @types/express
 type Req = any
+// biome-ignore lint/suspicious/noExplicitAny: as Req
 type Res = any
 type Next = (err?: unknown) => void
 

@@ -36,7 +36,7 @@ function warnOnSharedNames(options, logger) {
   }
   visit(options, options.name ?? 'default')
   if (Array.isArray(options.rules)) {
-    for (const r of options.rules) visit(r, r && r.name)
+    for (const r of options.rules) visit(r, r?.name)
   }
   for (const id of seen) {
     if (namesInUse.has(id)) {
@@ -151,7 +151,7 @@ function rateLimit(options) {
         req.method,
         req.originalUrl || req.url,
         route,
-        (req.socket && req.socket.remoteAddress) || '',
+        req.socket?.remoteAddress || '',
         header(headers['x-forwarded-for']),
         header(headers.authorization),
         header(headers[apiKeyHeader]),
@@ -167,7 +167,7 @@ function rateLimit(options) {
     } catch (err) {
       if (err && err.code === 'ERR_FLOODWALL_CONFIG') return next(err)
       // Never a 500 by accident: anything else from floodwall lets the request through.
-      storeFailed(null, req, [{ rule: '*', message: String(err && err.message) }])
+      storeFailed(null, req, [{ rule: '*', message: String(err?.message) }])
       return next()
     }
     req.rateLimit = d

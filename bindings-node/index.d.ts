@@ -258,6 +258,7 @@ export interface HttpLimiterOptions {
   clock?: ManualClock
   limiter?: Limiter
   /** Default `'ip'`. A function key is resolved by the adapter and passed as `HttpRequest.key`. */
+  // biome-ignore lint/suspicious/noExplicitAny: any adapter's key function fits (unknown[] would reject typed parameters)
   key?: KeyScope | ((...args: any[]) => unknown)
   cost?: number
   /** CIDRs or addresses of your own proxies; X-Forwarded-For is read only when the peer is one. */
@@ -363,6 +364,7 @@ export declare const telemetry: {
    * Show floodwall's metric families in a prom-client Registry (default: prom-client's global
    * `register`); each scrape reads the core's current values. Returns the registry.
    */
+  // biome-ignore lint/suspicious/noExplicitAny: prom-client's registerMetric(metric: Metric) fits without depending on its types
   registerMetrics<R extends { registerMetric(metric: any): void }>(registry?: R): R
   /** Tests: trace every decision into memory. */
   _enableTestTracing(recordRawKeys?: boolean): void

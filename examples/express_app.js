@@ -80,7 +80,7 @@ if (promClient) {
   const { register } = promClient
   promClient.collectDefaultMetrics({ register })
   telemetry.registerMetrics(register)
-  app.get('/metrics', async (req, res) => {
+  app.get('/metrics', async (_req, res) => {
     res.setHeader('Content-Type', register.contentType)
     res.end(await register.metrics())
   })
@@ -101,7 +101,7 @@ app.use(
 )
 
 app.get('/', (req, res) => res.json({ hello: 'world', key: req.rateLimit.key, remaining: req.rateLimit.remaining }))
-app.post('/login', (req, res) => res.json({ ok: true }))
+app.post('/login', (_req, res) => res.json({ ok: true }))
 app.get(
   '/items/:id',
   rateLimit({

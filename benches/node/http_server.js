@@ -49,6 +49,6 @@ if (variant === 'floodwall') {
   throw new Error(`unknown variant ${variant}`)
 }
 
-app.get('/', (req, res) => res.json({ ok: true }))
+app.get('/', (_req, res) => res.json({ ok: true }))
 
 const server = app.listen(0, '127.0.0.1', () => process.send({ port: server.address().port }))

@@ -59,7 +59,8 @@ function countSpans(buf) {
   return n
 }
 
-if (process.argv[2] === 'sink') {
+/** The sink's process: counts the spans POSTed to it, and answers 'count' with the total. */
+function runSink() {
   let spans = 0
   const server = http.createServer((req, res) => {
     const chunks = []
@@ -74,22 +75,31 @@ if (process.argv[2] === 'sink') {
     if (m === 'count') process.send({ spans })
   })
   server.listen(Number(process.argv[3]), '127.0.0.1', () => process.send({ ready: true }))
-  return
 }
 
 // ---- the measurement ----
-
 
 async function measure(limiter, options) {
   const op = async (key) => (await limiter.check(key, options)).source
   const { calls, elapsed } = await closedLoop(op, { seconds: SECONDS, concurrency: CONCURRENCY, keys: KEYS })
   const lat = latencies(calls)
   const n = calls.length
-  return { perSec: n / elapsed, p50: n ? percentile(lat, 50) : NaN, p99: n ? percentile(lat, 99) : NaN, n, sources: tally(calls) }
+  return {
+    perSec: n / elapsed,
+    p50: n ? percentile(lat, 50) : NaN,
+    p99: n ? percentile(lat, 99) : NaN,
+    n,
+    sources: tally(calls),
+  }
 }
 
 const median = (rs) => [...rs].sort((a, b) => a.perSec - b.perSec)[Math.floor(rs.length / 2)]
 const fmtN = (x) => Math.round(x).toLocaleString('en-US')
+const loadAverages = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
 
 async function main() {
   const sinkPort = await freePort()
@@ -101,12 +111,15 @@ async function main() {
       sink.send('count')
     })
   const redis = await RedisServer.start()
-  console.log(`load average before: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
+  console.log(`load average before: ${loadAverages()}`)
   console.log(`${SECONDS} s per measurement, ${CONCURRENCY} calls in flight, ${ROUNDS} rounds, median round shown`)
   try {
     // A 1 s deadline and a lenient breaker: every answer comes from Redis, also on a loaded machine.
     const onRedis = { redisUrl: redis.url, timeoutMs: 1000, breaker: { slowCallMs: 1000 } }
-    for (const [store, extra] of [['redis', onRedis], ['memory', {}]]) {
+    for (const [store, extra] of [
+      ['redis', onRedis],
+      ['memory', {}],
+    ]) {
       const limiter = new Limiter({ limits: '1000000/second', prefix: uniquePrefix('trace'), ...extra })
       await limiter.connect()
       await measure(limiter, undefined) // warm-up
@@ -146,17 +159,23 @@ async function main() {
       console.log(`${store}: against off: traceparent passed ${vs(t)}`)
       console.log(`${store}: against off: on, no exporter ${vs(c)}`)
       console.log(`${store}: against off: on, OTLP export ${vs(b)}`)
-      console.log(`${store}: spans received by the sink: ${fmtN(exported)} of ${fmtN(made)} decisions traced with export`)
+      console.log(
+        `${store}: spans received by the sink: ${fmtN(exported)} of ${fmtN(made)} decisions traced with export`,
+      )
     }
   } finally {
     telemetry.disableTracing()
     await redis.stop()
     sink.kill()
-    console.log(`load average after: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
+    console.log(`load average after: ${loadAverages()}`)
   }
 }
 
-main().catch((e) => {
-  console.error(e)
-  process.exit(1)
-})
+if (process.argv[2] === 'sink') {
+  runSink()
+} else {
+  main().catch((e) => {
+    console.error(e)
+    process.exit(1)
+  })
+}

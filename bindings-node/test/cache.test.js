@@ -159,11 +159,11 @@ test('the Express middleware builds its limiter with the cache', async () => {
   config(() => rateLimit({ limiter: shared, cache: true }), /either `limiter` or `limits`/)
   const app = express()
   app.use(rateLimit({ limits: '2/minute', key: 'global', cache: true, ...onRedis('express') }))
-  app.get('/', (req, res) => res.json({ ok: true }))
+  app.get('/', (_req, res) => res.json({ ok: true }))
   const s = await listen(app)
   try {
     const statuses = []
-    for (let i = 0; i < 4; i++) statuses.push((await fetch(s.base + '/')).status)
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${s.base}/`)).status)
     assert.deepEqual(statuses, [200, 200, 429, 429])
   } finally {
     await s.close()

@@ -26,7 +26,7 @@ after(async () => {
 async function serve(express, setup) {
   const app = express()
   setup(app)
-  app.use((err, req, res, next) => {
+  app.use((err, _req, res, _next) => {
     res.status(500).json({ error: String(err.message), code: err.code })
   })
   const s = await listen(app)
@@ -34,7 +34,7 @@ async function serve(express, setup) {
   return { call, close: s.close }
 }
 
-const ok = (req, res) => res.json({ ok: true })
+const ok = (_req, res) => res.json({ ok: true })
 
 for (const [flavour, express] of flavours) {
   describe(flavour, () => {
@@ -131,7 +131,7 @@ for (const [flavour, express] of flavours) {
     })
 
     test('JWT users: a verified token has its own bucket; a forged one is keyed by IP', async () => {
-      const secret = 'test-secret-' + flavour
+      const secret = `test-secret-${flavour}`
       const s = await serve(express, (app) => {
         app.use(rateLimit({ limits: '2/minute', key: 'user', jwt: { secret } }))
         app.get('/', (req, res) => res.json({ key: req.rateLimit.key, verified: req.rateLimit.userVerified }))

@@ -35,7 +35,7 @@ after(async () => {
 async function tracedApp(limits) {
   const app = express()
   const tracer = api.trace.getTracer('floodwall-test')
-  app.use((req, res, next) => {
+  app.use((_req, res, next) => {
     tracer.startActiveSpan('GET /', (span) => {
       const sc = span.spanContext()
       res.setHeader('x-test-trace', sc.traceId)
@@ -45,7 +45,7 @@ async function tracedApp(limits) {
     })
   })
   app.use(rateLimit({ name: 'site', limits, redisUrl: redis.url, prefix: uniquePrefix('trace'), timeoutMs: 10_000 }))
-  app.get('/', (req, res) => res.json({ ok: true }))
+  app.get('/', (_req, res) => res.json({ ok: true }))
   return listen(app)
 }
 
@@ -60,7 +60,7 @@ describe('traces', () => {
     const s = await tracedApp('100/minute')
     try {
       for (let i = 0; i < 2; i++) {
-        const r = await fetch(s.base + '/')
+        const r = await fetch(`${s.base}/`)
         assert.equal(r.status, 200)
         const traceId = r.headers.get('x-test-trace')
         const spanId = r.headers.get('x-test-span')
@@ -90,7 +90,7 @@ describe('traces', () => {
     telemetry._enableTestTracing(true)
     const s = await tracedApp('100/minute')
     try {
-      const r = await fetch(s.base + '/')
+      const r = await fetch(`${s.base}/`)
       const [span] = checkSpans(r.headers.get('x-test-trace'))
       assert.equal(span.parentSpanId, r.headers.get('x-test-span'))
       assert.equal(span.attributes['floodwall.key'], 'site|ip:127.0.0.1')
@@ -112,19 +112,19 @@ describe('traces', () => {
         timeoutMs: 10_000,
       }),
     )
-    app.get('/', (req, res) => res.json({ ok: true }))
+    app.get('/', (_req, res) => res.json({ ok: true }))
     const s = await listen(app)
     try {
       const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
       const parent = '00f067aa0ba902b7'
-      const r = await fetch(s.base + '/', { headers: { traceparent: `00-${traceId}-${parent}-01` } })
+      const r = await fetch(`${s.base}/`, { headers: { traceparent: `00-${traceId}-${parent}-01` } })
       assert.equal(r.status, 200)
       const spans = checkSpans(traceId)
       assert.equal(spans.length, 1)
       assert.equal(spans[0].parentSpanId, parent)
       // No header, no active span: a root span of its own trace.
       telemetry._clearFinishedSpans()
-      await fetch(s.base + '/')
+      await fetch(`${s.base}/`)
       const [root] = checkSpans()
       assert.equal(root.parentSpanId, NO_PARENT)
       assert.notEqual(root.traceId, traceId)
@@ -234,11 +234,11 @@ describe('metrics', () => {
         ],
       }),
     )
-    app.all('/*splat', (req, res) => res.json({ ok: true }))
+    app.all('/*splat', (_req, res) => res.json({ ok: true }))
     const s = await listen(app)
     try {
-      for (let i = 0; i < 3; i++) await fetch(s.base + '/login', { method: 'POST' })
-      await fetch(s.base + '/')
+      for (let i = 0; i < 3; i++) await fetch(`${s.base}/login`, { method: 'POST' })
+      await fetch(`${s.base}/`)
     } finally {
       await s.close()
     }
@@ -247,6 +247,7 @@ describe('metrics', () => {
     assert.equal(line(text, 'limiter="m-login",source="redis",result="denied"'), 1)
     assert.equal(line(text, 'limiter="m-site",source="redis",result="allowed"'), 4)
     const count = text.match(/^floodwall_redis_latency_seconds_count\{limiter="m-site"\} (\d+)$/m)
+    // biome-ignore lint/complexity/useOptionalChain: the assertion as written (its message says null when the line is missing)
     assert.ok(count && Number(count[1]) >= 4, `latency count for m-site: ${count && count[1]}`)
   })
 

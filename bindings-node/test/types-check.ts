@@ -1,16 +1,17 @@
 // Compiled (never run) by types.test.js: the .d.ts files describe what users write.
+
+import express from 'express'
 import {
-  Limiter,
-  ManualClock,
-  HttpLimiter,
-  telemetry,
+  type CacheStats,
   type Decision,
   type FloodwallError,
-  type CacheStats,
+  HttpLimiter,
+  Limiter,
+  ManualClock,
   type SpanRecord,
+  telemetry,
 } from 'floodwall'
 import { rateLimit } from 'floodwall/express'
-import express from 'express'
 import { Registry } from 'prom-client'
 
 async function main(): Promise<void> {
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
       headers: 'both',
     }),
   )
-  app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (req, res) => res.end())
+  app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (_req, res) => res.end())
   app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute', cache: true }] }))
   app.use(rateLimit({ limits: '100/minute', redisUrl: 'redis://x', cache: { leases: false } }))
   const h = new HttpLimiter({ limits: '1/second' })
