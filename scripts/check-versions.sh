@@ -32,7 +32,8 @@ package = json.loads(Path("bindings-node/package.json").read_text(encoding="utf-
 found.append(('bindings-node/package.json "version"', package.get("version")))
 lock = json.loads(Path("bindings-node/package-lock.json").read_text(encoding="utf-8"))
 found.append(('bindings-node/package-lock.json "version"', lock.get("version")))
-found.append(('bindings-node/package-lock.json packages[""].version', lock.get("packages", {}).get("", {}).get("version")))
+lock_root = lock.get("packages", {}).get("", {})
+found.append(('bindings-node/package-lock.json packages[""].version', lock_root.get("version")))
 
 project = toml("pyproject.toml").get("project", {})
 if "version" in project:
@@ -40,8 +41,9 @@ if "version" in project:
 elif "version" not in project.get("dynamic", []):
     found.append(("pyproject.toml [project] version (neither stated nor dynamic)", None))
 # The module's __version__ comes from the crate (env!("CARGO_PKG_VERSION")); a literal one is checked too.
+literal = re.compile(r"""^__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""", re.M)
 for path in sorted(Path("bindings-python/python").rglob("*.py")):
-    for m in re.finditer(r"""^__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""", path.read_text(encoding="utf-8"), re.M):
+    for m in literal.finditer(path.read_text(encoding="utf-8")):
         found.append((f"{path} __version__", m.group(1)))
 
 bad = [(where, value) for where, value in found if value != want]
@@ -49,5 +51,5 @@ for where, value in bad:
     print(f"check-versions: {source} is {want}, but {where} is {value}", file=sys.stderr)
 if bad:
     sys.exit(1)
-print(f"check-versions: {want} everywhere ({len(found)} places: the crates, package.json and its lock file, the Python package)")
+print(f"check-versions: {want} in all {len(found)} places (the crates, package.json and its lock, the Python package)")
 PY
