@@ -33,7 +33,7 @@ colors=()
 if $fix; then
   echo "== fix: cargo clippy --fix, cargo fmt, ruff check --fix, ruff format, biome check --write"
   # A fixer that stops on what it cannot fix leaves it to the checks below, which report it.
-  cargo clippy --fix --allow-dirty --allow-staged --workspace --all-targets --quiet || true # likewise
+  cargo clippy --fix --allow-dirty --allow-staged --workspace --all-targets --quiet || true
   cargo fmt --all
   .venv/bin/ruff check --fix --quiet || true
   .venv/bin/ruff format --quiet
