@@ -30,7 +30,8 @@ import asyncio, sys
 from floodwall import Limiter
 url, limit, prefix, key, n = sys.argv[1:6]
 async def main():
-    limiter = Limiter([limit], redis_url=url, prefix=prefix)
+    limiter = Limiter([limit], redis_url=url, prefix=prefix, fallback="error", timeout_ms=10_000,
+                      breaker={"slow_call_ms": 10_000})
     await limiter.peek("warm-up")
     print("ready", flush=True)
     sys.stdin.readline()
@@ -59,7 +60,15 @@ test('a Python and a Node limiter on one key admit exactly the limit together', 
   const exited = new Promise((resolve) => py.once('exit', resolve))
   try {
     assert.equal((await lines.next()).value, 'ready')
-    const node = new Limiter({ limits: limit, redisUrl: redis.url, prefix })
+    // exact on both sides: no deadline, breaker or fallback of a loaded machine's making
+    const node = new Limiter({
+      limits: limit,
+      redisUrl: redis.url,
+      prefix,
+      fallback: 'error',
+      timeoutMs: 10_000,
+      breaker: { slowCallMs: 10_000 },
+    })
     await node.peek('warm-up')
     py.stdin.write('go\n')
     const ds = await Promise.all(Array.from({ length: 200 }, () => node.check('shared')))
