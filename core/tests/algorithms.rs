@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{limits, ALGORITHMS};
 use floodwall::{Algorithm, BatchItem, Decision, FakeClock, Limiter, Source};
 use floodwall_testkit::RedisServer;
+use proptest::prelude::*;
 
 /// The start of a fixed window of every limit here (a whole second), so window edges fall at
 /// known offsets.
@@ -220,4 +221,34 @@ async fn sliding_window_admits_up_to_twice_its_limit_in_one_window_across_an_edg
         [(Algorithm::SlidingWindow, 19), (Algorithm::SlidingLog, 10), (Algorithm::TokenBucket, 19)],
         "admitted in one second"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Fewer than twice the limit in any interval one window long, whatever the timeline and the
+    /// costs: the interval meets two fixed windows, the earlier one's count `p` at most the limit,
+    /// and an admission at `e` into the later one leaves its count at most limit - p(1 - e/w),
+    /// so the two hold at most limit + p e/w < 2 x limit: 9 for "5/second".
+    #[test]
+    fn sliding_window_admits_under_twice_its_limit_in_any_window_long_interval(
+        steps in prop::collection::vec((0u64..120_000, 1u64..=3), 1..300),
+    ) {
+        let clock = FakeClock::new(T0);
+        let l = fake_clock_limiter(Algorithm::SlidingWindow, &["5/second"], &clock);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut admitted = Vec::new();
+        let mut t = 0;
+        for (dt, cost) in steps {
+            t += dt;
+            clock.set_us(T0 + t);
+            if rt.block_on(l.check_n("k", cost)).unwrap().allowed {
+                admitted.push((t, cost));
+            }
+        }
+        for (i, (start, _)) in admitted.iter().enumerate() {
+            let n: u64 = admitted[i..].iter().take_while(|(s, _)| *s < start + SECOND).map(|(_, c)| c).sum();
+            prop_assert!(n <= 9, "{} admitted in the second from {} µs", n, start);
+        }
+    }
 }
