@@ -66,7 +66,7 @@ fn parse(args: &[String]) -> Args {
 }
 
 /// Calls per command from INFO commandstats (commands run inside scripts included), INFO itself left out.
-fn commandstats(port: u16) -> HashMap<String, u64> {
+pub(crate) fn commandstats(port: u16) -> HashMap<String, u64> {
     let out =
         Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "commandstats"]).output().expect("redis-cli");
     String::from_utf8_lossy(&out.stdout)

@@ -6,12 +6,19 @@
 //!   cargo run --release -p floodwall-bench -- cache [--seconds 5] [--concurrency 64] [--algorithm A] [--no-exact]
 //!       [--workload NAME] [--instances 1|10] [--batch-window-us 0-500] [--rss-every SECONDS] [--rate N]
 //!     (the local cache layer on the issue-5 workloads: see cache_bench.rs)
+//!   cargo run --release -p floodwall-bench -- algorithms [--identities 5000] [--in-flight 1,64]
+//!       [--callgrind-identities 1000] [--no-callgrind]
+//!     (per algorithm, 1 and 3 limits: ns, Redis commands and instructions per decision: see algorithms_bench.rs)
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod algorithms_bench;
 mod cache_bench;
+// floodwall-redis-cost's too; this binary uses part of it
+#[allow(dead_code)]
+mod callgrind;
 #[allow(dead_code)]
 mod workloads;
 
@@ -157,6 +164,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("cache") {
         return cache_bench::run(&argv[2..]);
+    }
+    if argv.get(1).map(String::as_str) == Some("algorithms") {
+        return algorithms_bench::run(&argv[2..]);
     }
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
