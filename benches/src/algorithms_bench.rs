@@ -134,6 +134,15 @@ fn redis_cost(
     RedisCost { best, per_command, cpu_us: cpu.map(|s| 1e6 * s / decisions) }
 }
 
+/// Calls per decision to 3 decimals; the rare ones (a hash's expiry set once per epoch) as such.
+fn fraction(v: f64) -> String {
+    if v < 0.0005 {
+        "<0.001".into()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 pub fn run(raw: &[String]) {
     let args = parse(raw);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -202,7 +211,12 @@ pub fn run(raw: &[String]) {
                     redis.commands(),
                     redis.cpu_us.map_or("-".into(), |c| format!("{c:.2}")),
                     instr.map_or("-".into(), |i| i.to_string()),
-                    redis.per_command.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", ")
+                    redis
+                        .per_command
+                        .iter()
+                        .map(|(k, v)| format!("{k} {}", fraction(*v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
