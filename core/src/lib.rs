@@ -39,5 +39,5 @@ pub use limit::{parse_limits, Limit};
 pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use remote::BreakerOptions;
-pub use store::batch::together;
+pub use store::redis::batch::together;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

@@ -21,7 +21,7 @@ use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::{BreakerOptions, Remote};
 use crate::scripts::limit_args;
-use crate::store::batch::{Ask, MAX_BATCH};
+use crate::store::redis::batch::{Ask, MAX_BATCH};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 use crate::telemetry::{self, CheckSpan, LogTraceId};
 

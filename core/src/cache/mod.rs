@@ -38,7 +38,7 @@ pub struct CacheOptions {
     /// Most requests in one coalesced call.
     pub max_batch: usize,
     /// Wait this long (0–500 µs) before sending a call, to gather more arrivals: of the same
-    /// identity (one coalesced call) and of others (one script call, core/src/store/batch.rs).
+    /// identity (one coalesced call) and of others (one script call, core/src/store/redis/batch.rs).
     pub batch_window_us: u64,
     /// Reserve permits for hot identities (sliding window and token bucket; needs `coalesce`).
     pub leases: bool,
@@ -828,7 +828,7 @@ impl Drop for Handoff<'_> {
 /// order, repeat. At most one call per identity is in flight, so at most one refresh.
 async fn drive(sh: Arc<Shared>, remote: Remote, slot: Arc<Slot>, keys: Vec<String>) {
     if sh.opts.batch_window_us > 0 {
-        crate::store::batch::wait_until(Instant::now() + Duration::from_micros(sh.opts.batch_window_us)).await;
+        crate::store::redis::batch::wait_until(Instant::now() + Duration::from_micros(sh.opts.batch_window_us)).await;
     }
     loop {
         let (batch, p) = {

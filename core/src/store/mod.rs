@@ -1,7 +1,6 @@
 //! Stores run one algorithm over every window of one identity atomically. The embedded store and
 //! Redis give the same answers; the limiter picks one, and later layers (cache, fallback) wrap them.
 
-pub(crate) mod batch;
 pub mod memory;
 pub mod redis;
 

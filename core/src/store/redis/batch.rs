@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::algorithm::Algorithm;
 use crate::error::Result;
 
-use super::redis::RedisStore;
+use super::RedisStore;
 
 /// Most requests in one script call: bounds how long one script holds Redis (each request is a
 /// GET and at most a SET) and the size of its reply.
@@ -39,7 +39,7 @@ pub(crate) struct Ask {
 
 impl Ask {
     /// `req` as a request of a script call; `limits` is scripts::limit_args of its limits.
-    pub(crate) fn of(req: &super::Request<'_>, limits: Arc<[u8]>) -> Self {
+    pub(crate) fn of(req: &crate::store::Request<'_>, limits: Arc<[u8]>) -> Self {
         let epoch_us = crate::keys::epoch_us(req.algorithm, req.limits);
         Ask {
             keys: req.keys.to_vec(),
@@ -51,8 +51,14 @@ impl Ask {
         }
     }
 
-    pub(crate) fn request<'a>(&'a self, limits: &'a [crate::limit::Limit]) -> super::Request<'a> {
-        super::Request { keys: &self.keys, limits, algorithm: self.algorithm, cost: self.cost, consume: self.consume }
+    pub(crate) fn request<'a>(&'a self, limits: &'a [crate::limit::Limit]) -> crate::store::Request<'a> {
+        crate::store::Request {
+            keys: &self.keys,
+            limits,
+            algorithm: self.algorithm,
+            cost: self.cost,
+            consume: self.consume,
+        }
     }
 }
 

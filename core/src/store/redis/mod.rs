@@ -1,6 +1,9 @@
 //! Redis: each check is ONE script call (EVALSHA, reloaded by redis-rs on NOSCRIPT) that reads
 //! Redis `TIME`, checks every window of the identity and consumes from all only if all allow.
 //! The connection is multiplexed, made on first use and re-made by redis-rs after a failure.
+//! Concurrent decisions share script calls through the store's queue (batch.rs, a part of this store).
+
+pub(crate) mod batch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use crate::keys::{state_field, state_hashes};
 use crate::per_process::PerProcess;
 use crate::scripts::{decide_args, decode_decided, limit_args, ScriptRequest, DECIDE};
 
-use super::batch::{self, Ask, Decided};
+use self::batch::{Ask, Decided};
 use super::Request;
 
 pub use crate::scripts::script_for;
@@ -40,7 +43,7 @@ pub struct RedisOptions {
     /// (core/src/remote.rs) is usually shorter; this bounds calls made outside it.
     pub response_timeout: Option<Duration>,
     /// Hold a call that would go alone this long for company: requests of other identities that
-    /// arrive meanwhile share its script call (core/src/store/batch.rs). Zero: none. The cache
+    /// arrive meanwhile share its script call (core/src/store/redis/batch.rs). Zero: none. The cache
     /// layer's `batch_window_us` sets it.
     pub batch_window: Duration,
 }
@@ -158,7 +161,7 @@ struct Inner {
 struct Process {
     conn: std::sync::Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
-    /// Decisions waiting to share a script call (store/batch.rs).
+    /// Decisions waiting to share a script call (batch.rs).
     queue: std::sync::Mutex<batch::Queue>,
 }
 
@@ -400,9 +403,6 @@ impl RedisStore {
         result.map_err(|e| self.store_error(e))
     }
 
-    /// Round trip to Redis; used by health checks and `Limiter::connect`. On a cluster one node
-    /// answers (a plain PING goes to every node and would fail while any node is down; whether
-    /// a given slot is served again is for the half-open probes to find out).
     /// Loads the decision script into a standalone server now, so the first decision does not
     /// pay for NOSCRIPT and a load inside its deadline. (On a Cluster each node loads it on first use.)
     pub(crate) async fn load_scripts(&self) -> Result<()> {
@@ -412,6 +412,9 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Round trip to Redis; used by health checks and `Limiter::connect`. On a cluster one node
+    /// answers (a plain PING goes to every node and would fail while any node is down; whether
+    /// a given slot is served again is for the half-open probes to find out).
     pub async fn ping(&self) -> Result<()> {
         match self.connection().await? {
             Conn::Single(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await.map_err(|e| self.store_error(e)),
