@@ -163,6 +163,12 @@ pub fn state_hashes(keys: &[String]) -> &[String] {
     &keys[1..4]
 }
 
+/// The sorted set of the identity's outstanding leases (the cache layer's scripts), in the slot
+/// of its `keys`.
+pub(crate) fn lease_key(keys: &[String]) -> String {
+    format!("{}:lease", keys[0])
+}
+
 /// How long one epoch of a limiter's hashes lasts (µs): at least as long as a state stays
 /// relevant after its last write, since a hash is read through the next epoch and then dropped.
 /// A sliding window's counts matter until the window after the one written ends (2 × window);

@@ -1,13 +1,14 @@
 //! Every Lua script the core runs, each prefixed with lua/prelude.lua (Redis time, the packed
-//! per-identity state; the cache layer's also with lua/lease_prelude.lua) and run by EVALSHA
-//! (redis-rs reloads on NOSCRIPT).
+//! per-identity state; the cache layer's also with lua/lease_prelude.lua), and each one's call:
+//! its KEYS and ARGV, built here only. Run by EVALSHA (redis-rs reloads on NOSCRIPT).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use crate::algorithm::{emission_interval_us, Algorithm};
+use crate::keys::{epoch_us, lease_key, state_field, state_hashes};
 use crate::limit::Limit;
 
 macro_rules! script {
@@ -97,6 +98,122 @@ pub(crate) fn decide_args<'a>(
         let _ = rmp::encode::write_str(&mut buf, r.field);
     }
     buf
+}
+
+/// lua/decide.lua deciding `requests` (each: its keys, cost, and consume or peek) of one
+/// algorithm; `limits` from limit_args, `epoch_us` from keys::epoch_us, `now` as
+/// RedisStore::now_arg. Sliding window and token bucket name each shard's hashes once, in order of
+/// first use; the sliding log names every request's keys.
+pub(crate) fn decide_invocation<'k>(
+    algorithm: Algorithm,
+    limits: &[u8],
+    epoch_us: u64,
+    requests: impl ExactSizeIterator<Item = (&'k [String], u64, bool)>,
+    now: &str,
+) -> ScriptInvocation<'static> {
+    let mut inv = DECIDE.prepare_invoke();
+    let hashed = algorithm != Algorithm::SlidingLog;
+    let mut shards: Vec<&str> = Vec::new();
+    let mut reqs = Vec::with_capacity(requests.len());
+    for (keys, cost, consume) in requests {
+        let (field, shard) = if hashed {
+            let hashes = state_hashes(keys);
+            let g = match shards.iter().position(|s| *s == hashes[0]) {
+                Some(g) => g,
+                None => {
+                    shards.push(&hashes[0]);
+                    for h in hashes {
+                        inv.key(h);
+                    }
+                    shards.len() - 1
+                }
+            };
+            (state_field(keys), g as u64 + 1)
+        } else {
+            for k in keys {
+                inv.key(k);
+            }
+            ("", 0)
+        };
+        reqs.push(ScriptRequest { name: &keys[0], field, shard, cost, consume });
+    }
+    inv.arg(now).arg(decide_args(algorithm, limits, epoch_us, &reqs));
+    inv
+}
+
+/// The lease a batch script call asks for.
+pub(crate) struct LeaseAsk<'a> {
+    /// permits wanted (0: none)
+    pub want: u64,
+    pub lifetime_us: u64,
+    /// most permits outstanding in leases of the identity, over all instances
+    pub budget: u64,
+    /// the lease's member in the identity's lease set
+    pub member: &'a str,
+    /// member of this instance's previous lease, spent or given back ("" none)
+    pub release: &'a str,
+}
+
+/// lua/sliding_window_batch.lua or token_bucket_batch.lua deciding `costs` for the identity whose
+/// keys are `keys`, in order, and leasing per `lease`; `now` as RedisStore::now_arg.
+pub(crate) fn batch_invocation(
+    algorithm: Algorithm,
+    limits: &[Limit],
+    keys: &[String],
+    costs: &[u64],
+    lease: &LeaseAsk<'_>,
+    now: &str,
+) -> ScriptInvocation<'static> {
+    let script = if algorithm == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
+    let mut inv = script.prepare_invoke();
+    for k in state_hashes(keys) {
+        inv.key(k);
+    }
+    inv.key(lease_key(keys));
+    inv.arg(now).arg(costs.len());
+    for c in costs {
+        inv.arg(*c);
+    }
+    inv.arg(lease.want).arg(lease.lifetime_us).arg(lease.budget).arg(lease.member).arg(lease.release);
+    inv.arg(limit_args(algorithm, limits));
+    inv.arg(state_field(keys)).arg(epoch_us(algorithm, limits));
+    inv
+}
+
+/// Permits of a lease to give back.
+pub(crate) struct LeaseReturn<'a> {
+    /// The identity's keys (keys::KeyLayout::keys)
+    pub keys: &'a [String],
+    pub unused: u64,
+    /// The lease's member in the identity's lease set
+    pub member: &'a str,
+    /// sw: window number per limit at the grant; tb: TAT per limit right after it
+    pub marks: &'a [u64],
+}
+
+/// lua/lease_return.lua giving back what `u` leaves unused; `now` as RedisStore::now_arg.
+pub(crate) fn return_invocation(
+    algorithm: Algorithm,
+    limits: &[Limit],
+    u: &LeaseReturn<'_>,
+    now: &str,
+) -> ScriptInvocation<'static> {
+    let mut inv = LEASE_RETURN.prepare_invoke();
+    for k in state_hashes(u.keys) {
+        inv.key(k);
+    }
+    inv.key(lease_key(u.keys));
+    let mode = if algorithm == Algorithm::TokenBucket { "tb" } else { "sw" };
+    inv.arg(mode).arg(u.unused).arg(u.member).arg(now).arg(state_field(u.keys)).arg(epoch_us(algorithm, limits));
+    if algorithm == Algorithm::TokenBucket {
+        for l in limits {
+            inv.arg(emission_interval_us(l));
+        }
+    }
+    for m in u.marks {
+        inv.arg(*m);
+    }
+    inv
 }
 
 /// One request's answer at the start of lua/decide.lua's packed reply: a head byte `2c + allowed`,

@@ -37,8 +37,8 @@ async fn run_batch(
     budget: u64,
     member: &str,
 ) -> (Vec<Outcome>, u64, Vec<u64>, Vec<i64>) {
-    let lease = super::LeaseAsk { want, lifetime_us: 300_000, budget, member, release: "" };
-    let inv = super::batch_invocation(alg, limits, &keys(alg, id, limits), costs, &lease, &store.now_arg());
+    let lease = crate::scripts::LeaseAsk { want, lifetime_us: 300_000, budget, member, release: "" };
+    let inv = crate::scripts::batch_invocation(alg, limits, &keys(alg, id, limits), costs, &lease, &store.now_arg());
     let reply: Vec<i64> = store.invoke(&inv).await.expect("script");
     let m = costs.len();
     let read = StateReply { now_us: reply[1] as u64, state: &reply[2 + m..] };
@@ -142,8 +142,9 @@ async fn returned_permits_count_again() {
         let (outs, _, _, _) = run_batch(&store, alg, &key, &[limits[0]], &[1], 0, 10, "-").await;
         assert_eq!(outs[0].windows[0].remaining, 1000 - 10, "{alg}: the lease counts as consumed");
         // give back 5 of the 8
-        let unused = super::Unused { keys: keys(alg, &key, &limits), unused: 5, member: "L:8".into(), marks };
-        let inv = super::return_invocation(alg, &limits, &unused, &store.now_arg());
+        let keys = keys(alg, &key, &limits);
+        let unused = crate::scripts::LeaseReturn { keys: &keys, unused: 5, member: "L:8", marks: &marks };
+        let inv = crate::scripts::return_invocation(alg, &limits, &unused, &store.now_arg());
         let back: Vec<i64> = store.invoke(&inv).await.unwrap();
         assert_eq!(back, vec![5], "{alg}");
         let (outs, _, _, _) = run_batch(&store, alg, &key, &limits, &[1], 0, 10, "-").await;
@@ -173,7 +174,7 @@ fn options_default_from_an_empty_object_and_are_validated() {
 
 #[test]
 fn the_doorkeeper_remembers_a_sighting_for_one_period() {
-    let d = super::Doorkeeper::new(1_000);
+    let d = super::identity::Doorkeeper::new(1_000);
     let (a, b) = (7u128 << 64, 8u128 << 64); // the doorkeeper hashes the high half
     assert!(d.first_sighting_at(a, 0));
     assert!(!d.first_sighting_at(a, 999), "seen within the period");
@@ -188,11 +189,17 @@ fn a_lease_is_asked_for_only_when_it_should_serve_several_calls() {
     use std::time::Duration;
     let lease = Duration::from_millis(250);
     let ms = Duration::from_millis;
-    assert!(!super::is_hot(None, None, lease, 1), "an identity never seen");
-    assert!(super::is_hot(None, None, lease, 2), "callers queued up for it");
-    assert!(super::is_hot(Some(ms(10)), None, lease, 1), "about 25 calls per lease at this rate");
-    assert!(super::is_hot(Some(ms(62)), None, lease, 1), "4 calls per lease: enough");
-    assert!(!super::is_hot(Some(ms(63)), None, lease, 1), "fewer than 4 calls per lease: plain calls cost Redis less");
-    assert!(!super::is_hot(Some(ms(100)), Some(3), lease, 1), "2.5 calls per lease, and the last lease served 3");
-    assert!(super::is_hot(Some(ms(240)), Some(900), lease, 1), "a lease that served 900 calls in 240 ms");
+    assert!(!super::lease::is_hot(None, None, lease, 1), "an identity never seen");
+    assert!(super::lease::is_hot(None, None, lease, 2), "callers queued up for it");
+    assert!(super::lease::is_hot(Some(ms(10)), None, lease, 1), "about 25 calls per lease at this rate");
+    assert!(super::lease::is_hot(Some(ms(62)), None, lease, 1), "4 calls per lease: enough");
+    assert!(
+        !super::lease::is_hot(Some(ms(63)), None, lease, 1),
+        "fewer than 4 calls per lease: plain calls cost Redis less"
+    );
+    assert!(
+        !super::lease::is_hot(Some(ms(100)), Some(3), lease, 1),
+        "2.5 calls per lease, and the last lease served 3"
+    );
+    assert!(super::lease::is_hot(Some(ms(240)), Some(900), lease, 1), "a lease that served 900 calls in 240 ms");
 }

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys::{state_field, state_hashes};
 use crate::per_process::PerProcess;
-use crate::scripts::{decide_args, decode_decided, limit_args, ScriptRequest, DECIDE};
+use crate::scripts::{decide_invocation, decode_decided, limit_args, DECIDE};
 
 use self::batch::{Ask, Decided};
 use super::Request;
@@ -325,34 +325,8 @@ impl RedisStore {
     /// One call of lua/decide.lua for `asks` (one algorithm and limits): what it decided for each.
     pub(crate) async fn decide(&self, asks: &[&Ask]) -> Result<Vec<Decided>> {
         let Some(first) = asks.first() else { return Ok(Vec::new()) };
-        let mut inv = DECIDE.prepare_invoke();
-        let hashed = first.algorithm != Algorithm::SlidingLog;
-        // sliding window, token bucket: each shard's three hashes once, in order of first use
-        let mut shards: Vec<&str> = Vec::new();
-        let mut requests = Vec::with_capacity(asks.len());
-        for a in asks {
-            let (field, shard) = if hashed {
-                let hashes = state_hashes(&a.keys);
-                let g = match shards.iter().position(|s| *s == hashes[0]) {
-                    Some(g) => g,
-                    None => {
-                        shards.push(&hashes[0]);
-                        for h in hashes {
-                            inv.key(h);
-                        }
-                        shards.len() - 1
-                    }
-                };
-                (state_field(&a.keys), g as u64 + 1)
-            } else {
-                for k in &a.keys {
-                    inv.key(k);
-                }
-                ("", 0)
-            };
-            requests.push(ScriptRequest { name: &a.keys[0], field, shard, cost: a.cost, consume: a.consume });
-        }
-        inv.arg(self.now_arg()).arg(decide_args(first.algorithm, &first.limits, first.epoch_us, &requests));
+        let requests = asks.iter().map(|a| (&a.keys[..], a.cost, a.consume));
+        let inv = decide_invocation(first.algorithm, &first.limits, first.epoch_us, requests, &self.now_arg());
         let reply: Vec<Value> = self.invoke(&inv).await?;
         let bad =
             || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
