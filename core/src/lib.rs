@@ -12,6 +12,7 @@
 //! ```
 
 pub mod algorithm;
+pub(crate) mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod decision;
@@ -29,6 +30,7 @@ pub mod telemetry;
 pub mod web;
 
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
+pub use breaker::BreakerOptions;
 pub use cache::{CacheOptions, CacheStats};
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
 pub use decision::{Decision, Source, WindowState};
@@ -38,6 +40,5 @@ pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
 pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
-pub use remote::BreakerOptions;
 pub use store::redis::batch::together;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, Outcome};
+use crate::breaker::BreakerOptions;
 use crate::cache::{CacheOptions, LocalCache};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{Decision, Source};
@@ -19,7 +20,7 @@ use crate::fallback::{Fallback, FallbackMode};
 use crate::keys::KeyLayout;
 use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
-use crate::remote::{BreakerOptions, Remote};
+use crate::remote::Remote;
 use crate::scripts::limit_args;
 use crate::store::redis::batch::{Ask, MAX_BATCH};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};

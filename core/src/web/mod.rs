@@ -5,14 +5,14 @@
 mod client_ip;
 pub(crate) mod headers;
 mod jwt;
-mod keys;
+mod request_key;
 mod route;
 mod rules;
 
 pub use client_ip::{ClientIp, ClientIpRule, DEFAULT_IPV6_PREFIX};
 pub use headers::{limited_body, merged_headers, merged_limited_body, rate_limit_headers, HeaderStyle};
 pub use jwt::{bearer_token, JwtVerifier, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
-pub use keys::{KeyPart, KeyResolver, KeyScope, RequestInfo, Resolved, MAX_RAW_PART};
+pub use request_key::{KeyPart, KeyResolver, KeyScope, RequestInfo, Resolved, MAX_RAW_PART};
 pub use route::RouteRule;
 pub use rules::{rule_identity, HttpRequest, Rule, RuleDecision, RuleOutcome, RuleSet};
 
