@@ -144,7 +144,7 @@ fn limiter(url: &str, w: &Workload, alg: Algorithm, prefix: &str, cache: Option<
         // every decision from Redis or the cache layer, none from the fallback
         .timeout(Duration::from_secs(5))
         .fallback(FallbackMode::Error)
-        .breaker(BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() });
+        .breaker(BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX));
     if let Some(c) = cache {
         b = b.cache(c);
     }
@@ -338,7 +338,7 @@ pub fn run(raw: &[String]) {
         if args.exact_rows {
             modes.push(("exact, alone", 1, None));
         }
-        let cache = CacheOptions { batch_window_us: args.batch_window_us, ..CacheOptions::default() };
+        let cache = CacheOptions::default().batch_window_us(args.batch_window_us);
         modes.push(("cache, alone", 1, Some(cache.clone())));
         modes.push(("cache, 10 instances", 10, Some(cache)));
         for (mode, n, cache) in modes {

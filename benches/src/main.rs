@@ -220,11 +220,7 @@ fn main() {
                     // the exact path: every decision from Redis, none from the fallback
                     .timeout(Duration::from_secs(5))
                     .fallback(floodwall::FallbackMode::Error)
-                    .breaker(floodwall::BreakerOptions {
-                        slow_call_ms: 60_000,
-                        failure_threshold: u32::MAX,
-                        ..Default::default()
-                    })
+                    .breaker(floodwall::BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX))
                     .build()
                     .unwrap();
                 l.connect().await.expect("redis reachable");

@@ -581,7 +581,7 @@ impl JsLimiter {
         let limiter = self.inner.clone();
         settle(env, async move {
             let (key, (cost, traceparent)) = prepared?;
-            let opts = floodwall::CheckOptions { cost, traceparent: traceparent.as_deref() };
+            let opts = floodwall::CheckOptions::new(cost, traceparent.as_deref());
             Ok(Decision::from(&limiter.check_with(&key, opts).await?))
         })
     }
@@ -636,10 +636,8 @@ impl JsLimiter {
                 .iter()
                 .zip(&costs)
                 .zip(&traceparents)
-                .map(|((key, cost), tp)| floodwall::BatchItem {
-                    key,
-                    cost: *cost as u64,
-                    traceparent: Some(tp.as_str()).filter(|t| !t.is_empty()),
+                .map(|((key, cost), tp)| {
+                    floodwall::BatchItem::new(key, *cost as u64, Some(tp.as_str()).filter(|t| !t.is_empty()))
                 })
                 .collect();
             let all = limiter.decide_many(&items).await;

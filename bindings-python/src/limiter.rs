@@ -602,7 +602,7 @@ impl PyLimiter {
         let cost = cost_arg(cost)?;
         let limiter = self.inner.clone();
         self.awaitable(py, async move {
-            let opts = CheckOptions { cost, traceparent: traceparent.as_deref() };
+            let opts = CheckOptions::new(cost, traceparent.as_deref());
             limiter.check_with(&key, opts).await.map(PyDecision::from)
         })
     }
@@ -610,7 +610,7 @@ impl PyLimiter {
     #[pyo3(signature = (key, cost = 1, *, traceparent = None))]
     fn check_sync(&self, py: Python<'_>, key: &str, cost: i64, traceparent: Option<&str>) -> PyResult<PyDecision> {
         let cost = cost_arg(cost)?;
-        let opts = CheckOptions { cost, traceparent };
+        let opts = CheckOptions::new(cost, traceparent);
         let limiter = &self.inner;
         self.blocking_here(py, |c| async move { limiter.check_on(&c, key, opts).await }, limiter.check_with(key, opts))
             .map(PyDecision::from)

@@ -23,12 +23,11 @@ pub fn configure_tracing(
         if !(0.0..=1.0).contains(&sampling_ratio) {
             return Err(config_error("sampling_ratio", sampling_ratio, "must be between 0 and 1"));
         }
-        let opts = core::TraceOptions {
-            otlp_endpoint,
-            sampling_ratio,
-            record_raw_keys,
-            service_name: service_name.to_owned(),
-        };
+        let opts = core::TraceOptions::default()
+            .otlp_endpoint(otlp_endpoint)
+            .sampling_ratio(sampling_ratio)
+            .record_raw_keys(record_raw_keys)
+            .service_name(service_name.to_owned());
         core::configure_tracing(&opts).map_err(to_py)
     })
 }

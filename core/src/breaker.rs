@@ -18,6 +18,7 @@ use crate::per_process::PerProcess;
 /// Deadline and breaker settings. Defaults suit a Redis on the same network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerOptions {
     /// Open after this many consecutive failures (errors or timeouts).
     pub failure_threshold: u32,
@@ -55,6 +56,18 @@ impl Default for BreakerOptions {
         }
     }
 }
+
+setters!(BreakerOptions {
+    failure_threshold: u32,
+    slow_call_ms: u64,
+    slow_call_ratio: f64,
+    slow_call_window: usize,
+    slow_call_min_calls: usize,
+    open_ms: u64,
+    half_open_probes: u32,
+    health_check_ms: u64,
+    max_in_flight: usize,
+});
 
 impl BreakerOptions {
     pub(crate) fn validate(&self) -> Result<()> {

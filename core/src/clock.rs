@@ -1,7 +1,9 @@
 //! Local time, injectable. With Redis the local clock only measures skew against Redis's `TIME`;
 //! the embedded store decides with it, so tests drive it by hand with `FakeClock`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+#[cfg(feature = "test-util")]
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,18 +43,22 @@ impl Clock for FakeClock {
     }
 }
 
-/// The system clock shifted by a fixed offset: how tests model an app server whose clock is wrong.
+/// The system clock shifted by a fixed offset: how tests model an app server whose clock is wrong
+/// (feature `test-util`).
+#[cfg(feature = "test-util")]
 #[derive(Debug)]
 pub struct OffsetClock {
     offset_us: AtomicI64,
 }
 
+#[cfg(feature = "test-util")]
 impl OffsetClock {
     pub fn new(offset: i64) -> Self {
         OffsetClock { offset_us: AtomicI64::new(offset) }
     }
 }
 
+#[cfg(feature = "test-util")]
 impl Clock for OffsetClock {
     fn now_us(&self) -> u64 {
         (SystemClock.now_us() as i64 + self.offset_us.load(Ordering::Relaxed)) as u64

@@ -38,6 +38,7 @@ impl Source {
 
 /// One limit's view of the request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct WindowState {
     pub limit: Limit,
     pub remaining: u64,
@@ -48,6 +49,7 @@ pub struct WindowState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Decision {
     pub allowed: bool,
     /// The `max` of the limit that binds: the one that denied, or the one with least remaining.

@@ -11,6 +11,23 @@
 //! # Ok::<(), floodwall::Error>(()) }).unwrap();
 //! ```
 
+/// Chainable setters for a `#[non_exhaustive]` options struct, one per field, so that other crates
+/// can build one from its defaults: `CacheOptions::default().leases(false).lease_ms(400)`.
+macro_rules! setters {
+    ($ty:ident { $($field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`].")]
+                #[must_use]
+                pub fn $field(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 pub mod algorithm;
 pub(crate) mod breaker;
 pub mod cache;
@@ -32,13 +49,17 @@ pub mod web;
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};
 pub use breaker::BreakerOptions;
 pub use cache::{CacheOptions, CacheStats};
-pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
+#[cfg(feature = "test-util")]
+pub use clock::OffsetClock;
+pub use clock::{Clock, FakeClock, SystemClock};
 pub use decision::{Decision, Source, WindowState};
 pub use error::{Error, ErrorKind, Result};
 pub use fallback::FallbackMode;
 pub use keys::KeyLayout;
 pub use limit::{parse_limits, Limit};
-pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig, OwnConnection};
+#[doc(hidden)]
+pub use limiter::OwnConnection;
+pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use store::redis::batch::together;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

@@ -39,6 +39,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// A limiter as data: what a config file or a binding's keyword arguments map onto.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LimiterConfig {
     pub limits: Vec<Limit>,
     #[serde(default)]
@@ -133,6 +134,8 @@ struct Inner {
 /// of its own (`Limiter::check_on`): its round trip is then a write and a read on that thread, with
 /// no hand-off to a runtime worker and back. Deadline, breaker, metrics and fallback stay the
 /// limiter's; `home` is where background work (the breaker's health check) goes instead.
+/// For the bindings' blocking paths, not a stable API: hidden from the docs.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct OwnConnection {
     store: RedisStore,
@@ -148,6 +151,7 @@ impl OwnConnection {
 
 /// Per-call options beyond the key.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct CheckOptions<'a> {
     pub cost: u64,
     /// W3C `traceparent` of the caller's span: floodwall's span becomes its child.
@@ -160,13 +164,26 @@ impl Default for CheckOptions<'_> {
     }
 }
 
+impl<'a> CheckOptions<'a> {
+    pub fn new(cost: u64, traceparent: Option<&'a str>) -> Self {
+        CheckOptions { cost, traceparent }
+    }
+}
+
 /// One request of [`Limiter::decide_many`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct BatchItem<'a> {
     pub key: &'a str,
     /// Units to consume; 0 means a peek.
     pub cost: u64,
     pub traceparent: Option<&'a str>,
+}
+
+impl<'a> BatchItem<'a> {
+    pub fn new(key: &'a str, cost: u64, traceparent: Option<&'a str>) -> Self {
+        BatchItem { key, cost, traceparent }
+    }
 }
 
 pub struct LimiterBuilder {
@@ -459,6 +476,7 @@ impl Limiter {
     /// A new connection for `check_on` / `peek_on`; None where this limiter has none to give (the
     /// embedded store, a cache layer, a store handed in ready-made). It connects on first use, on
     /// the runtime polling it then, and lives on that runtime: one connection per blocking thread.
+    #[doc(hidden)]
     pub fn own_connection(&self, home: tokio::runtime::Handle) -> Option<Result<OwnConnection>> {
         let (options, test_time) = self.inner.own.as_ref()?;
         let store = if *test_time {
@@ -470,11 +488,13 @@ impl Limiter {
     }
 
     /// `check_with` over `conn` (from `own_connection`) instead of the limiter's shared connection.
+    #[doc(hidden)]
     pub async fn check_on(&self, conn: &OwnConnection, key: &str, opts: CheckOptions<'_>) -> Result<Decision> {
         self.consume(key, opts, Some(conn)).await
     }
 
     /// `peek_with` over `conn` (from `own_connection`).
+    #[doc(hidden)]
     pub async fn peek_on(&self, conn: &OwnConnection, key: &str, traceparent: Option<&str>) -> Result<Decision> {
         self.run(key, 1, false, traceparent, Some(conn)).await
     }

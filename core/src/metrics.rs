@@ -57,6 +57,7 @@ pub struct Metrics {
 
 /// A consistent-enough copy of the counters (each read is atomic; the set is not).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// (source, allowed, count)
     pub decisions: Vec<(Source, bool, u64)>,

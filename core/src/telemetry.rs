@@ -2,7 +2,6 @@
 //! W3C trace context when the adapter passes one), Prometheus text for every live limiter's
 //! metrics, and structured JSON logs that carry the trace id. Off by default; cheap when off.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -14,7 +13,7 @@ use opentelemetry::trace::{
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, TracerProviderBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +25,7 @@ use crate::per_process::PerProcess;
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TraceOptions {
     /// OTLP/HTTP endpoint, e.g. "http://localhost:4318/v1/traces". None: no export.
     pub otlp_endpoint: Option<String>,
@@ -47,11 +47,43 @@ impl Default for TraceOptions {
     }
 }
 
+setters!(TraceOptions {
+    otlp_endpoint: Option<String>,
+    sampling_ratio: f64,
+    record_raw_keys: bool,
+    service_name: String,
+});
+
+/// Where test tracing keeps its spans: in memory, with the `test-util` feature only (it needs
+/// opentelemetry_sdk's `testing`). Without it the type has no values, and no config asks for one.
+#[cfg(feature = "test-util")]
+use opentelemetry_sdk::trace::InMemorySpanExporter as TestExporter;
+#[cfg(not(feature = "test-util"))]
+#[derive(Debug, Clone)]
+enum TestExporter {}
+
+fn new_test_exporter() -> Option<TestExporter> {
+    #[cfg(feature = "test-util")]
+    return Some(TestExporter::default());
+    #[cfg(not(feature = "test-util"))]
+    None
+}
+
+fn with_test_exporter(builder: TracerProviderBuilder, exporter: &TestExporter) -> TracerProviderBuilder {
+    #[cfg(feature = "test-util")]
+    return builder.with_simple_exporter(exporter.clone());
+    #[cfg(not(feature = "test-util"))]
+    {
+        let _ = builder;
+        match *exporter {}
+    }
+}
+
 struct TraceState {
     tracer: SdkTracer,
     provider: SdkTracerProvider,
     record_raw_keys: bool,
-    test_exporter: Option<InMemorySpanExporter>,
+    test_exporter: Option<TestExporter>,
 }
 
 /// How tracing was last configured (None: off). A forked child inherits it and builds its own
@@ -86,7 +118,8 @@ fn state() -> Option<Arc<TraceState>> {
 /// This process's tracer slot; in a new process, made from CONFIG.
 fn here() -> &'static ArcSwapOption<TraceState> {
     STATE.get_or(|| {
-        let made = CONFIG.load_full().and_then(|c| build(&c.opts, c.test.then(InMemorySpanExporter::default)).ok());
+        let made =
+            CONFIG.load_full().and_then(|c| build(&c.opts, if c.test { new_test_exporter() } else { None }).ok());
         ArcSwapOption::new(made.map(Arc::new))
     })
 }
@@ -100,7 +133,7 @@ fn replace(config: Option<Config>, state: Option<TraceState>) {
     }
 }
 
-fn build(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<TraceState> {
+fn build(opts: &TraceOptions, test_exporter: Option<TestExporter>) -> Result<TraceState> {
     if !(0.0..=1.0).contains(&opts.sampling_ratio) {
         return Err(Error::config("sampling_ratio", opts.sampling_ratio, "must be between 0 and 1"));
     }
@@ -117,14 +150,14 @@ fn build(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Re
         builder = builder.with_batch_exporter(exporter);
     }
     if let Some(t) = &test_exporter {
-        builder = builder.with_simple_exporter(t.clone());
+        builder = with_test_exporter(builder, t);
     }
     let provider = builder.build();
     let tracer = provider.tracer("floodwall");
     Ok(TraceState { tracer, provider, record_raw_keys: opts.record_raw_keys, test_exporter })
 }
 
-fn install(opts: &TraceOptions, test_exporter: Option<InMemorySpanExporter>) -> Result<()> {
+fn install(opts: &TraceOptions, test_exporter: Option<TestExporter>) -> Result<()> {
     let state = build(opts, test_exporter)?;
     let test = state.test_exporter.is_some();
     replace(Some(Config { opts: opts.clone(), test }), Some(state));
@@ -151,22 +184,25 @@ pub fn flush_tracing() -> bool {
 }
 
 /// Tests: trace everything into memory (readable with `finished_spans`).
+#[cfg(feature = "test-util")]
 pub fn enable_test_tracing(record_raw_keys: bool) -> Result<()> {
-    install(&TraceOptions { record_raw_keys, ..TraceOptions::default() }, Some(InMemorySpanExporter::default()))
+    install(&TraceOptions { record_raw_keys, ..TraceOptions::default() }, new_test_exporter())
 }
 
 /// A finished span as plain data (for tests and the bindings' test helpers).
+#[cfg(feature = "test-util")]
 #[derive(Debug, Clone, Serialize)]
 pub struct SpanRecord {
     pub name: String,
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
-    pub attributes: HashMap<String, String>,
+    pub attributes: std::collections::HashMap<String, String>,
     pub error: bool,
 }
 
 /// Spans the test exporter holds, oldest first.
+#[cfg(feature = "test-util")]
 pub fn finished_spans() -> Vec<SpanRecord> {
     let Some(s) = here().load_full() else { return Vec::new() };
     let Some(exp) = &s.test_exporter else { return Vec::new() };
@@ -185,6 +221,7 @@ pub fn finished_spans() -> Vec<SpanRecord> {
 }
 
 /// Forget what the test exporter holds.
+#[cfg(feature = "test-util")]
 pub fn clear_finished_spans() {
     if let Some(s) = here().load_full() {
         if let Some(e) = &s.test_exporter {

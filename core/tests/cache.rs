@@ -13,7 +13,7 @@ use futures::future::join_all;
 
 fn cached(url: &str, alg: Algorithm, specs: &[&str], prefix: &str, opts: CacheOptions) -> Limiter {
     // a loaded 2-core test machine makes calls slow; the breaker must not turn them into errors
-    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    let breaker = BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX);
     exact(Limiter::builder(limits(specs)).algorithm(alg).redis_url(url).prefix(prefix))
         .breaker(breaker)
         .cache(opts)
@@ -22,7 +22,7 @@ fn cached(url: &str, alg: Algorithm, specs: &[&str], prefix: &str, opts: CacheOp
 }
 
 fn no_leases() -> CacheOptions {
-    CacheOptions { leases: false, ..Default::default() }
+    CacheOptions::default().leases(false)
 }
 
 fn admitted(ds: &[Decision]) -> u64 {
@@ -165,8 +165,7 @@ async fn unused_lease_permits_are_returned() {
     let server = RedisServer::start();
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let prefix = unique_prefix("return");
-        let l =
-            cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions { lease_ms: 200, ..Default::default() });
+        let l = cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions::default().lease_ms(200));
         let started = Instant::now();
         for _ in 0..50 {
             assert!(l.check("k").await.unwrap().allowed);
@@ -207,13 +206,8 @@ async fn the_lease_of_an_evicted_entry_is_returned() {
     for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
         let prefix = unique_prefix("evicted");
         // the entry idles out long before its lease would expire
-        let l = cached(
-            &server.url(),
-            alg,
-            &["100000/hour"],
-            &prefix,
-            CacheOptions { lease_ms: 500, idle_ms: 50, ..Default::default() },
-        );
+        let l =
+            cached(&server.url(), alg, &["100000/hour"], &prefix, CacheOptions::default().lease_ms(500).idle_ms(50));
         let started = Instant::now();
         for _ in 0..50 {
             assert!(l.check("k").await.unwrap().allowed);
@@ -261,7 +255,7 @@ async fn a_lease_that_expires_little_used_pauses_leasing_for_that_identity() {
                 alg,
                 &["100000/hour"],
                 &unique_prefix("cool"),
-                CacheOptions { lease_ms: 100, ..Default::default() },
+                CacheOptions::default().lease_ms(100),
             );
             // back-to-back calls (past the doorkeeper, within a lease lifetime): hot, a lease is taken
             for _ in 0..5 {
@@ -302,7 +296,7 @@ async fn memory_cap_holds_under_new_identities() {
         &["100/minute"],
         &unique_prefix("cap"),
         // first sightings remembered through the whole fill, however slow the machine
-        CacheOptions { max_bytes: cap, doorkeeper_ms: 3_600_000, ..Default::default() },
+        CacheOptions::default().max_bytes(cap).doorkeeper_ms(3_600_000),
     );
     for chunk in 0..40 {
         join_all((0..500).map(|i| {

@@ -69,7 +69,7 @@ fn measure(l: &Limiter) -> (i64, i64, i64) {
 async fn an_entry_weighs_what_it_takes_on_the_heap() {
     let _alone = MEASURING.lock().await;
     let server = RedisServer::start();
-    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    let breaker = BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX);
     for (specs, denied) in [
         (&["100/minute", "1000/hour"][..], false),
         (&["3/minute", "1000/hour"][..], true),
@@ -83,7 +83,7 @@ async fn an_entry_weighs_what_it_takes_on_the_heap() {
         );
         // entries must not idle out, nor first sightings be forgotten between an identity's two
         // checks, however slowly the machine fills the cache
-        let opts = CacheOptions { leases: false, idle_ms: 3_600_000, doorkeeper_ms: 3_600_000, ..Default::default() };
+        let opts = CacheOptions::default().leases(false).idle_ms(3_600_000).doorkeeper_ms(3_600_000);
         let l = b.breaker(breaker.clone()).cache(opts).build().unwrap();
         // warm up: connection, scripts, moka's tables at a size they keep through the second fill
         fill(&l, 0..3_000, denied).await;
@@ -121,14 +121,14 @@ async fn concurrently(l: &Limiter, ids: std::ops::Range<u32>, per_id: usize) {
 async fn coalesced_callers_leave_nothing_behind() {
     let _alone = MEASURING.lock().await;
     let server = RedisServer::start();
-    let breaker = BreakerOptions { slow_call_ms: 60_000, failure_threshold: u32::MAX, ..Default::default() };
+    let breaker = BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX);
     let b = exact(
         Limiter::builder(limits(&["100/minute", "1000/hour"]))
             .algorithm(Algorithm::SlidingWindow)
             .redis_url(server.url())
             .prefix(unique_prefix("queue-size")),
     );
-    let opts = CacheOptions { leases: false, idle_ms: 3_600_000, doorkeeper_ms: 3_600_000, ..Default::default() };
+    let opts = CacheOptions::default().leases(false).idle_ms(3_600_000).doorkeeper_ms(3_600_000);
     let l = b.breaker(breaker).cache(opts).build().unwrap();
     fill(&l, 0..6_000, false).await;
     // warm up whatever a round of queued callers grows once (the runtime's, the connection's)

@@ -172,7 +172,7 @@ fn more_limits_than_one_limiter_checks_are_refused_naming_them() {
 
 #[test]
 fn bad_cache_options_are_refused_on_the_embedded_store_too() {
-    let opts = floodwall::CacheOptions { lease_ms: 50, ..Default::default() };
+    let opts = floodwall::CacheOptions::default().lease_ms(50);
     let err = Limiter::builder(parse_limits(&["5/second"]).unwrap()).cache(opts).build().unwrap_err();
     assert!(err.to_string().contains("cache.lease_ms") && err.to_string().contains("50"), "{err}");
 }

@@ -608,7 +608,7 @@ async fn a_batch_window_gathers_checks_of_other_identities_into_one_script_call(
     let server = RedisServer::start();
     let mut conn = raw_connection(&server).await;
     for window_us in [0, 500] {
-        let cache = floodwall::CacheOptions { batch_window_us: window_us, ..floodwall::CacheOptions::default() };
+        let cache = floodwall::CacheOptions::default().batch_window_us(window_us);
         let limiter = common::exact(
             Limiter::builder(limits(&["10/minute"]))
                 .redis_url(server.url())
@@ -676,7 +676,7 @@ async fn checks_wait_for_the_call_in_flight_unless_enough_wait_to_fill_a_second(
 }
 
 fn item(key: &str, cost: u64) -> floodwall::BatchItem<'_> {
-    floodwall::BatchItem { key, cost, traceparent: None }
+    floodwall::BatchItem::new(key, cost, None)
 }
 
 #[tokio::test]

@@ -11,17 +11,15 @@ use floodwall::{Algorithm, BreakerOptions, BreakerState, ErrorKind, FallbackMode
 use floodwall_testkit::{Fault, FaultProxy, RedisCluster, RedisServer};
 
 fn breaker_fast() -> BreakerOptions {
-    BreakerOptions {
-        failure_threshold: 3,
-        slow_call_ms: 10,
-        slow_call_ratio: 0.5,
-        slow_call_window: 10,
-        slow_call_min_calls: 4,
-        open_ms: 60_000, // recovery must come from the health check, not from waiting
-        half_open_probes: 2,
-        health_check_ms: 50,
-        ..BreakerOptions::default()
-    }
+    BreakerOptions::default()
+        .failure_threshold(3)
+        .slow_call_ms(10)
+        .slow_call_ratio(0.5)
+        .slow_call_window(10)
+        .slow_call_min_calls(4)
+        .open_ms(60_000) // recovery must come from the health check, not from waiting
+        .half_open_probes(2)
+        .health_check_ms(50)
 }
 
 fn limiter(url: &str, fallback: FallbackMode, specs: &[&str]) -> Limiter {
@@ -137,7 +135,7 @@ async fn slow_redis_opens_the_breaker_and_recovery_closes_it() {
     // a loaded machine, so that every slow call succeeds (the proxy makes each one ≥ 30 ms, past
     // the 10 ms slow-call mark, whatever the machine does). The health PING, which the slow proxy
     // answers, waits 1 s: the open breaker's answers below must not race a half-open probe.
-    let b = BreakerOptions { health_check_ms: 1_000, ..breaker_fast() };
+    let b = breaker_fast().health_check_ms(1_000);
     let l = limiter_with(&proxy.url(), FallbackMode::Open, &["1000/minute"], Duration::from_secs(5), b);
     l.connect().await.unwrap();
     assert_eq!(l.check("k").await.unwrap().source, Source::Redis);
@@ -322,7 +320,7 @@ async fn cluster_master_killed_under_traffic_falls_back_then_resumes_on_the_repl
             .cluster(seeds.clone())
             .prefix(prefix.clone())
             .timeout(Duration::from_millis(200))
-            .breaker(BreakerOptions { open_ms: 500, health_check_ms: 100, ..breaker_fast() })
+            .breaker(breaker_fast().open_ms(500).health_check_ms(100))
             .fallback(fallback)
             .build()
             .unwrap()

@@ -40,7 +40,7 @@ async fn spans_metrics_and_logs() {
     let l = Limiter::builder(limits(&["2/minute"])).name("telemetry-test").build().unwrap();
     let tp = format!("00-{TRACE}-{PARENT}-01");
     for _ in 0..3 {
-        l.check_with("user:42", CheckOptions { cost: 1, traceparent: Some(&tp) }).await.unwrap();
+        l.check_with("user:42", CheckOptions::new(1, Some(&tp))).await.unwrap();
     }
     l.check("untraced-parent").await.unwrap();
     let spans = telemetry::finished_spans();
@@ -90,7 +90,7 @@ async fn spans_metrics_and_logs() {
         .name("down")
         .build()
         .unwrap();
-    let d = down.check_with("k", CheckOptions { cost: 1, traceparent: Some(&tp) }).await.unwrap();
+    let d = down.check_with("k", CheckOptions::new(1, Some(&tp))).await.unwrap();
     assert_eq!(d.source, floodwall::Source::Fallback);
     let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
     let line =

@@ -88,11 +88,7 @@ fn main() {
                 // under callgrind Redis runs ~50x slower: no deadline, no breaker, no fallback
                 .timeout(Duration::from_secs(120))
                 .fallback(FallbackMode::Error)
-                .breaker(BreakerOptions {
-                    slow_call_ms: 600_000,
-                    failure_threshold: u32::MAX,
-                    ..BreakerOptions::default()
-                })
+                .breaker(BreakerOptions::default().slow_call_ms(600_000).failure_threshold(u32::MAX))
                 .build()
                 .expect("limiter");
             // a first pass makes every identity's key, so the count is of the steady state

@@ -168,16 +168,13 @@ impl Setting {
         match self {
             Setting::Off => telemetry::disable_tracing(),
             Setting::Export | Setting::Export10 => {
-                let opts = telemetry::TraceOptions {
-                    otlp_endpoint: Some(format!("http://127.0.0.1:{sink}/v1/traces")),
-                    sampling_ratio: 1.0,
-                    ..Default::default()
-                };
+                let opts = telemetry::TraceOptions::default()
+                    .otlp_endpoint(Some(format!("http://127.0.0.1:{sink}/v1/traces")))
+                    .sampling_ratio(1.0);
                 telemetry::configure_tracing(&opts).expect("tracing");
             }
             Setting::NoExport => {
-                telemetry::configure_tracing(&telemetry::TraceOptions { sampling_ratio: 1.0, ..Default::default() })
-                    .expect("tracing");
+                telemetry::configure_tracing(&telemetry::TraceOptions::default().sampling_ratio(1.0)).expect("tracing");
             }
         }
     }
@@ -218,7 +215,7 @@ async fn round(l: &Limiter, calls: u64, keys: u64, s: Setting, t: &mut Tally) {
         let key = &names[(i % keys) as usize];
         let tp = if s == Setting::Export10 && i % 10 != 0 { unsampled } else { sampled };
         let t0 = Instant::now();
-        let d = l.check_with(key, CheckOptions { cost: 1, traceparent: Some(tp) }).await.expect("check");
+        let d = l.check_with(key, CheckOptions::new(1, Some(tp))).await.expect("check");
         h.record(t0.elapsed().as_nanos() as u64).ok();
         *t.sources.entry(d.source.as_str()).or_default() += 1;
     }

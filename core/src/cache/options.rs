@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 /// Cache settings. Every field has a default; `{}` turns the layer on with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CacheOptions {
     /// Answer a denied identity locally until the retry time Redis gave.
     pub denial_cache: bool,
@@ -60,6 +61,21 @@ impl Default for CacheOptions {
     }
 }
 
+setters!(CacheOptions {
+    denial_cache: bool,
+    coalesce: bool,
+    max_batch: usize,
+    batch_window_us: u64,
+    leases: bool,
+    lease_ms: u64,
+    drift_ratio: f64,
+    max_lease: u64,
+    max_bytes: u64,
+    idle_ms: u64,
+    doorkeeper_ms: u64,
+    jitter_ratio: f64,
+});
+
 impl CacheOptions {
     pub(crate) fn validate(&self) -> Result<()> {
         if !(100..=500).contains(&self.lease_ms) {
@@ -90,6 +106,7 @@ impl CacheOptions {
 
 /// What the cache holds right now (for tests, benches and dashboards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     pub entries: u64,
     /// Sum of entry weights, what the cap bounds.

@@ -23,11 +23,9 @@ pub fn unique_prefix(name: &str) -> String {
 /// loaded test machine made calls slow, and errors instead of a fallback: every decision shown
 /// came from Redis.
 pub fn exact(b: LimiterBuilder) -> LimiterBuilder {
-    b.timeout(Duration::from_secs(5)).fallback(FallbackMode::Error).breaker(BreakerOptions {
-        slow_call_ms: 60_000,
-        failure_threshold: u32::MAX,
-        ..BreakerOptions::default()
-    })
+    b.timeout(Duration::from_secs(5))
+        .fallback(FallbackMode::Error)
+        .breaker(BreakerOptions::default().slow_call_ms(60_000).failure_threshold(u32::MAX))
 }
 
 pub fn redis_limiter(url: &str, algorithm: Algorithm, specs: &[&str], prefix: &str) -> Limiter {

@@ -28,6 +28,7 @@ pub use crate::scripts::script_for;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS. With `cluster_nodes` set,
     /// this is ignored.
@@ -65,6 +66,15 @@ impl RedisOptions {
         RedisOptions { url: cluster_nodes.first().cloned().unwrap_or_default(), cluster_nodes, ..Self::new("") }
     }
 }
+
+setters!(RedisOptions {
+    url: String,
+    cluster_nodes: Vec<String>,
+    connect_timeout: Duration,
+    tls_ca_pem: Option<Vec<u8>>,
+    response_timeout: Option<Duration>,
+    batch_window: Duration,
+});
 
 /// rustls needs one process-wide crypto provider; ours is ring (pure Rust + asm, no cmake).
 /// If the host application installed another first, that one is used.
