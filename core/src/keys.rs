@@ -165,6 +165,7 @@ pub fn state_hashes(keys: &[String]) -> &[String] {
 
 /// The sorted set of the identity's outstanding leases (the cache layer's scripts), in the slot
 /// of its `keys`.
+#[cfg(feature = "cache")]
 pub(crate) fn lease_key(keys: &[String]) -> String {
     format!("{}:lease", keys[0])
 }

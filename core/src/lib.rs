@@ -10,6 +10,11 @@
 //! assert!(d.allowed && d.remaining == 4);
 //! # Ok::<(), floodwall::Error>(()) }).unwrap();
 //! ```
+//!
+//! Cargo features, all on by default but `test-util`: `cache` (the local cache layer, moka),
+//! `web` (the HTTP rules in `floodwall::web`, jsonwebtoken), `otlp` (span export over OTLP/HTTP, reqwest).
+//! With none of them the crate is the limiter, its stores, fallback and telemetry without export.
+//! `test-util` adds test hooks (`OffsetClock`, in-memory test tracing); never for production.
 
 /// Chainable setters for a `#[non_exhaustive]` options struct, one per field, so that other crates
 /// can build one from its defaults: `CacheOptions::default().leases(false).lease_ms(400)`.
@@ -28,6 +33,11 @@ macro_rules! setters {
     };
 }
 
+/// Items of the cache layer, compiled with the `cache` feature only (tokio's `cfg_*!` idiom).
+macro_rules! cfg_cache {
+    ($($item:item)*) => { $( #[cfg(feature = "cache")] $item )* };
+}
+
 pub mod algorithm;
 pub(crate) mod breaker;
 pub mod cache;
@@ -44,6 +54,7 @@ pub(crate) mod remote;
 pub(crate) mod scripts;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "web")]
 pub mod web;
 
 pub use algorithm::{Algorithm, MAX_LOG_ENTRIES};

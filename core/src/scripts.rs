@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use redis::{Script, ScriptInvocation};
 
 use crate::algorithm::{emission_interval_us, Algorithm};
-use crate::keys::{epoch_us, lease_key, state_field, state_hashes};
+#[cfg(feature = "cache")]
+use crate::keys::{epoch_us, lease_key};
+use crate::keys::{state_field, state_hashes};
 use crate::limit::Limit;
 
 macro_rules! script {
@@ -20,9 +22,11 @@ macro_rules! script {
 
 script!(DECIDE, "decide.lua");
 // the cache layer's scripts also read one key and keep leases: lua/lease_prelude.lua
-script!(SW_BATCH, "lease_prelude.lua", "sliding_window_batch.lua");
-script!(TB_BATCH, "lease_prelude.lua", "token_bucket_batch.lua");
-script!(LEASE_RETURN, "lease_prelude.lua", "lease_return.lua");
+cfg_cache! {
+    script!(SW_BATCH, "lease_prelude.lua", "sliding_window_batch.lua");
+    script!(TB_BATCH, "lease_prelude.lua", "token_bucket_batch.lua");
+    script!(LEASE_RETURN, "lease_prelude.lua", "lease_return.lua");
+}
 
 /// The script that implements an algorithm (public so tools can print its SHA).
 pub fn script_for(algorithm: Algorithm) -> &'static Script {
@@ -141,79 +145,81 @@ pub(crate) fn decide_invocation<'k>(
     inv
 }
 
-/// The lease a batch script call asks for.
-pub(crate) struct LeaseAsk<'a> {
-    /// permits wanted (0: none)
-    pub want: u64,
-    pub lifetime_us: u64,
-    /// most permits outstanding in leases of the identity, over all instances
-    pub budget: u64,
-    /// the lease's member in the identity's lease set
-    pub member: &'a str,
-    /// member of this instance's previous lease, spent or given back ("" none)
-    pub release: &'a str,
-}
-
-/// lua/sliding_window_batch.lua or token_bucket_batch.lua deciding `costs` for the identity whose
-/// keys are `keys`, in order, and leasing per `lease`; `now` as RedisStore::now_arg.
-pub(crate) fn batch_invocation(
-    algorithm: Algorithm,
-    limits: &[Limit],
-    keys: &[String],
-    costs: &[u64],
-    lease: &LeaseAsk<'_>,
-    now: &str,
-) -> ScriptInvocation<'static> {
-    let script = if algorithm == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
-    let mut inv = script.prepare_invoke();
-    for k in state_hashes(keys) {
-        inv.key(k);
+cfg_cache! {
+    /// The lease a batch script call asks for.
+    pub(crate) struct LeaseAsk<'a> {
+        /// permits wanted (0: none)
+        pub want: u64,
+        pub lifetime_us: u64,
+        /// most permits outstanding in leases of the identity, over all instances
+        pub budget: u64,
+        /// the lease's member in the identity's lease set
+        pub member: &'a str,
+        /// member of this instance's previous lease, spent or given back ("" none)
+        pub release: &'a str,
     }
-    inv.key(lease_key(keys));
-    inv.arg(now).arg(costs.len());
-    for c in costs {
-        inv.arg(*c);
-    }
-    inv.arg(lease.want).arg(lease.lifetime_us).arg(lease.budget).arg(lease.member).arg(lease.release);
-    inv.arg(limit_args(algorithm, limits));
-    inv.arg(state_field(keys)).arg(epoch_us(algorithm, limits));
-    inv
-}
 
-/// Permits of a lease to give back.
-pub(crate) struct LeaseReturn<'a> {
-    /// The identity's keys (keys::KeyLayout::keys)
-    pub keys: &'a [String],
-    pub unused: u64,
-    /// The lease's member in the identity's lease set
-    pub member: &'a str,
-    /// sw: window number per limit at the grant; tb: TAT per limit right after it
-    pub marks: &'a [u64],
-}
-
-/// lua/lease_return.lua giving back what `u` leaves unused; `now` as RedisStore::now_arg.
-pub(crate) fn return_invocation(
-    algorithm: Algorithm,
-    limits: &[Limit],
-    u: &LeaseReturn<'_>,
-    now: &str,
-) -> ScriptInvocation<'static> {
-    let mut inv = LEASE_RETURN.prepare_invoke();
-    for k in state_hashes(u.keys) {
-        inv.key(k);
-    }
-    inv.key(lease_key(u.keys));
-    let mode = if algorithm == Algorithm::TokenBucket { "tb" } else { "sw" };
-    inv.arg(mode).arg(u.unused).arg(u.member).arg(now).arg(state_field(u.keys)).arg(epoch_us(algorithm, limits));
-    if algorithm == Algorithm::TokenBucket {
-        for l in limits {
-            inv.arg(emission_interval_us(l));
+    /// lua/sliding_window_batch.lua or token_bucket_batch.lua deciding `costs` for the identity whose
+    /// keys are `keys`, in order, and leasing per `lease`; `now` as RedisStore::now_arg.
+    pub(crate) fn batch_invocation(
+        algorithm: Algorithm,
+        limits: &[Limit],
+        keys: &[String],
+        costs: &[u64],
+        lease: &LeaseAsk<'_>,
+        now: &str,
+    ) -> ScriptInvocation<'static> {
+        let script = if algorithm == Algorithm::TokenBucket { &*TB_BATCH } else { &*SW_BATCH };
+        let mut inv = script.prepare_invoke();
+        for k in state_hashes(keys) {
+            inv.key(k);
         }
+        inv.key(lease_key(keys));
+        inv.arg(now).arg(costs.len());
+        for c in costs {
+            inv.arg(*c);
+        }
+        inv.arg(lease.want).arg(lease.lifetime_us).arg(lease.budget).arg(lease.member).arg(lease.release);
+        inv.arg(limit_args(algorithm, limits));
+        inv.arg(state_field(keys)).arg(epoch_us(algorithm, limits));
+        inv
     }
-    for m in u.marks {
-        inv.arg(*m);
+
+    /// Permits of a lease to give back.
+    pub(crate) struct LeaseReturn<'a> {
+        /// The identity's keys (keys::KeyLayout::keys)
+        pub keys: &'a [String],
+        pub unused: u64,
+        /// The lease's member in the identity's lease set
+        pub member: &'a str,
+        /// sw: window number per limit at the grant; tb: TAT per limit right after it
+        pub marks: &'a [u64],
     }
-    inv
+
+    /// lua/lease_return.lua giving back what `u` leaves unused; `now` as RedisStore::now_arg.
+    pub(crate) fn return_invocation(
+        algorithm: Algorithm,
+        limits: &[Limit],
+        u: &LeaseReturn<'_>,
+        now: &str,
+    ) -> ScriptInvocation<'static> {
+        let mut inv = LEASE_RETURN.prepare_invoke();
+        for k in state_hashes(u.keys) {
+            inv.key(k);
+        }
+        inv.key(lease_key(u.keys));
+        let mode = if algorithm == Algorithm::TokenBucket { "tb" } else { "sw" };
+        inv.arg(mode).arg(u.unused).arg(u.member).arg(now).arg(state_field(u.keys)).arg(epoch_us(algorithm, limits));
+        if algorithm == Algorithm::TokenBucket {
+            for l in limits {
+                inv.arg(emission_interval_us(l));
+            }
+        }
+        for m in u.marks {
+            inv.arg(*m);
+        }
+        inv
+    }
 }
 
 /// One request's answer at the start of lua/decide.lua's packed reply: a head byte `2c + allowed`,

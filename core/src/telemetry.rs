@@ -140,6 +140,11 @@ fn build(opts: &TraceOptions, test_exporter: Option<TestExporter>) -> Result<Tra
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(opts.sampling_ratio)));
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(opts.service_name.clone()).build();
     let mut builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(resource);
+    #[cfg(not(feature = "otlp"))]
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        return Err(Error::config("otlp_endpoint", endpoint, "floodwall was built without its `otlp` feature"));
+    }
+    #[cfg(feature = "otlp")]
     if let Some(endpoint) = &opts.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
