@@ -340,17 +340,6 @@ export interface TraceOptions {
   serviceName?: string
 }
 
-/** A finished span held by the test exporter (`_enableTestTracing`). */
-export interface SpanRecord {
-  name: string
-  traceId: string
-  spanId: string
-  /** `'0000000000000000'` for a root span. */
-  parentSpanId: string
-  attributes: Record<string, string>
-  error: boolean
-}
-
 /** Tracing, logs and metrics of the core. Process-wide. */
 export declare const telemetry: {
   /** A `floodwall.check` span per decision, exported over OTLP when `otlpEndpoint` is given. */
@@ -366,8 +355,4 @@ export declare const telemetry: {
    */
   // biome-ignore lint/suspicious/noExplicitAny: prom-client's registerMetric(metric: Metric) fits without depending on its types
   registerMetrics<R extends { registerMetric(metric: any): void }>(registry?: R): R
-  /** Tests: trace every decision into memory. */
-  _enableTestTracing(recordRawKeys?: boolean): void
-  _finishedSpans(): SpanRecord[]
-  _clearFinishedSpans(): void
 }

@@ -70,7 +70,11 @@ module.exports = {
   installJsonLogs: native.installJsonLogs,
   prometheusText: native.prometheusText,
   registerMetrics,
-  _enableTestTracing: native._enableTestTracing,
-  _finishedSpans: native._finishedSpans,
-  _clearFinishedSpans: native._clearFinishedSpans,
+  // a test build of the addon (cargo feature test-hooks, test.sh) traces into memory; a plain
+  // `napi build` has none of these
+  ...(native._enableTestTracing && {
+    _enableTestTracing: native._enableTestTracing,
+    _finishedSpans: native._finishedSpans,
+    _clearFinishedSpans: native._clearFinishedSpans,
+  }),
 }

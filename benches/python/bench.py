@@ -16,7 +16,7 @@ bool, while floodwall's check returns the whole decision (remaining, reset, retr
 round trip. floodwall runs with fallback="error" and a breaker that never opens, and the script
 checks afterwards that every floodwall decision came from Redis, so no local fallback inflates it.
 
-    .venv/bin/pip install . "limits[async-redis]>=5"
+    MATURIN_PEP517_ARGS="--features test-hooks" .venv/bin/pip install . "limits[async-redis]>=5"
     .venv/bin/python benches/python/bench.py    # --seconds 5 --concurrency 64 --keys 10000 --limit 100/second
 """
 

@@ -10,6 +10,8 @@ mod limiter;
 mod runtime;
 // public so its #[napi] items count as used in test builds too (napi registers them only outside tests)
 pub mod telemetry;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 pub use http::JsHttpLimiter;
 pub use limiter::{Decision, JsLimiter, JsManualClock, WindowState};

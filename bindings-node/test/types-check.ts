@@ -8,7 +8,6 @@ import {
   HttpLimiter,
   Limiter,
   ManualClock,
-  type SpanRecord,
   telemetry,
 } from 'floodwall'
 import { rateLimit } from 'floodwall/express'
@@ -87,7 +86,6 @@ async function main(): Promise<void> {
   const text: string = telemetry.prometheusText()
   const registry: Registry = telemetry.registerMetrics(new Registry())
   const scraped: string = await registry.metrics()
-  const spans: SpanRecord[] = telemetry._finishedSpans()
-  void [fields, w, status, text, scraped, spans]
+  void [fields, w, status, text, scraped]
 }
 void main

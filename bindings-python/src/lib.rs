@@ -7,6 +7,8 @@ mod http;
 mod limiter;
 mod runtime;
 mod telemetry;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 use pyo3::prelude::*;
 
@@ -27,20 +29,16 @@ fn _floodwall(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<http::PyRuleDecision>()?;
     m.add_function(wrap_pyfunction!(http::py_rate_limit_headers, m)?)?;
     m.add_function(wrap_pyfunction!(http::py_limited_body, m)?)?;
-    m.add_function(wrap_pyfunction!(limiter::_use_loop_bridge, m)?)?;
-    m.add_function(wrap_pyfunction!(limiter::_sync_on_caller_thread, m)?)?;
-    m.add_function(wrap_pyfunction!(limiter::_panic, m)?)?;
     for f in [
         wrap_pyfunction!(telemetry::configure_tracing, m)?,
         wrap_pyfunction!(telemetry::disable_tracing, m)?,
         wrap_pyfunction!(telemetry::install_json_logs, m)?,
         wrap_pyfunction!(telemetry::prometheus_text, m)?,
         wrap_pyfunction!(telemetry::_metric_families, m)?,
-        wrap_pyfunction!(telemetry::_enable_test_tracing, m)?,
-        wrap_pyfunction!(telemetry::_finished_spans, m)?,
-        wrap_pyfunction!(telemetry::_clear_finished_spans, m)?,
     ] {
         m.add_function(f)?;
     }
+    #[cfg(feature = "test-hooks")]
+    test_hooks::register(m)?;
     Ok(())
 }

@@ -401,45 +401,13 @@ where
     pyo3_async_runtimes::generic::future_into_py::<ForkSafeRuntime, _, _>(py, guarded)
 }
 
-/// Tests only: panic inside each kind of call, to show that a panic comes out as FloodwallError.
-/// `where_`: "call" (in the method itself), "sync" (while a sync method waits on the runtime),
-/// "async" (in a future on the runtime) or "in_place" (in a future polled in place).
-#[pyfunction]
-pub fn _panic<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>> {
-    async fn boom() -> floodwall::Result<bool> {
-        tokio::task::yield_now().await;
-        panic!("a test panic on the runtime")
-    }
-    match where_ {
-        "call" => guard(|| panic!("a test panic in a call")),
-        "sync" => blocking(py, false, boom()).map(|b| b.into_bound_py_any(py))?,
-        "async" => awaitable(py, Place::Runtime, boom()),
-        "in_place" => {
-            awaitable(py, Place::InProcess, async { panic!("a test panic polled in place") as floodwall::Result<bool> })
-        }
-        _ => Err(config_error("where", where_, "expected call, sync, async or in_place")),
-    }
-}
-
 /// Which way async results reach the event loop: batched through the loop bridge (default), or
-/// one by one through pyo3-async-runtimes (kept to compare the two; see benches/python).
-static USE_LOOP_BRIDGE: AtomicBool = AtomicBool::new(true);
-
-/// Choose how async results reach the event loop; for benchmarks and tests.
-#[pyfunction]
-pub fn _use_loop_bridge(enabled: bool) {
-    USE_LOOP_BRIDGE.store(enabled, Ordering::Relaxed);
-}
+/// one by one through pyo3-async-runtimes (kept to compare the two; see benches/python). Switched by test_hooks.rs, in test builds only.
+pub(crate) static USE_LOOP_BRIDGE: AtomicBool = AtomicBool::new(true);
 
 /// Whether sync calls on Redis run on their caller's thread (default) or hand off to the shared
-/// runtime (kept to compare the two; see benches/python).
-static SYNC_HERE: AtomicBool = AtomicBool::new(true);
-
-/// Choose where sync calls on Redis run; for benchmarks and tests.
-#[pyfunction]
-pub fn _sync_on_caller_thread(enabled: bool) {
-    SYNC_HERE.store(enabled, Ordering::Relaxed);
-}
+/// runtime (kept to compare the two; see benches/python). Switched by test_hooks.rs, in test builds only.
+pub(crate) static SYNC_HERE: AtomicBool = AtomicBool::new(true);
 
 /// Wait for `fut` without holding the interpreter (in place when `in_process`).
 pub(crate) fn blocking<T: Send>(

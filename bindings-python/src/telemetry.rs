@@ -4,7 +4,7 @@
 
 use floodwall::telemetry as core;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use crate::errors::{guard, to_py};
 use crate::limiter::config_error;
@@ -65,39 +65,4 @@ pub fn _metric_families(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         out.append((f.name, f.help, f.kind, f.samples))?;
     }
     Ok(out)
-}
-
-/// Tests: trace every decision into memory (read with `_finished_spans`).
-#[pyfunction]
-#[pyo3(signature = (record_raw_keys = false))]
-pub fn _enable_test_tracing(record_raw_keys: bool) -> PyResult<()> {
-    guard(|| core::enable_test_tracing(record_raw_keys).map_err(to_py))
-}
-
-/// Tests: the spans the in-memory exporter holds, oldest first, as dicts (name, trace_id,
-/// span_id, parent_span_id, attributes, error).
-#[pyfunction]
-pub fn _finished_spans(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let spans = guard(|| Ok(core::finished_spans()))?;
-    let out = PyList::empty(py);
-    for s in spans {
-        let d = PyDict::new(py);
-        d.set_item("name", s.name)?;
-        d.set_item("trace_id", s.trace_id)?;
-        d.set_item("span_id", s.span_id)?;
-        d.set_item("parent_span_id", s.parent_span_id)?;
-        d.set_item("attributes", s.attributes)?;
-        d.set_item("error", s.error)?;
-        out.append(d)?;
-    }
-    Ok(out)
-}
-
-/// Tests: forget the spans the in-memory exporter holds.
-#[pyfunction]
-pub fn _clear_finished_spans() -> PyResult<()> {
-    guard(|| {
-        core::clear_finished_spans();
-        Ok(())
-    })
 }

@@ -1,5 +1,6 @@
 # Types of the native module floodwall._floodwall (bindings-python/src). A test runs
-# mypy.stubtest against the built module, so this file cannot drift from it.
+# mypy.stubtest against the built module, so this file cannot drift from it. The test build's
+# switches (src/test_hooks.rs, feature test-hooks) are private and left out.
 
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, final
@@ -17,13 +18,7 @@ __all__ = [
     "StoreError",
     "Window",
     "__version__",
-    "_clear_finished_spans",
-    "_enable_test_tracing",
-    "_finished_spans",
     "_metric_families",
-    "_panic",
-    "_sync_on_caller_thread",
-    "_use_loop_bridge",
     "configure_tracing",
     "disable_tracing",
     "install_json_logs",
@@ -259,17 +254,6 @@ class HttpLimiter:
 
 def rate_limit_headers(decision: Decision, style: str = "draft-10") -> list[tuple[str, str]]: ...
 def limited_body(decision: Decision) -> str: ...
-def _use_loop_bridge(enabled: bool) -> None:
-    """Benchmarks and tests: resolve async results through the batched loop bridge (True, the
-    default) or one by one through pyo3-async-runtimes (False)."""
-
-def _sync_on_caller_thread(enabled: bool) -> None:
-    """Benchmarks and tests: run sync calls on Redis on the calling thread over its own connection
-    (True, the default) or hand each to the shared runtime (False)."""
-
-def _panic(where_: str) -> Any:
-    """Tests only: panic in a call ("call"), while a sync call waits ("sync"), in a future on the
-    runtime ("async") or polled in place ("in_place"); each comes out as FloodwallError."""
 
 # floodwall.telemetry (process-wide)
 
@@ -283,6 +267,3 @@ def disable_tracing() -> None: ...
 def install_json_logs(filter: str = "floodwall=warn") -> None: ...
 def prometheus_text() -> str: ...
 def _metric_families() -> list[tuple[str, str, str, list[tuple[str, list[tuple[str, str]], float]]]]: ...
-def _enable_test_tracing(record_raw_keys: bool = False) -> None: ...
-def _finished_spans() -> list[dict[str, Any]]: ...
-def _clear_finished_spans() -> None: ...

@@ -125,19 +125,23 @@ def register_metrics(registry: CollectorRegistry | None = None) -> CollectorRegi
     return registry
 
 
-def _enable_test_tracing(record_raw_keys: bool = False) -> None:
-    """Tests: trace every decision into memory (read with ``_finished_spans``)."""
-    global _tracing
-    _floodwall._enable_test_tracing(record_raw_keys)
-    _tracing = True
+if hasattr(_floodwall, "_enable_test_tracing"):
+    # A test build of the native module (cargo feature test-hooks, bindings-python/test.sh): its
+    # in-memory tracing. A plain `pip install .` has none, and these are not defined.
+    _native_hooks: Any = _floodwall
 
+    def _enable_test_tracing(record_raw_keys: bool = False) -> None:
+        """Tests: trace every decision into memory (read with ``_finished_spans``)."""
+        global _tracing
+        _native_hooks._enable_test_tracing(record_raw_keys)
+        _tracing = True
 
-def _finished_spans() -> list[dict[str, Any]]:
-    """Tests: the spans held in memory, oldest first (name, trace_id, span_id, parent_span_id,
-    attributes, error)."""
-    return _floodwall._finished_spans()
+    def _finished_spans() -> list[dict[str, Any]]:
+        """Tests: the spans held in memory, oldest first (name, trace_id, span_id, parent_span_id,
+        attributes, error)."""
+        spans: list[dict[str, Any]] = _native_hooks._finished_spans()
+        return spans
 
-
-def _clear_finished_spans() -> None:
-    """Tests: forget the spans held in memory."""
-    _floodwall._clear_finished_spans()
+    def _clear_finished_spans() -> None:
+        """Tests: forget the spans held in memory."""
+        _native_hooks._clear_finished_spans()
