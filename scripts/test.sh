@@ -9,6 +9,9 @@ command -v redis-server >/dev/null || { echo "redis-server is required (apt-get 
 echo "== core (cargo test)"
 cargo test --workspace --all-targets
 
+echo "== core as a published crate (cargo package)"
+./scripts/check-package.sh
+
 for suite in bindings-python bindings-node; do
   if [ -x "$suite/test.sh" ]; then
     echo "== $suite"

@@ -13,10 +13,12 @@ use crate::keys::{epoch_us, lease_key};
 use crate::keys::{state_field, state_hashes};
 use crate::limit::Limit;
 
+// The scripts live in the top-level lua/; core/lua is a symlink to it, so the paths stay inside
+// the crate and `cargo package` copies the files in (scripts/check-package.sh builds the result).
 macro_rules! script {
     ($name:ident, $($file:literal),+) => {
         pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(include_str!("../../lua/prelude.lua"), $(include_str!(concat!("../../lua/", $file))),+)));
+            LazyLock::new(|| Script::new(concat!(include_str!("../lua/prelude.lua"), $(include_str!(concat!("../lua/", $file))),+)));
     };
 }
 
