@@ -351,6 +351,9 @@ def load() -> str:
 
 def main() -> None:
     global LIMIT
+    if not hasattr(floodwall._floodwall, "_use_loop_bridge"):
+        # the rows that compare delivery paths switch them through the test build's hooks
+        sys.exit('bench.py needs the test build: MATURIN_PEP517_ARGS="--features test-hooks" .venv/bin/pip install .')
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
     p.add_argument("--concurrency", type=int, default=64, help="asyncio tasks in flight")
