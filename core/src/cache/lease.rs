@@ -55,8 +55,8 @@ pub(super) const LEASE_COOLDOWN_CALLS: u8 = 8;
 
 /// Calls a lease must be expected to serve to be asked for: it costs a heavier script call than a
 /// plain decision, and its unused rest a return call, so one that saves fewer calls costs Redis
-/// more than it saves (the Node bench's 10,000 identities at ~10 calls/s each, with 250 ms leases,
-/// took ~3 per lease and ran at half the exact path's rate).
+/// more than it saves: an identity checked only a few times per lease lifetime is that case (the
+/// Node bench's uniform identities, BENCHMARKS "Node").
 pub(super) const LEASE_MIN_USES: u32 = 4;
 
 /// Whether an identity is hot enough to lease for: callers queued up for it; or the lease it just

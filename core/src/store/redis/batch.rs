@@ -13,8 +13,9 @@ use crate::error::Result;
 
 use super::RedisStore;
 
-/// Most requests in one script call: bounds how long one script holds Redis (each request is a
-/// GET and at most a SET) and the size of its reply.
+/// Most requests in one script call: bounds how long one script holds Redis (each request adds
+/// its fields to the call's HMGET and HSET, or its own commands for a sliding log) and the size of
+/// its reply.
 pub(crate) const MAX_BATCH: usize = 64;
 /// Script calls of one store in flight at once: one runs in Redis while the next one fills.
 const MAX_CALLS: usize = 2;
@@ -94,9 +95,10 @@ impl Queue {
 
 /// Turns of the runtime a drain waits, after a call, while the callers it answered keep coming
 /// back with their next requests (on a multi-thread runtime they come over several turns, each
-/// deciding from its cache first). hot/tail, 10 instances, 90 s: one turn 0.189–0.190 Redis
-/// commands per decision (two runs), two 0.152–0.183 (two runs; the share of hot identities'
-/// calls grows as a run's decisions/s falls), at the same p99; four cost p99 (1.97 ms in 30 s).
+/// deciding from its cache first): waiting lets those requests share the next call instead of
+/// each starting one, and waiting longer delays the callers that came alone. Two turns was chosen
+/// on the cache bench's hot/tail rows (`floodwall-bench cache`, BENCHMARKS "Cache layer"): fewer
+/// Redis commands per decision than one turn, the same p99, where four turns cost p99.
 const GATHER_TURNS: usize = 2;
 
 /// What an arriving request does: call Redis itself, or wait for a drain to answer it.
