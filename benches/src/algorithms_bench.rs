@@ -77,7 +77,7 @@ fn redis_limiter(url: String, alg: Algorithm, specs: &[&str], prefix: String) ->
         .prefix(prefix)
         .timeout(Duration::from_secs(120))
         .fallback(FallbackMode::Error)
-        .breaker(BreakerOptions { slow_call_ms: 600_000, failure_threshold: u32::MAX, ..BreakerOptions::default() })
+        .breaker(BreakerOptions::default().slow_call_ms(600_000).failure_threshold(u32::MAX))
         .build()
         .expect("limiter")
 }

@@ -158,7 +158,7 @@ async fn burst_in_one_script_call_on_redis_time() {
     let server = RedisServer::start();
     for alg in ALGORITHMS {
         let l = common::redis_limiter(&server.url(), alg, &[BURST_LIMIT], &common::unique_prefix("burst-time"));
-        let items = [BatchItem { key: "k", cost: 1, traceparent: None }; 60];
+        let items = [BatchItem::new("k", 1, None); 60];
         let decisions: Vec<Decision> = l.decide_many(&items).await.into_iter().map(|d| d.unwrap()).collect();
         let ctx = format!("{alg}: {:?}", decisions.last());
         assert!(decisions.iter().all(|d| d.source == Source::Redis), "{ctx}");
