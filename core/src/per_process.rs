@@ -5,8 +5,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
-/// This process's id, cached: `getpid` is a system call (~0.3 µs here) and every decision on
-/// Redis asks. A fork() handler clears the cache in the child before the child runs any code.
+/// This process's id, cached: `getpid` is a system call and every decision on Redis asks. A fork() handler clears the cache in the child before the child runs any code.
 static PID: AtomicU32 = AtomicU32::new(0);
 /// 0: handler not registered, 1: being registered, 2: registered (only then is PID cached).
 static HANDLER: AtomicU8 = AtomicU8::new(0);

@@ -67,8 +67,8 @@ pub(super) struct Slot {
 
 impl SlotState {
     /// Nothing in flight and nobody waiting. The queue's buffer goes too: kept, an entry would
-    /// hold its busiest moment's buffer for life, unweighed, and a soak's heap grew 0.3 MB a
-    /// minute as more identities saw company (`coalesced_callers_leave_nothing_behind`).
+    /// hold its busiest moment's buffer for life, unweighed, and the heap would grow as more
+    /// identities saw company (`coalesced_callers_leave_nothing_behind` pins it).
     pub(super) fn settle(&mut self) {
         self.in_flight = false;
         self.queue = Vec::new();
