@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod per_process;
 pub(crate) mod remote;
 pub(crate) mod scripts;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "web")]
