@@ -682,7 +682,7 @@ impl Limiter {
             self.decide(key, cost, consume, span.as_ref().map(|s| s.trace_id()).unwrap_or_default(), via).await;
         match (&result, span.as_mut()) {
             (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
-            (Err(e), Some(s)) => s.failed(e),
+            (Err(e), Some(s)) => s.failed(e, key),
             _ => {}
         }
         let (decision, _) = result?;

@@ -1,6 +1,7 @@
 //! Observability: one OpenTelemetry span per decision (`floodwall.check`, a child of the caller's
 //! W3C trace context when the adapter passes one), Prometheus text for every live limiter's
 //! metrics, and structured JSON logs that carry the trace id. Off by default; cheap when off.
+//! Spans carry no key text (attributes, status) unless `record_raw_keys`: a keyed hash stands in.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +16,11 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, TracerProviderBuilder};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::decision::{Decision, Source};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, LATENCY_BUCKETS_US};
 use crate::per_process::PerProcess;
+use crate::secret::{self, KeySecret};
 
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,9 +29,11 @@ use crate::per_process::PerProcess;
 pub struct TraceOptions {
     /// OTLP/HTTP endpoint, e.g. "http://localhost:4318/v1/traces". None: no export.
     pub otlp_endpoint: Option<String>,
-    /// Share of new traces sampled (a sampled parent is always followed).
+    /// Share of new traces sampled. A sampled parent passed in (`CheckOptions::traceparent`, an
+    /// adapter's trusted trace context) is always followed: pass only parents the app trusts.
     pub sampling_ratio: f64,
-    /// Put the raw key (user ids, IPs) on spans. Default: a hash of it.
+    /// Put the raw key (user ids, IPs) on spans and in their error status. Default: only
+    /// `floodwall.key_hash` (see [`key_hash`]).
     pub record_raw_keys: bool,
     pub service_name: String,
 }
@@ -194,6 +196,12 @@ pub fn enable_test_tracing(record_raw_keys: bool) -> Result<()> {
     install(&TraceOptions { record_raw_keys, ..TraceOptions::default() }, new_test_exporter())
 }
 
+/// Tests: trace into memory with these options (a sampling ratio, raw keys); no OTLP export.
+#[cfg(feature = "test-util")]
+pub fn enable_test_tracing_with(opts: &TraceOptions) -> Result<()> {
+    install(&TraceOptions { otlp_endpoint: None, ..opts.clone() }, new_test_exporter())
+}
+
 /// A finished span as plain data (for tests and the bindings' test helpers).
 #[cfg(feature = "test-util")]
 #[derive(Debug, Clone, Serialize)]
@@ -204,6 +212,10 @@ pub struct SpanRecord {
     pub parent_span_id: String,
     pub attributes: std::collections::HashMap<String, String>,
     pub error: bool,
+    /// The error status's description ("" when not an error).
+    pub status: String,
+    /// Each event as its name and attribute values, space-separated.
+    pub events: Vec<String>,
 }
 
 /// Spans the test exporter holds, oldest first.
@@ -221,6 +233,21 @@ pub fn finished_spans() -> Vec<SpanRecord> {
             parent_span_id: d.parent_span_id.to_string(),
             attributes: d.attributes.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect(),
             error: matches!(d.status, Status::Error { .. }),
+            status: match &d.status {
+                Status::Error { description } => description.to_string(),
+                _ => String::new(),
+            },
+            events: d
+                .events
+                .iter()
+                .map(|e| {
+                    let mut s = e.name.to_string();
+                    for kv in &e.attributes {
+                        let _ = write!(s, " {}", kv.value);
+                    }
+                    s
+                })
+                .collect(),
         })
         .collect()
 }
@@ -239,6 +266,7 @@ pub fn clear_finished_spans() {
 pub(crate) struct CheckSpan {
     span: opentelemetry_sdk::trace::Span,
     trace_id: TraceId,
+    record_raw_keys: bool,
 }
 
 /// At most: key, op, cost, algorithm, limits; allowed, remaining, source, limited_by, Redis latency.
@@ -324,7 +352,7 @@ impl CheckSpan {
             });
         }
         let trace_id = span.span_context().trace_id();
-        Some(CheckSpan { span, trace_id })
+        Some(CheckSpan { span, trace_id, record_raw_keys: st.record_raw_keys })
     }
 
     /// For log lines written during the decision (formatted only if one is).
@@ -349,9 +377,11 @@ impl CheckSpan {
         );
     }
 
-    pub(crate) fn failed(&mut self, e: &Error) {
+    /// `key` is the decision's key: the status names it only with `record_raw_keys`.
+    pub(crate) fn failed(&mut self, e: &Error, key: &str) {
         if self.span.is_recording() {
-            self.span.set_status(Status::error(e.to_string()));
+            let text = if self.record_raw_keys { e.to_string() } else { without_key(e, key) };
+            self.span.set_status(Status::error(text));
         }
     }
 }
@@ -375,16 +405,32 @@ impl std::fmt::Display for LogTraceId {
     }
 }
 
-/// What spans record instead of the key: identities are user ids and IPs.
-pub fn key_hash(key: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Sha256::digest(key.as_bytes());
-    let mut s = String::with_capacity(16);
-    for b in &d[..8] {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
+/// An error's text for a span status, without the key: an invalid key's error quotes its start,
+/// and a store's message is scrubbed of it in case the server echoed it.
+fn without_key(e: &Error, key: &str) -> String {
+    match e {
+        Error::InvalidKey { reason, .. } => format!("invalid key: {reason}"),
+        Error::Store { url, message } if !key.is_empty() => {
+            format!("Redis at {url} failed: {}", message.replace(key, "<key>"))
+        }
+        e => e.to_string(),
     }
-    s
+}
+
+/// What spans record instead of the key (`floodwall.key_hash`): 16 lower-case hex digits, the
+/// first 64 bits of HMAC-SHA256 under the process's secret ([`secret::process`]). Keyed, because
+/// identities are user ids and IPs, and the 2^32 IPv4 addresses are quickly hashed and looked up.
+/// Hashes of one key agree across processes and hosts only when they share `FLOODWALL_KEY_SECRET`;
+/// without it each process makes up its own secret and its hashes correlate only within itself.
+pub fn key_hash(key: &str) -> String {
+    key_hash_with(secret::process(), key)
+}
+
+/// [`key_hash`] under a given secret.
+pub fn key_hash_with(secret: &KeySecret, key: &str) -> String {
+    let mut h = secret.hex32("floodwall.key_hash", key.as_bytes());
+    h.truncate(16);
+    h
 }
 
 // ---------------------------------------------------------------------------------------------

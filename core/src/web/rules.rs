@@ -4,6 +4,7 @@
 
 use crate::decision::{Decision, Source};
 use crate::error::{Error, ErrorKind, Result};
+use crate::keys::MAX_IDENTITY;
 use crate::limiter::{CheckOptions, Limiter};
 use crate::web::{merged_headers, merged_limited_body, HeaderStyle, KeyResolver, KeyScope, RequestInfo, RouteRule};
 
@@ -19,6 +20,40 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule whose cost its limiter can take: a cost above the smallest limit (or a token
+    /// bucket's burst) could never pass, so it is refused here, not on the first request.
+    pub fn new(
+        name: impl Into<String>,
+        route: Option<RouteRule>,
+        limiter: Limiter,
+        scope: Option<KeyScope>,
+        cost: u64,
+    ) -> Result<Self> {
+        let name = name.into();
+        Rule::check_cost(&name, &limiter, cost)?;
+        Ok(Rule { name, route, limiter, scope, cost })
+    }
+
+    /// The check behind [`Rule::new`], for bindings that hold a rule's parts before building it.
+    pub fn check_cost(name: &str, limiter: &Limiter, cost: u64) -> Result<()> {
+        if cost == 0 {
+            return Err(Error::config("cost", cost, format!("rule {name:?}: must be at least 1")));
+        }
+        if cost > limiter.max_cost() {
+            let limits: Vec<String> = limiter.limits().iter().map(|l| l.to_string()).collect();
+            return Err(Error::config(
+                "cost",
+                cost,
+                format!(
+                    "rule {name:?}: exceeds its limit of {} per request ({}); such a request could never pass",
+                    limiter.max_cost(),
+                    limits.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn applies(&self, method: &str, path: &str) -> bool {
         self.route.as_ref().is_none_or(|r| r.matches(method, path))
     }
@@ -69,6 +104,9 @@ pub struct RuleOutcome {
     pub decided: Vec<RuleDecision>,
     /// Rules whose store failed with fallback `error`: they let the request through.
     pub store_errors: Vec<(String, Error)>,
+    /// Rules whose app key was missing, empty or too long, as (rule, what was wrong; never the
+    /// key itself): each was keyed by the client IP instead. Adapters log it once.
+    pub key_errors: Vec<(String, String)>,
     pub headers: Vec<(&'static str, String)>,
     /// The 429 body when some rule denied.
     pub body: Option<String>,
@@ -91,6 +129,20 @@ impl RuleOutcome {
     }
 }
 
+/// An app key as given, or what is wrong with it (its length, never its text).
+fn app_key_problem(rule: &str, key: Option<String>) -> std::result::Result<String, String> {
+    match key {
+        None => Err("the key function gave no key (None, null or undefined)".into()),
+        Some(k) if k.trim().is_empty() => Err("the key function gave an empty key".into()),
+        Some(k) if rule_identity(rule, &k).len() > MAX_IDENTITY => Err(format!(
+            "the key function gave a key of {} bytes; at most {} are accepted",
+            k.len(),
+            MAX_IDENTITY - rule.len() - 1
+        )),
+        Some(k) => Ok(k),
+    }
+}
+
 /// A rule's bucket: the rule name with the key, so two rules never share counts.
 pub fn rule_identity(rule: &str, key: &str) -> String {
     format!("{rule}|{key}")
@@ -110,8 +162,9 @@ impl RuleSet {
     }
 
     /// Decide every rule that applies, together. `app_key(rule)` gives the key of a rule without
-    /// a scope. A store error reaches the caller only as `store_errors` (never as a failure of the
-    /// request); a missing application key or a bad key is an error.
+    /// a scope. A store error reaches the caller only as `store_errors`, and a missing, empty or
+    /// over-long app key only as `key_errors` (that request is keyed by its client IP): neither
+    /// fails the request.
     pub async fn decide(&self, req: &HttpRequest<'_>, app_key: impl Fn(&str) -> Option<String>) -> Result<RuleOutcome> {
         let info = RequestInfo {
             peer: req.peer,
@@ -129,6 +182,7 @@ impl RuleSet {
             user_verified: false,
             decided: Vec::new(),
             store_errors: Vec::new(),
+            key_errors: Vec::new(),
             headers: Vec::new(),
             body: None,
         };
@@ -149,9 +203,17 @@ impl RuleSet {
                         r.key
                     }
                 },
-                None => app_key(&rule.name).ok_or_else(|| {
-                    Error::config("key", &rule.name, "this rule's key comes from the app, and none was given for it")
-                })?,
+                None => match app_key_problem(&rule.name, app_key(&rule.name)) {
+                    Ok(k) => k,
+                    Err(problem) => {
+                        // Never one shared bucket for every keyless request, never a 500: the
+                        // client's own IP bucket, as for an unverified identity.
+                        out.key_errors.push((rule.name.clone(), problem));
+                        let client = self.resolver.client_ip(&info);
+                        out.forwarded_for_ignored |= client.forwarded_for_ignored;
+                        client.key
+                    }
+                },
             };
             keys.push(key);
         }
@@ -243,8 +305,6 @@ mod tests {
     #[tokio::test]
     async fn app_keys_and_store_errors() {
         let s = set(vec![rule("fn", None, "1/minute", None)]);
-        let e = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap_err();
-        assert!(e.to_string().contains("\"fn\""), "{e}");
         let d = s.decide(&req("/", "198.51.100.1"), |r| Some(format!("tenant:{r}"))).await.unwrap();
         assert_eq!(d.key.as_deref(), Some("tenant:fn"));
 
@@ -263,5 +323,48 @@ mod tests {
         }]);
         let d = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap();
         assert!(d.allowed() && d.decided.is_empty() && d.store_errors.len() == 1, "{d:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_app_keys_fall_back_to_the_client_ip_never_to_a_shared_bucket() {
+        let long = "k".repeat(MAX_IDENTITY);
+        let cases: [(&str, Option<&str>, &str); 4] = [
+            ("missing", None, "gave no key"),
+            ("empty", Some(""), "empty key"),
+            ("blank", Some("  "), "empty key"),
+            ("too long", Some(&long), &format!("key of {MAX_IDENTITY} bytes")),
+        ];
+        for (case, key, problem) in cases {
+            let s = set(vec![rule("fn", None, "1/minute", None)]);
+            let a = s.decide(&req("/", "198.51.100.1"), |_| key.map(String::from)).await;
+            let a = a.unwrap_or_else(|e| panic!("{case}: the request failed: {e}"));
+            assert!(a.allowed(), "{case}: {a:?}");
+            assert_eq!(a.key.as_deref(), Some("ip:198.51.100.1"), "{case}");
+            assert_eq!(a.key_errors.len(), 1, "{case}");
+            let (rule, message) = &a.key_errors[0];
+            assert!(rule == "fn" && message.contains(problem), "{case}: {message}");
+            assert!(!message.contains("kkkk"), "{case}: the key is not echoed: {message}");
+            // another client gets its own bucket, not a shared "None" one
+            let b = s.decide(&req("/", "198.51.100.2"), |_| key.map(String::from)).await.unwrap();
+            assert!(b.allowed(), "{case}: a second client shares the first one's bucket");
+            let again = s.decide(&req("/", "198.51.100.1"), |_| key.map(String::from)).await.unwrap();
+            assert!(!again.allowed(), "{case}: the first client's own bucket counts");
+        }
+        // the longest key that fits is taken as it is
+        let fits = "k".repeat(MAX_IDENTITY - "fn|".len());
+        let s = set(vec![rule("fn", None, "1/minute", None)]);
+        let d = s.decide(&req("/", "198.51.100.1"), |_| Some(fits.clone())).await.unwrap();
+        assert!(d.key_errors.is_empty() && d.key.as_deref() == Some(fits.as_str()));
+    }
+
+    #[test]
+    fn a_cost_above_the_limit_is_refused_when_the_rule_is_built() {
+        let limiter = || Limiter::in_memory(parse_limits(&["5/minute", "100/hour"]).unwrap()).unwrap();
+        let e = Rule::new("login", None, limiter(), None, 6).err().expect("cost 6 over a limit of 5");
+        let msg = e.to_string();
+        assert!(msg.contains("\"6\"") && msg.contains("limit of 5") && msg.contains("\"login\""), "{msg}");
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(Rule::new("login", None, limiter(), None, 0).is_err());
+        assert_eq!(Rule::new("login", None, limiter(), None, 5).unwrap().cost, 5);
     }
 }
