@@ -10,15 +10,25 @@ type Next = (err?: unknown) => void
 
 export interface RateLimitOptions extends Omit<HttpLimiterOptions, 'key'> {
   /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, composites, or a function. */
-  key?: KeyScope | ((req: Req, res: Res) => string | Promise<string>)
+  /**
+   * A function's `undefined`, `null`, `''` or a key over 4 KiB is an error, logged once: that
+   * request is keyed by its client IP instead (never one shared bucket, never a 500).
+   */
+  key?: KeyScope | ((req: Req, res: Res) => string | null | undefined | Promise<string | null | undefined>)
   /** The header that holds API keys for `key: 'apiKey'` (default `'x-api-key'`). */
   apiKeyHeader?: string
   /** Return true to let a request through uncounted. */
   skip?: (req: Req, res: Res) => boolean | Promise<boolean>
   /** Answer a limited request yourself (default: 429 with a JSON body). Headers are already set. */
   handler?: (req: Req, res: Res, next: Next, decision: HttpDecision) => unknown
-  /** Where warnings go (default `console`). */
-  logger?: { warn(message: string): void }
+  /** Where warnings go (default `console`); errors go to `error` when it has one, else `warn`. */
+  logger?: { warn(message: string): void; error?(message: string): void }
+  /**
+   * With no active OpenTelemetry span, continue the trace of the request's own `traceparent`
+   * header (and follow its sampled flag). Only behind a proxy that sets or strips it: a client's
+   * header would otherwise force sampling. Default `false`.
+   */
+  trustTraceparent?: boolean
   /**
    * Called when the store fails; the request is let through either way (until a fallback policy
    * exists). Default: a warning through `logger`, at most every 30 s.

@@ -7,7 +7,7 @@
 const { HttpLimiter } = require('./native.js')
 
 // Options read here; every other option goes to HttpLimiter, which refuses the ones it does not know.
-const JS_OPTIONS = ['skip', 'logger', 'handler', 'apiKeyHeader', 'onStoreError']
+const JS_OPTIONS = ['skip', 'logger', 'handler', 'apiKeyHeader', 'onStoreError', 'trustTraceparent']
 // How often a continuing store outage is logged again.
 const STORE_WARN_INTERVAL_MS = 30_000
 
@@ -67,10 +67,12 @@ function loadOtel() {
 
 /**
  * The W3C traceparent of the active span: what the app's propagator injects, or, when no
- * propagator is registered, the active span's own context. Without an active span: the incoming
- * request's traceparent header.
+ * propagator is registered, the active span's own context. Without an active span, and only when
+ * the app trusts it (`trustTraceparent`): the incoming request's traceparent header. A client's
+ * header is not trusted by default: a sampled parent is always followed, so any client could
+ * otherwise force sampling.
  */
-function traceparentOf(req) {
+function traceparentOf(req, trustHeader) {
   const api = loadOtel()
   if (api) {
     const active = api.context.active()
@@ -82,7 +84,13 @@ function traceparentOf(req) {
       return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`
     }
   }
-  return header(req.headers.traceparent)
+  return trustHeader ? header(req.headers.traceparent) : undefined
+}
+
+// A key function's answer as the core takes it: undefined/null stays missing (the core keys that
+// request by its client IP and reports it), anything else as a string.
+function appKey(key) {
+  return key === undefined || key === null ? undefined : String(key)
 }
 
 function header(value) {
@@ -103,6 +111,10 @@ function rateLimit(options) {
     if (!JS_OPTIONS.includes(k)) native[k] = v
   }
   const { skip, handler, onStoreError } = options
+  const trustTraceparent = options.trustTraceparent ?? false
+  if (typeof trustTraceparent !== 'boolean') {
+    throw configError(`invalid trustTraceparent ${JSON.stringify(trustTraceparent)}: must be a boolean`)
+  }
   const logger = options.logger ?? console
   const apiKeyHeader = (options.apiKeyHeader ?? 'x-api-key').toLowerCase()
   requireFunction('skip', skip)
@@ -115,6 +127,7 @@ function rateLimit(options) {
   warnOnSharedNames(options, logger)
 
   let warnedForwarded = false
+  let warnedKey = false
   let lastStoreWarning = 0
   let unreported = 0
 
@@ -155,8 +168,8 @@ function rateLimit(options) {
         header(headers['x-forwarded-for']),
         header(headers.authorization),
         header(headers[apiKeyHeader]),
-        keyFn ? String(await keyFn(req, res)) : undefined,
-        traceparentOf(req),
+        keyFn ? appKey(await keyFn(req, res)) : undefined,
+        traceparentOf(req, trustTraceparent),
       ]
     } catch (err) {
       return next(err) // the app's own skip or key function failed
@@ -177,6 +190,14 @@ function rateLimit(options) {
         `floodwall: X-Forwarded-For arrived from ${request[3]}, which is not a trusted proxy, and was ignored: ` +
           'clients are keyed by the socket address. If this app runs behind a proxy, list it in `trustedProxies`. ' +
           '(Logged once.)',
+      )
+    }
+    if (d.keyErrors.length && !warnedKey) {
+      warnedKey = true
+      const { rule, message } = d.keyErrors[0]
+      ;(typeof logger.error === 'function' ? logger.error : logger.warn).call(
+        logger,
+        `floodwall: rule "${rule}": ${message}; such requests are keyed by their client IP instead. (Logged once.)`,
       )
     }
     if (d.storeErrors.length || d.fallbackRules.length) {

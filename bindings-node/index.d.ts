@@ -304,6 +304,11 @@ export interface HttpDecision {
   fallbackRules: string[]
   /** Rules whose store failed with fallback `'error'`; they let the request through. */
   storeErrors: StoreFailure[]
+  /**
+   * Rules whose key from the key function was missing (`undefined`/`null`), empty or over 4 KiB:
+   * they keyed the request by its client IP. The message never holds the key.
+   */
+  keyErrors: { rule: string; message: string }[]
 }
 
 /**
@@ -332,7 +337,10 @@ export declare class HttpLimiter {
 export interface TraceOptions {
   /** OTLP/HTTP endpoint, e.g. `'http://localhost:4318/v1/traces'`. Absent: spans are not exported. */
   otlpEndpoint?: string
-  /** Share of new traces sampled, 0..1 (default 1); a sampled parent is always followed. */
+  /**
+   * Share of new traces sampled, 0..1 (default 1); a sampled parent passed in is always followed
+   * (the Express adapter passes a client's `traceparent` only with `trustTraceparent`).
+   */
   samplingRatio?: number
   /** Put raw keys (user ids, IPs) on spans as `floodwall.key`; default: `floodwall.key_hash`. */
   recordRawKeys?: boolean

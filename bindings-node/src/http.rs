@@ -101,6 +101,16 @@ pub struct HttpDecision {
     pub fallback_rules: Vec<String>,
     /// Rules whose store failed with fallback 'error'; the request was allowed by them.
     pub store_errors: Vec<StoreFailure>,
+    /// Rules whose key from the key function was missing (undefined/null), empty or too long:
+    /// they keyed the request by its client IP. The message never holds the key.
+    pub key_errors: Vec<KeyFailure>,
+}
+
+/// A rule whose app key could not be used.
+#[napi(object)]
+pub struct KeyFailure {
+    pub rule: String,
+    pub message: String,
 }
 
 /// The limiter of the middleware or of a rule: a shared `limiter`, or one built from `limits` and
@@ -257,7 +267,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     if let Some(limiter) = limiter_for(env, &obj, "rateLimit", &name)? {
         // Validate the name as rule names are validated: it goes into headers and keys.
         RouteRule::new(&name, "*", &[])?;
-        rules.push(Rule { name: name.clone(), route: None, limiter, scope: scope.clone(), cost: cost_for(&obj)? });
+        rules.push(Rule::new(name.clone(), None, limiter, scope.clone(), cost_for(&obj)?)?);
     }
     if let Some(v) = args::field(&obj, "rules")? {
         let env_raw = v.value().env;
@@ -302,7 +312,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
                 Some(_) => scope_for(&r)?,
                 None => scope.clone(),
             };
-            rules.push(Rule { name: rname, route: Some(route), limiter, scope: rscope, cost: cost_for(&r)? });
+            rules.push(Rule::new(rname, Some(route), limiter, rscope, cost_for(&r)?)?);
         }
     }
     if rules.is_empty() {
@@ -422,6 +432,11 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
                 code: crate::error::STORE.to_string(),
                 message: e.to_string(),
             })
+            .collect(),
+        key_errors: o
+            .key_errors
+            .iter()
+            .map(|(rule, message)| KeyFailure { rule: rule.clone(), message: message.clone() })
             .collect(),
     })
 }

@@ -18,12 +18,19 @@ pub struct SpanRecord {
     pub parent_span_id: String,
     pub attributes: HashMap<String, String>,
     pub error: bool,
+    /// The error status's description ("" when not an error).
+    pub status: String,
+    /// Each event as its name and attribute values, space-separated.
+    pub events: Vec<String>,
 }
 
 /// Tests: trace every decision into memory (read with `_finishedSpans`).
 #[napi(js_name = "_enableTestTracing")]
-pub fn enable_test_tracing(env: Env, record_raw_keys: Option<bool>) -> napi::Result<()> {
-    throw(&env, guard(|| Ok(core::enable_test_tracing(record_raw_keys.unwrap_or(false))?)))
+pub fn enable_test_tracing(env: Env, record_raw_keys: Option<bool>, sampling_ratio: Option<f64>) -> napi::Result<()> {
+    let opts = core::TraceOptions::default()
+        .record_raw_keys(record_raw_keys.unwrap_or(false))
+        .sampling_ratio(sampling_ratio.unwrap_or(1.0));
+    throw(&env, guard(|| Ok(core::enable_test_tracing_with(&opts)?)))
 }
 
 #[napi(js_name = "_finishedSpans")]
@@ -40,6 +47,8 @@ pub fn finished_spans(env: Env) -> napi::Result<Vec<SpanRecord>> {
                     parent_span_id: s.parent_span_id,
                     attributes: s.attributes,
                     error: s.error,
+                    status: s.status,
+                    events: s.events,
                 })
                 .collect())
         }),

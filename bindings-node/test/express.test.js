@@ -292,6 +292,38 @@ for (const [flavour, express] of flavours) {
       }
     })
 
+    test('a key function giving undefined, null, "" or over 4 KiB: keyed by client IP, logged once, never a 500', async () => {
+      const errors = []
+      const logger = { warn: (m) => errors.push(`warn: ${m}`), error: (m) => errors.push(String(m)) }
+      const bad = [undefined, null, '', 'k'.repeat(5000)]
+      const s = await serve(express, (app) => {
+        bad.forEach((key, i) => {
+          const opts = { name: `bad${i}`, limits: '1/minute', trustedProxies: ['127.0.0.1'], logger, key: () => key }
+          app.get(`/bad${i}`, rateLimit(opts), ok)
+        })
+      })
+      try {
+        for (let i = 0; i < bad.length; i++) {
+          const from = (ip) => s.call(`/bad${i}`, { headers: { 'x-forwarded-for': ip } })
+          const first = await from('198.51.100.1')
+          assert.equal(first.status, 200, `${i}: ${await first.text()}`)
+          assert.equal((await from('198.51.100.2')).status, 200, `${i}: a second client shares the first one's bucket`)
+          const again = await from('198.51.100.1')
+          assert.equal(again.status, 429, `${i}`)
+          assert.ok(!(await again.text()).includes('kkkk'))
+        }
+        // one error line per middleware, none echoing the key
+        assert.equal(errors.length, bad.length, errors.join('\n'))
+        assert.ok(
+          errors.every((l) => l.includes('key function') && !l.startsWith('warn')),
+          errors.join('\n'),
+        )
+        assert.ok(!errors.some((l) => l.includes('kkkk')), 'the key is never echoed')
+      } finally {
+        await s.close()
+      }
+    })
+
     test('a shared limiter counts across middlewares; skip and a custom handler', async () => {
       const shared = new Limiter({ limits: '2/minute' })
       const s = await serve(express, (app) => {
@@ -439,5 +471,20 @@ describe('configuration errors are thrown at setup with a code and the bad value
     config({ rules: [{ name: 'x', path: '/x', methods: ['GE T'], limits: '1/second' }] }, /"GE T"/)
     config({ limits: '5/second', skip: true }, /skip/)
     config({ rules: [{ name: 'x', path: '/x', limits: '1/second', key: () => 'k' }] }, /rules\[0\]\.key/)
+    config({ limits: '5/second', trustTraceparent: 'yes' }, /trustTraceparent "yes"/)
+  })
+
+  test('a rule cost above its limit is refused when the middleware is built, naming both', () => {
+    config(
+      { limits: '5/minute', cost: 6 },
+      /cost "6": rule "default": exceeds its limit of 5 per request \(5\/minute\)/,
+    )
+    config({ limits: ['10/second', '2/minute'], cost: 3 }, /cost "3".*limit of 2/)
+    config(
+      { rules: [{ name: 'login', path: '/login', limits: '3/minute', cost: 4 }] },
+      /cost "4": rule "login".*limit of 3/,
+    )
+    config({ limiter: new Limiter({ limits: '2/minute' }), cost: 3 }, /cost "3".*limit of 2/)
+    rateLimit({ limits: '5/minute', cost: 5 })
   })
 })

@@ -100,7 +100,7 @@ describe('traces', () => {
     }
   })
 
-  test('without an active JS span, the incoming traceparent header is the parent', async () => {
+  test('with trustTraceparent and no active JS span, the incoming traceparent header is the parent', async () => {
     telemetry._enableTestTracing(false)
     const app = express()
     app.use(
@@ -110,6 +110,7 @@ describe('traces', () => {
         redisUrl: redis.url,
         prefix: uniquePrefix('hdr'),
         timeoutMs: 10_000,
+        trustTraceparent: true,
       }),
     )
     app.get('/', (_req, res) => res.json({ ok: true }))
@@ -131,6 +132,90 @@ describe('traces', () => {
     } finally {
       await s.close()
     }
+  })
+
+  test('an untrusted traceparent header is not the parent and does not force sampling', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
+    const parent = '00f067aa0ba902b7'
+    const sampled = { headers: { traceparent: `00-${traceId}-${parent}-01` } }
+    const serve = async (extra) => {
+      const app = express()
+      app.use(rateLimit({ name: 'hdr', limits: '100/minute', ...extra }))
+      app.get('/', (_req, res) => res.json({ ok: true }))
+      return listen(app)
+    }
+    const untrusted = await serve({})
+    const trusted = await serve({ trustTraceparent: true })
+    try {
+      telemetry._enableTestTracing(false)
+      assert.equal((await fetch(`${untrusted.base}/`, sampled)).status, 200)
+      assert.deepEqual(checkSpans(traceId), [], "a client's header became the parent")
+      assert.equal(checkSpans()[0].parentSpanId, NO_PARENT)
+      // ratio 0: a client's sampled flag must not make floodwall record (and export) a span
+      telemetry._enableTestTracing(false, 0)
+      assert.equal((await fetch(`${untrusted.base}/`, sampled)).status, 200)
+      assert.deepEqual(telemetry._finishedSpans(), [])
+      // the app trusting the header (its proxy sets it) follows it, sampled flag included
+      assert.equal((await fetch(`${trusted.base}/`, sampled)).status, 200)
+      assert.deepEqual(
+        checkSpans(traceId).map((s) => s.parentSpanId),
+        [parent],
+      )
+    } finally {
+      await untrusted.close()
+      await trusted.close()
+    }
+  })
+
+  test('spans carry no key text: an over-long key, a failing store', async () => {
+    telemetry._enableTestTracing(false)
+    await assert.rejects(new Limiter({ limits: '5/minute' }).check(`user:alice-${'x'.repeat(5000)}`))
+    const app = express()
+    const { freePort } = require('./helpers')
+    app.use(
+      rateLimit({
+        limits: '5/minute',
+        key: () => 'tenant:alice',
+        redisUrl: `redis://127.0.0.1:${await freePort()}`,
+        fallback: 'error',
+        timeoutMs: 200,
+        onStoreError: () => {},
+      }),
+    )
+    app.get('/', (_req, res) => res.json({ ok: true }))
+    const s = await listen(app)
+    try {
+      assert.equal((await fetch(`${s.base}/`)).status, 200)
+    } finally {
+      await s.close()
+    }
+    const spans = checkSpans()
+    assert.equal(spans.length, 2, JSON.stringify(spans))
+    for (const span of spans) {
+      assert.ok(span.error && span.status, JSON.stringify(span))
+      const text = JSON.stringify([span.attributes, span.status, span.events])
+      assert.ok(!text.includes('alice'), text)
+    }
+  })
+
+  test('key_hash is keyed by the deployment secret (FLOODWALL_KEY_SECRET), not bare SHA-256', () => {
+    const { execFileSync } = require('node:child_process')
+    const hashIn = (secret) => {
+      const env = { ...process.env }
+      delete env.FLOODWALL_KEY_SECRET
+      if (secret !== undefined) env.FLOODWALL_KEY_SECRET = secret
+      const code = `const { Limiter, telemetry } = require(${JSON.stringify(require.resolve('..'))})
+        telemetry._enableTestTracing(false)
+        new Limiter({ limits: '5/minute' }).check('ip:192.0.2.1').then(() =>
+          process.stdout.write(telemetry._finishedSpans()[0].attributes['floodwall.key_hash']))`
+      return execFileSync(process.execPath, ['-e', code], { env, encoding: 'utf8' })
+    }
+    const bare = require('node:crypto').createHash('sha256').update('ip:192.0.2.1').digest('hex').slice(0, 16)
+    const a = hashIn('a'.repeat(32))
+    assert.match(a, /^[0-9a-f]{16}$/)
+    assert.equal(hashIn('a'.repeat(32)), a, 'instances sharing the secret agree')
+    assert.notEqual(hashIn('b'.repeat(32)), a, 'another secret, another hash')
+    for (const h of [a, hashIn(undefined)]) assert.notEqual(h, bare, "an IPv4 key's bare SHA-256 can be looked up")
   })
 
   test('Limiter.check and peek take a traceparent (batched and direct calls)', async () => {

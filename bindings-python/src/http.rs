@@ -40,6 +40,7 @@ impl PyHttpRule {
         text_signature = "(name, limiter, *, path=None, methods=None, key='ip', cost=1)"
     )]
     fn new(
+        py: Python<'_>,
         name: String,
         limiter: Py<PyLimiter>,
         path: Option<String>,
@@ -53,9 +54,8 @@ impl PyHttpRule {
             let checked = RouteRule::new(&name, path.as_deref().unwrap_or("*"), &methods).map_err(to_py)?;
             let route = path.is_some().then_some(checked);
             let scope = key.as_deref().map(KeyScope::parse).transpose().map_err(to_py)?;
-            if cost == 0 {
-                return Err(config_error("cost", 0, "must be at least 1"));
-            }
+            // A cost the limiter could never grant is refused here, not on the first request.
+            Rule::check_cost(&name, &limiter.bind(py).get().inner, cost).map_err(to_py)?;
             Ok(PyHttpRule { name, route, limiter, scope, cost })
         })
     }
@@ -162,6 +162,10 @@ pub struct PyHttpDecision {
     /// the request.
     #[pyo3(get)]
     store_errors: Vec<(String, String)>,
+    /// (rule, what was wrong) for each rule whose app key was missing (None), empty or too long;
+    /// those rules keyed the request by its client IP. The key itself is never in the message.
+    #[pyo3(get)]
+    key_errors: Vec<(String, String)>,
 }
 
 #[pymethods]
@@ -220,6 +224,7 @@ impl<'py> IntoPyObject<'py> for Outcome {
                 fallback,
                 decisions,
                 store_errors: o.store_errors.into_iter().map(|(rule, e)| (rule, e.to_string())).collect(),
+                key_errors: o.key_errors,
             },
         )
     }
@@ -371,13 +376,16 @@ impl PyHttpLimiter {
                 if built.iter().any(|b| b.name == r.name) {
                     return Err(config_error("rule name", &r.name, "two rules share it"));
                 }
-                built.push(Rule {
-                    name: r.name.clone(),
-                    route: r.route.clone(),
-                    limiter: r.limiter.bind(py).get().inner.clone(),
-                    scope: r.scope.clone(),
-                    cost: r.cost,
-                });
+                built.push(
+                    Rule::new(
+                        r.name.clone(),
+                        r.route.clone(),
+                        r.limiter.bind(py).get().inner.clone(),
+                        r.scope.clone(),
+                        r.cost,
+                    )
+                    .map_err(to_py)?,
+                );
             }
             let place = if built.iter().all(|r| r.limiter.store_kind() == Source::Memory) {
                 Place::InProcess

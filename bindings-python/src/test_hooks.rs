@@ -61,13 +61,14 @@ pub fn _panic<'py>(py: Python<'py>, where_: &str) -> PyResult<Bound<'py, PyAny>>
 
 /// Tests: trace every decision into memory (read with `_finished_spans`).
 #[pyfunction]
-#[pyo3(signature = (record_raw_keys = false))]
-pub fn _enable_test_tracing(record_raw_keys: bool) -> PyResult<()> {
-    guard(|| core::enable_test_tracing(record_raw_keys).map_err(to_py))
+#[pyo3(signature = (record_raw_keys = false, sampling_ratio = 1.0))]
+pub fn _enable_test_tracing(record_raw_keys: bool, sampling_ratio: f64) -> PyResult<()> {
+    let opts = core::TraceOptions::default().record_raw_keys(record_raw_keys).sampling_ratio(sampling_ratio);
+    guard(|| core::enable_test_tracing_with(&opts).map_err(to_py))
 }
 
 /// Tests: the spans the in-memory exporter holds, oldest first, as dicts (name, trace_id,
-/// span_id, parent_span_id, attributes, error).
+/// span_id, parent_span_id, attributes, error, status, events).
 #[pyfunction]
 pub fn _finished_spans(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     let spans = guard(|| Ok(core::finished_spans()))?;
@@ -80,6 +81,8 @@ pub fn _finished_spans(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         d.set_item("parent_span_id", s.parent_span_id)?;
         d.set_item("attributes", s.attributes)?;
         d.set_item("error", s.error)?;
+        d.set_item("status", s.status)?;
+        d.set_item("events", s.events)?;
         out.append(d)?;
     }
     Ok(out)

@@ -278,8 +278,10 @@ def test_key_scopes_resolve_in_the_core() -> None:
     d = h.decide_sync("GET", "/items/5", PEER, route="/items/{id}", keys={"custom": "t"})
     keys = {x.rule: x.key for x in d.decisions}
     assert keys["composite"] == f"ip:{PEER}|ep:GET /items/{{id}}" and keys["apikey"] == f"ip:{PEER}"
-    with pytest.raises(ConfigError, match="custom"):
-        h.decide_sync("GET", "/", PEER)
+    # No app key: that rule keys the request by its client IP and says so (never a 500).
+    d = h.decide_sync("GET", "/", PEER)
+    assert {x.rule: x.key for x in d.decisions}["custom"] == f"ip:{PEER}"
+    assert [rule for rule, _ in d.key_errors] == ["custom"]
     assert h.custom_key_rules == ["custom"]
 
 
@@ -406,6 +408,49 @@ async def test_key_functions_run_only_for_rules_that_apply() -> None:
         assert (await c.get("/api/things/2", headers={"X-Tenant": "a"})).status_code == 429
         assert (await c.get("/api/things/3", headers={"X-Tenant": "b"})).status_code == 200
     assert calls == ["/api/things/1", "/api/things/2", "/api/things/3"]
+
+
+@pytest.mark.parametrize("bad", [None, "", "k" * 5000], ids=["None", "empty", "over-4KiB"])
+async def test_a_bad_app_key_is_keyed_by_client_ip_and_logged_once(
+    bad: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not one shared "None" bucket, not a 500: each client its own IP bucket, and one error line.
+    app = app_with_middleware(rules=[Rule("/health", "1/minute", key=lambda request: bad)])
+
+    @app.get("/deco")
+    @limit("1/minute", key=lambda request: bad)
+    async def deco() -> str:
+        return "deco"
+
+    with caplog.at_level(logging.WARNING, logger="floodwall"):
+        async with client(app, peer="198.51.100.1") as c1, client(app, peer="198.51.100.2") as c2:
+            for path in ("/health", "/deco"):
+                assert (await c1.get(path)).status_code == 200, path
+                r = await c2.get(path)
+                assert r.status_code == 200, f"{path}: a second client shares the first one's bucket: {r.text}"
+                r = await c1.get(path)
+                assert r.status_code == 429, path
+                assert "kkkk" not in r.text
+    errors = [r for r in caplog.records if "key function" in r.getMessage()]
+    # once per adapter: the middleware's and the decorator's
+    assert len(errors) == 2 and all(r.levelno == logging.ERROR for r in errors), [r.getMessage() for r in errors]
+    assert not any("kkkk" in r.getMessage() for r in caplog.records), "the key is never echoed"
+    d = HttpLimiter([HttpRule("fn", Limiter("5/minute"), key=None)]).decide_sync(
+        "GET", "/", "192.0.2.1", keys={} if bad is None else {"fn": bad}
+    )
+    assert d.key == "ip:192.0.2.1" and d.key_errors[0][0] == "fn" and "kkkk" not in d.key_errors[0][1]
+
+
+def test_a_rule_cost_above_its_limit_is_refused_when_built() -> None:
+    with pytest.raises(ConfigError, match=r'cost "6": rule "r": exceeds its limit of 5 per request \(5/minute\)'):
+        HttpRule("r", Limiter("5/minute"), cost=6)
+    with pytest.raises(ConfigError, match=r'cost "6".*limit of 5'):
+        limit("5/minute", cost=6)(lambda: None)
+    with pytest.raises(ConfigError, match=r'cost "3".*limit of 2'):
+        RateLimit(["10/second", "2/minute"], cost=3)
+    with pytest.raises(ConfigError, match=r'cost "4".*"login".*limit of 3'):
+        RateLimitMiddleware(FastAPI(), rules=[Rule("/login", "3/minute", cost=4)])
+    assert HttpRule("r", Limiter("5/minute"), cost=5).cost == 5
 
 
 def test_bad_configuration_fails_at_startup() -> None:

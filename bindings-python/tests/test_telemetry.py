@@ -5,7 +5,11 @@ real counts."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from floodwall import ConfigError, Limiter, telemetry
 from floodwall.fastapi import RateLimit, RateLimitMiddleware, limit
 
-from conftest import STRICT, RedisServer
+from conftest import STRICT, RedisServer, closed_port_url
 
 NO_PARENT = "0000000000000000"
 PEER = "203.0.113.9"
@@ -135,8 +139,8 @@ async def test_record_raw_keys_puts_the_key_on_the_span() -> None:
     assert "floodwall.key_hash" not in s["attributes"]
 
 
-async def test_without_an_active_span_the_traceparent_header_is_the_parent() -> None:
-    app = app_with_every_adapter()
+async def test_with_trust_traceparent_and_no_active_span_the_header_is_the_parent() -> None:
+    app = app_with_every_adapter(trust_traceparent=True)
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with client(app) as c:
         r = await c.get("/deco", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
@@ -147,6 +151,77 @@ async def test_without_an_active_span_the_traceparent_header_is_the_parent() -> 
         await c.get("/plain")
         [root] = check_spans()
         assert root["parent_span_id"] == NO_PARENT and root["trace_id"] != trace_id
+
+
+async def test_an_untrusted_traceparent_header_is_not_the_parent_and_does_not_force_sampling() -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    sampled = {"traceparent": f"00-{trace_id}-{parent}-01"}
+    async with client(app_with_every_adapter("-untrusted")) as c:
+        for path in ("/plain", "/deco", "/dep"):
+            assert (await c.get(path, headers=sampled)).status_code == 200
+    assert check_spans(trace_id) == [], "a client's header became the parent"
+    assert all(s["parent_span_id"] == NO_PARENT for s in check_spans())
+    # With a ratio of 0, a client's sampled flag must not make floodwall record (and export) spans.
+    telemetry._enable_test_tracing(sampling_ratio=0.0)
+    async with client(app_with_every_adapter("-ratio0")) as c:
+        for path in ("/plain", "/deco", "/dep"):
+            assert (await c.get(path, headers=sampled)).status_code == 200
+    assert telemetry._finished_spans() == []
+    # The app trusting the header (its proxy sets it) follows it, sampled flag included.
+    async with client(app_with_every_adapter("-trusted", trust_traceparent=True)) as c:
+        assert (await c.get("/plain", headers=sampled)).status_code == 200
+    assert [s["parent_span_id"] for s in check_spans(trace_id)] == [parent]
+    # An active in-process span is trusted whatever the option, with or without a header.
+    telemetry._enable_test_tracing()
+    async with client(Traced(app_with_every_adapter("-active"))) as c:
+        r = await c.get("/plain", headers=sampled)
+    assert [s["parent_span_id"] for s in check_spans(r.headers["x-test-trace"])] == [r.headers["x-test-span"]]
+
+
+async def test_spans_carry_no_key_text() -> None:
+    # An over-long key (its error quoted its start) and a failing store: no key text on the span.
+    limiter = Limiter("5/minute")
+    with pytest.raises(ConfigError):
+        await limiter.check("user:alice-" + "x" * 5000)
+    app = FastAPI()
+
+    @app.get("/t")
+    @limit("5/minute", key=lambda request: "tenant:alice", redis_url=closed_port_url(), fallback="error", timeout_ms=200)
+    async def t() -> str:
+        return "t"
+
+    async with client(app) as c:
+        assert (await c.get("/t")).status_code == 200
+    spans = check_spans()
+    assert len(spans) == 2 and all(s["error"] and s["status"] for s in spans), spans
+    for s in spans:
+        text = f"{s['attributes']} {s['status']} {s['events']}"
+        assert "alice" not in text, text
+
+
+def _span_key_hash(secret: str | None) -> str:
+    """floodwall.key_hash of the key "ip:192.0.2.1" in a fresh process with this secret."""
+    env = {k: v for k, v in os.environ.items() if k != "FLOODWALL_KEY_SECRET"}
+    if secret is not None:
+        env["FLOODWALL_KEY_SECRET"] = secret
+    code = (
+        "from floodwall import Limiter, telemetry\n"
+        "telemetry._enable_test_tracing()\n"
+        "Limiter('5/minute').check_sync('ip:192.0.2.1')\n"
+        "print(telemetry._finished_spans()[0]['attributes']['floodwall.key_hash'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_key_hash_is_keyed_by_the_deployment_secret() -> None:
+    bare = hashlib.sha256(b"ip:192.0.2.1").hexdigest()[:16]
+    a, b = "a" * 32 + "-secret", "b" * 32 + "-secret"
+    ha, ha2, hb, h_random = _span_key_hash(a), _span_key_hash(a), _span_key_hash(b), _span_key_hash(None)
+    assert re.fullmatch(r"[0-9a-f]{16}", ha)
+    assert bare not in (ha, hb, h_random), "an IPv4 key's bare SHA-256 can be looked up"
+    assert ha == ha2, "instances sharing FLOODWALL_KEY_SECRET agree"
+    assert ha != hb, "another secret, another hash"
 
 
 async def test_limiter_check_and_peek_take_a_traceparent(redis_server: RedisServer, prefix: str) -> None:

@@ -9,6 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 
+use crate::decision::{Decision, Source};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, LATENCY_BUCKETS_US};
+use crate::per_process::PerProcess;
+use crate::secret::{self, KeySecret};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
     TracerProvider as _,
@@ -16,11 +21,6 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, TracerProviderBuilder};
 use serde::{Deserialize, Serialize};
-use crate::decision::{Decision, Source};
-use crate::error::{Error, Result};
-use crate::metrics::{Metrics, LATENCY_BUCKETS_US};
-use crate::per_process::PerProcess;
-use crate::secret::{self, KeySecret};
 
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -106,9 +106,7 @@ async fn spans_metrics_and_logs() {
 
     // --- sampling: a parent passed in is followed whatever the ratio (adapters pass only a
     // trusted one); without one, the ratio decides
-    let mut opts = telemetry::TraceOptions::default();
-    opts.sampling_ratio = 0.0;
-    telemetry::enable_test_tracing_with(&opts).unwrap();
+    telemetry::enable_test_tracing_with(&telemetry::TraceOptions::default().sampling_ratio(0.0)).unwrap();
     let sampled = Limiter::builder(limits(&["2/minute"])).name("telemetry-sampled").build().unwrap();
     sampled.check("user:8").await.unwrap();
     assert!(telemetry::finished_spans().is_empty(), "ratio 0: no root span is kept");

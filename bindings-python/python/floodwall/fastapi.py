@@ -55,8 +55,9 @@ __all__ = [
 
 logger = logging.getLogger("floodwall")
 
-KeyFunc = Callable[[Request], str | Awaitable[str]]
-"""A key made by the app from the request: ``lambda request: request.headers["x-tenant"]``."""
+KeyFunc = Callable[[Request], str | None | Awaitable[str | None]]
+"""A key made by the app from the request: ``lambda request: request.headers.get("x-tenant")``.
+None, an empty key or one over 4 KiB is an error, logged once: that request is keyed by its client IP."""
 
 StoreErrorHook = Callable[[Request, HttpDecision], Response | None | Awaitable[Response | None]]
 """Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
@@ -142,9 +143,11 @@ def _make_limiter(
     return Limiter(limits if isinstance(limits, str) else list(limits), name=name, **options)
 
 
-def _traceparent(scope: Scope) -> str | None:
+def _traceparent(scope: Scope, trust_header: bool) -> str | None:
     """The W3C trace context floodwall's span continues: the app's active OpenTelemetry span if
-    there is one, else the request's own `traceparent` header. None while floodwall does not trace."""
+    there is one, else, only when the app trusts its clients' headers, the request's `traceparent`.
+    A client-sent header is not trusted by default: a sampled parent is always followed, so any
+    client could otherwise force sampling. None while floodwall does not trace."""
     if not telemetry._tracing:
         return None
     if _otel_propagate is not None:
@@ -153,6 +156,8 @@ def _traceparent(scope: Scope) -> str | None:
         tp = carrier.get("traceparent")
         if tp:
             return tp
+    if not trust_header:
+        return None
     for name, value in scope.get("headers") or ():
         if name == b"traceparent":
             return str(value.decode("latin-1"))
@@ -177,6 +182,7 @@ class _Engine:
         headers: str,
         api_key_header: str,
         on_store_error: StoreErrorHook | None,
+        trust_traceparent: bool = False,
     ) -> None:
         self.native = HttpLimiter(
             [r for r, _ in rules],
@@ -188,7 +194,9 @@ class _Engine:
         self.key_funcs = {r.name: f for r, f in rules if f is not None}
         self.api_key_header = api_key_header.lower().encode("latin-1")
         self.on_store_error = on_store_error
+        self.trust_traceparent = bool(trust_traceparent)
         self._in_fallback = False
+        self._warned_key = False
 
     async def decide(self, scope: Scope, route: str | None = None) -> HttpDecision:
         forwarded: list[bytes] = []
@@ -212,7 +220,9 @@ class _Engine:
                 key = self.key_funcs[rule](request)
                 if inspect.isawaitable(key):
                     key = await key
-                keys[rule] = str(key)
+                # None stays missing: the core keys that request by its client IP and says so.
+                if key is not None:
+                    keys[rule] = key if isinstance(key, str) else str(key)
         d: HttpDecision = await self.native.decide(
             scope.get("method", "GET"),
             scope.get("path", "/"),
@@ -222,7 +232,7 @@ class _Engine:
             authorization=authorization,
             api_key=api_key,
             keys=keys,
-            traceparent=_traceparent(scope),
+            traceparent=_traceparent(scope, self.trust_traceparent),
         )
         self._observe(d)
         return d
@@ -241,6 +251,14 @@ class _Engine:
                 logger.warning("floodwall: Redis is unavailable; the fallback policy is deciding")
             else:
                 logger.info("floodwall: Redis answers again")
+        if d.key_errors and not self._warned_key:
+            self._warned_key = True
+            rule, problem = d.key_errors[0]
+            logger.error(
+                "floodwall: rule %r: %s; such requests are keyed by their client IP instead (logged once)",
+                rule,
+                problem,
+            )
         for rule, message in d.store_errors:
             logger.warning("floodwall: rule %r let a request through because its store failed: %s", rule, message)
 
@@ -321,6 +339,7 @@ class _Single:
         headers: str,
         api_key_header: str,
         on_store_error: StoreErrorHook | None,
+        trust_traceparent: bool,
         options: Mapping[str, Any],
     ) -> None:
         _check_options(options)
@@ -335,6 +354,7 @@ class _Single:
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            trust_traceparent=trust_traceparent,
         )
 
 
@@ -351,11 +371,15 @@ def limit(
     headers: str = "draft-10",
     api_key_header: str = "x-api-key",
     on_store_error: StoreErrorHook | None = None,
+    trust_traceparent: bool = False,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Limit one endpoint. Put it below the route decorator; the endpoint needs no ``request``
     parameter. A denied request gets a 429 JSON response with Retry-After; allowed ones get the
-    RateLimit headers (set on the response the endpoint returns, or on FastAPI's own)."""
+    RateLimit headers (set on the response the endpoint returns, or on FastAPI's own).
+    ``trust_traceparent``: with no active OpenTelemetry span, continue the trace of the request's
+    own ``traceparent`` header (which also makes floodwall follow its sampled flag); only behind a
+    proxy that sets or strips it. Default False."""
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         single = _Single(
@@ -370,6 +394,7 @@ def limit(
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            trust_traceparent=trust_traceparent,
             options=options,
         )
         engine = single.engine
@@ -427,6 +452,7 @@ class RateLimit:
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
         on_store_error: StoreErrorHook | None = None,
+        trust_traceparent: bool = False,
         **options: Any,
     ) -> None:
         hint = name or "dep-" + (limits if isinstance(limits, str) else "+".join(limits or ["limiter"]))
@@ -442,6 +468,7 @@ class RateLimit:
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            trust_traceparent=trust_traceparent,
             options=options,
         )
         self.limiter = single.limiter
@@ -482,6 +509,7 @@ class RateLimitMiddleware:
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
         on_store_error: StoreErrorHook | None = None,
+        trust_traceparent: bool = False,
         **options: Any,
     ) -> None:
         _check_options(options)
@@ -520,6 +548,7 @@ class RateLimitMiddleware:
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            trust_traceparent=trust_traceparent,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -130,15 +130,15 @@ if hasattr(_floodwall, "_enable_test_tracing"):
     # in-memory tracing. A plain `pip install .` has none, and these are not defined.
     _native_hooks: Any = _floodwall
 
-    def _enable_test_tracing(record_raw_keys: bool = False) -> None:
-        """Tests: trace every decision into memory (read with ``_finished_spans``)."""
+    def _enable_test_tracing(record_raw_keys: bool = False, sampling_ratio: float = 1.0) -> None:
+        """Tests: trace decisions into memory (read with ``_finished_spans``)."""
         global _tracing
-        _native_hooks._enable_test_tracing(record_raw_keys)
+        _native_hooks._enable_test_tracing(record_raw_keys, sampling_ratio)
         _tracing = True
 
     def _finished_spans() -> list[dict[str, Any]]:
         """Tests: the spans held in memory, oldest first (name, trace_id, span_id, parent_span_id,
-        attributes, error)."""
+        attributes, error, status, events)."""
         spans: list[dict[str, Any]] = _native_hooks._finished_spans()
         return spans
 
