@@ -186,7 +186,7 @@ async def test_spans_carry_no_key_text() -> None:
     app = FastAPI()
 
     @app.get("/t")
-    @limit("5/minute", key=lambda request: "tenant:alice", redis_url=closed_port_url(), fallback="error", timeout_ms=200)
+    @limit("5/minute", key=lambda r: "tenant:alice", redis_url=closed_port_url(), fallback="error", timeout_ms=200)
     async def t() -> str:
         return "t"
 
