@@ -50,7 +50,7 @@ if OTLP_ENDPOINT and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         trace.set_tracer_provider(provider)
         FastAPIInstrumentor.instrument_app(app)
     except ImportError:
-        pass  # floodwall's spans still go out, continuing an incoming traceparent header
+        pass  # floodwall's spans still go out, as root spans (a client's traceparent is not trusted)
 
 try:
     from fastapi import Response
