@@ -17,7 +17,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// A secret for HMAC-SHA256. Its bytes never reach a log line or an error message.
 #[derive(Clone)]
 pub struct KeySecret {
-    key: Vec<u8>,
+    /// HMAC-SHA256 with the key already absorbed: each hash clones it instead of re-keying.
+    mac: Hmac<Sha256>,
     /// Made up by this process (no secret was configured): its hashes mean nothing elsewhere.
     ephemeral: bool,
 }
@@ -38,7 +39,7 @@ impl KeySecret {
                 format!("must be at least {MIN_SECRET_LEN} bytes (e.g. `openssl rand -hex 32`)"),
             ));
         }
-        Ok(KeySecret { key: secret.to_vec(), ephemeral: false })
+        Ok(Self::keyed(secret, false))
     }
 
     /// [`SECRET_ENV`] if it is set (an error if it is too short), else `None`.
@@ -55,7 +56,12 @@ impl KeySecret {
         // The OS source failing is not something a rate limiter can repair; a fixed key would
         // silently make every hash reversible, so refuse loudly instead.
         getrandom::fill(&mut key).expect("the OS random source failed");
-        KeySecret { key, ephemeral: true }
+        Self::keyed(&key, true)
+    }
+
+    fn keyed(key: &[u8], ephemeral: bool) -> Self {
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+        KeySecret { mac, ephemeral }
     }
 
     /// Made up by this process because none was configured.
@@ -66,7 +72,7 @@ impl KeySecret {
     /// The first 128 bits of HMAC-SHA256(secret, `label` 0x00 `value`), in lower-case hex. The
     /// label keeps one secret's uses apart: an API key's bucket name is not its span hash.
     pub fn hex32(&self, label: &str, value: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        let mut mac = self.mac.clone();
         mac.update(label.as_bytes());
         mac.update(&[0]);
         mac.update(value);
@@ -122,7 +128,7 @@ mod tests {
         assert_ne!(h, b.hex32("apikey", b"1.2.3.4"), "another secret");
         assert_ne!(h, a.hex32("span", b"1.2.3.4"), "another label");
         // RFC 4231 test case 2 (key "Jefe" is too short for KeySecret::new, so built by hand).
-        let jefe = KeySecret { key: b"Jefe".to_vec(), ephemeral: false };
+        let jefe = KeySecret::keyed(b"Jefe", false);
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
         assert_eq!(hex(&mac.finalize().into_bytes()[..4]), "5bdcc146");
