@@ -9,7 +9,7 @@ type Res = any
 type Next = (err?: unknown) => void
 
 export interface RateLimitOptions extends Omit<HttpLimiterOptions, 'key'> {
-  /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, composites, or a function. */
+  /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, `'ipv4/24'`, `'ipv6/48'`, composites, or a function. */
   key?: KeyScope | ((req: Req, res: Res) => string | Promise<string>)
   /** The header that holds API keys for `key: 'apiKey'` (default `'x-api-key'`). */
   apiKeyHeader?: string

@@ -106,7 +106,9 @@ async def test_thirty_64s_of_one_48_pass_only_the_aggregate_limit() -> None:
 
 
 async def test_forwarded_header_is_read_when_configured() -> None:
-    native = HttpLimiter([HttpRule("r", Limiter("9/minute"))], trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded")
+    native = HttpLimiter(
+        [HttpRule("r", Limiter("9/minute"))], trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded"
+    )
     assert native.forwarded_header == "forwarded"
     for value, want in [
         ('for="[2001:db8:cafe::17]:4711";proto=https', "ip:2001:db8:cafe::/64"),
@@ -123,7 +125,9 @@ async def test_forwarded_header_is_read_when_configured() -> None:
     async def k() -> dict[str, Any]:
         return {}
 
-    app.add_middleware(RateLimitMiddleware, limits="1/minute", trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded")
+    app.add_middleware(
+        RateLimitMiddleware, limits="1/minute", trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded"
+    )
     async with client(app, peer="10.0.0.1") as c:
         assert (await c.get("/k", headers={"Forwarded": "for=198.51.100.1"})).status_code == 200
         assert (await c.get("/k", headers={"Forwarded": "for=198.51.100.2"})).status_code == 200
