@@ -254,8 +254,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
         Some(v) => args::boolean("trustUnixSocket", &v)?,
         None => false,
     };
-    let ip_rule =
-        ClientIpRule::new(&trusted, prefix)?.with_forwarded_header(header).with_trust_unix_socket(trust_unix);
+    let ip_rule = ClientIpRule::new(&trusted, prefix)?.with_forwarded_header(header).with_trust_unix_socket(trust_unix);
     // Express routes case-insensitively and ignores a trailing slash by default.
     let resolver = KeyResolver::new(ip_rule, jwt_for(&obj)?).with_path_style(PathStyle::EXPRESS);
     let style = match args::field(&obj, "headers")? {

@@ -529,7 +529,8 @@ mod tests {
     #[test]
     fn unix_socket_peer_table() {
         // (case, trust unix socket, header, peer, value, expected key, expected ignored)
-        let cases: &[(&str, bool, ForwardedHeader, &str, Option<&str>, &str, bool)] = &[
+        type Case<'a> = (&'a str, bool, ForwardedHeader, &'a str, Option<&'a str>, &'a str, bool);
+        let cases: &[Case] = &[
             ("untrusted unix peer", false, ForwardedHeader::XForwardedFor, "unix:", None, "ip:unknown", false),
             (
                 "untrusted unix peer: header ignored",
