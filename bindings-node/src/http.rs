@@ -438,7 +438,13 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         reset_after: binding.map_or(0.0, |d| d.reset_after.as_secs_f64()),
         retry_after: nullable(binding.and_then(|d| d.retry_after.map(|r| r.as_secs_f64()))),
         limited_by: nullable(binding.and_then(|d| d.limited_by.map(|l| l.to_string()))),
-        rules: set.rules().iter().filter(|r| r.applies(&req.method, &req.path)).map(|r| r.name.clone()).collect(),
+        // The rules that applied: a rule keyed only by the other address family's network did not.
+        rules: set
+            .rules()
+            .iter()
+            .filter(|r| o.decided.iter().any(|d| d.rule == r.name) || o.store_errors.iter().any(|(n, _)| *n == r.name))
+            .map(|r| r.name.clone())
+            .collect(),
         fallback_rules: o.fallback_rules().map(String::from).collect(),
         store_errors: o
             .store_errors

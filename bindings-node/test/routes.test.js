@@ -26,7 +26,7 @@ async function serve(express, middleware, routes = ['/login', '/items/:id', '/x'
   for (const r of routes) {
     app.all(r, (req, res) => {
       runs.n += 1
-      res.json({ key: req.rateLimit?.key ?? null })
+      res.json({ key: req.rateLimit?.key ?? null, rules: req.rateLimit?.rules ?? [] })
     })
   }
   const s = await listen(app)
@@ -124,6 +124,7 @@ for (const [flavour, express] of flavours) {
         // Another /48 has its own aggregate; the IPv4 rule never applied to these clients.
         const other = await s.call('/x', { headers: { 'x-forwarded-for': '2001:db8:43::1' } })
         assert.equal(other.status, 200)
+        assert.deepEqual((await other.json()).rules, ['default', 'net48'])
         assert.match(other.headers.get('ratelimit-policy'), /net48/)
         assert.doesNotMatch(other.headers.get('ratelimit-policy'), /net24/)
       } finally {
