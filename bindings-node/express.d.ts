@@ -9,7 +9,7 @@ type Res = any
 type Next = (err?: unknown) => void
 
 export interface RateLimitOptions extends Omit<HttpLimiterOptions, 'key'> {
-  /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, composites, or a function. */
+  /** `'ip'` (default), `'user'` (verified JWT `sub`, else IP), `'apiKey'`, `'global'`, `'endpoint'`, `'ipv4/24'`, `'ipv6/48'`, composites, or a function. */
   /**
    * A function's `undefined`, `null`, `''` or a key over 4 KiB is an error, logged once: that
    * request is keyed by its client IP instead (never one shared bucket, never a 500).

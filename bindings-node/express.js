@@ -93,6 +93,50 @@ function appKey(key) {
   return key === undefined || key === null ? undefined : String(key)
 }
 
+// The peer a unix-domain socket gives: no address (remoteAddress is undefined), and the server
+// listens on a path. The core trusts it as a proxy only with `trustUnixSocket`.
+function peerOf(req) {
+  const socket = req.socket
+  if (!socket) return ''
+  if (socket.remoteAddress) return socket.remoteAddress
+  const server = socket.server
+  const addr = server && typeof server.address === 'function' ? server.address() : null
+  return typeof addr === 'string' ? 'unix:' : ''
+}
+
+// The template of the route the app will run for this request, found before the router gets there
+// (app-level middleware runs first, so req.route is not set yet): the first route layer of the
+// app's own router that matches the path and handles the method. Nested routers are not searched;
+// their requests fall back to a rule's pattern or the normalised path in the core.
+function routeOf(req) {
+  if (req.route && typeof req.route.path === 'string') return (req.baseUrl || '') + req.route.path
+  const app = req.app
+  if (!app || (app.mountpath !== undefined && app.mountpath !== '/')) return undefined
+  let stack
+  try {
+    stack = (app.router ?? app._router)?.stack // Express 5 : Express 4 (which throws on app.router)
+  } catch {
+    stack = app._router?.stack
+  }
+  if (!Array.isArray(stack)) return undefined
+  const url = req.originalUrl || req.url || '/'
+  const q = url.indexOf('?')
+  const path = q === -1 ? url : url.slice(0, q)
+  const method = req.method === 'HEAD' ? 'get' : String(req.method).toLowerCase()
+  for (const layer of stack) {
+    const route = layer.route
+    if (!route || typeof route.path !== 'string') continue
+    try {
+      // Layer.match sets the layer's params and path; the router sets them again before use.
+      const handles = route._handlesMethod ?? route._handles_method // Express 5 : Express 4
+      if (typeof handles === 'function' && layer.match(path) && handles.call(route, method)) return route.path
+    } catch {
+      // A malformed escape makes Express answer 400 itself; the core's normalised path will do.
+    }
+  }
+  return undefined
+}
+
 function header(value) {
   if (value === undefined) return undefined
   return Array.isArray(value) ? value.join(',') : String(value)
@@ -125,6 +169,9 @@ function rateLimit(options) {
 
   const engine = new HttpLimiter(native)
   warnOnSharedNames(options, logger)
+  const forwardedHeader = engine.forwardedHeader
+  const forwardedName = forwardedHeader === 'forwarded' ? 'Forwarded' : 'X-Forwarded-For'
+  const needsRoute = engine.needsRoute
 
   let warnedForwarded = false
   let warnedKey = false
@@ -159,13 +206,13 @@ function rateLimit(options) {
     try {
       if (skip && (await skip(req, res))) return next()
       const headers = req.headers
-      const route = req.route && typeof req.route.path === 'string' ? (req.baseUrl || '') + req.route.path : undefined
+      const route = needsRoute ? routeOf(req) : undefined
       request = [
         req.method,
         req.originalUrl || req.url,
         route,
-        req.socket?.remoteAddress || '',
-        header(headers['x-forwarded-for']),
+        peerOf(req),
+        header(headers[forwardedHeader]),
         header(headers.authorization),
         header(headers[apiKeyHeader]),
         keyFn ? appKey(await keyFn(req, res)) : undefined,
@@ -187,7 +234,7 @@ function rateLimit(options) {
     if (d.forwardedForIgnored && !warnedForwarded) {
       warnedForwarded = true
       logger.warn(
-        `floodwall: X-Forwarded-For arrived from ${request[3]}, which is not a trusted proxy, and was ignored: ` +
+        `floodwall: ${forwardedName} arrived from ${request[3] || 'an unknown peer'}, which is not a trusted proxy, and was ignored: ` +
           'clients are keyed by the socket address. If this app runs behind a proxy, list it in `trustedProxies`. ' +
           '(Logged once.)',
       )

@@ -218,6 +218,10 @@ export interface JwtOptions {
 }
 
 /** `'ip' | 'user' | 'apiKey' | 'global' | 'endpoint'`, or several joined with `+` (`'user+endpoint+ip'`). */
+/**
+ * `'ip'`, `'user'`, `'apiKey'`, `'global'`, `'endpoint'`, a network aggregate such as `'ipv4/24'` or
+ * `'ipv6/48'`, or several joined with `+`.
+ */
 export type KeyScope = string
 
 export interface RuleOptions {
@@ -261,8 +265,12 @@ export interface HttpLimiterOptions {
   // biome-ignore lint/suspicious/noExplicitAny: any adapter's key function fits (unknown[] would reject typed parameters)
   key?: KeyScope | ((...args: any[]) => unknown)
   cost?: number
-  /** CIDRs or addresses of your own proxies; X-Forwarded-For is read only when the peer is one. */
+  /** CIDRs or addresses of your own proxies; the forwarding header is read only when the peer is one. */
   trustedProxies?: string[]
+  /** The header your proxies write the client into (default `'x-forwarded-for'`); only that one is read. */
+  forwardedHeader?: 'x-forwarded-for' | 'forwarded'
+  /** Trust a unix-socket peer (`server.listen(path)`, peer `'unix:'`) as a proxy. Default false: one `ip:unknown` client. */
+  trustUnixSocket?: boolean
   /** IPv6 clients are grouped by this prefix length (default 64). */
   ipv6Prefix?: number
   jwt?: JwtOptions
@@ -331,6 +339,10 @@ export declare class HttpLimiter {
   ): Promise<HttpDecision>
   /** Some rule's key comes from a key function (pass `request.key`). */
   get needsKey(): boolean
+  /** The header to pass as `forwardedFor`, lower case. */
+  get forwardedHeader(): 'x-forwarded-for' | 'forwarded'
+  /** Some rule's key has an `'endpoint'` part: pass the route template when known. */
+  get needsRoute(): boolean
   get ruleNames(): string[]
 }
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use floodwall::web::{
-    ClientIpRule, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, RouteRule, Rule, RuleSet, DEFAULT_IPV6_PREFIX,
+    ClientIpRule, ForwardedHeader, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, PathStyle, RouteRule, Rule,
+    RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use napi::bindgen_prelude::{Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown};
 use napi::{Env, JsValue, ValueType};
@@ -33,6 +34,8 @@ const HTTP_OPTIONS: &[&str] = &[
     "cost",
     "trustedProxies",
     "ipv6Prefix",
+    "forwardedHeader",
+    "trustUnixSocket",
     "jwt",
     "headers",
     "rules",
@@ -253,7 +256,17 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
         }
         None => DEFAULT_IPV6_PREFIX,
     };
-    let resolver = KeyResolver::new(ClientIpRule::new(&trusted, prefix)?, jwt_for(&obj)?);
+    let header = match args::field(&obj, "forwardedHeader")? {
+        Some(v) => ForwardedHeader::parse(&args::string("forwardedHeader", &v)?)?,
+        None => ForwardedHeader::default(),
+    };
+    let trust_unix = match args::field(&obj, "trustUnixSocket")? {
+        Some(v) => args::boolean("trustUnixSocket", &v)?,
+        None => false,
+    };
+    let ip_rule = ClientIpRule::new(&trusted, prefix)?.with_forwarded_header(header).with_trust_unix_socket(trust_unix);
+    // Express routes case-insensitively and ignores a trailing slash by default.
+    let resolver = KeyResolver::new(ip_rule, jwt_for(&obj)?).with_path_style(PathStyle::EXPRESS);
     let style = match args::field(&obj, "headers")? {
         Some(v) => HeaderStyle::parse(&args::string("headers", &v)?)?,
         None => HeaderStyle::Draft10,
@@ -328,8 +341,9 @@ struct HttpRequest {
     path: String,
     /// The route template when the framework knows it ("/items/:id"), for `endpoint` keys.
     route: Option<String>,
+    /// The socket peer's address, or "unix:" for a unix-domain socket.
     peer: String,
-    /// Every X-Forwarded-For value, joined with ",".
+    /// Every value of the configured forwarding header, joined with ",".
     forwarded_for: Option<String>,
     authorization: Option<String>,
     api_key: Option<String>,
@@ -355,6 +369,18 @@ impl JsHttpLimiter {
     #[napi(getter)]
     pub fn needs_key(&self) -> bool {
         self.inner.rules().iter().any(|r| r.scope.is_none())
+    }
+
+    /// The header the client chain is read from, lower case: 'x-forwarded-for' or 'forwarded'.
+    #[napi(getter)]
+    pub fn forwarded_header(&self) -> &'static str {
+        self.inner.resolver().ip_rule().forwarded_header().name()
+    }
+
+    /// Some rule's key has an 'endpoint' part, so `decide` wants the route template.
+    #[napi(getter)]
+    pub fn needs_route(&self) -> bool {
+        self.inner.rules().iter().any(|r| r.scope.as_ref().is_some_and(|s| s.has_endpoint()))
     }
 
     #[napi(getter)]
@@ -422,7 +448,13 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         reset_after: binding.map_or(0.0, |d| d.reset_after.as_secs_f64()),
         retry_after: nullable(binding.and_then(|d| d.retry_after.map(|r| r.as_secs_f64()))),
         limited_by: nullable(binding.and_then(|d| d.limited_by.map(|l| l.to_string()))),
-        rules: set.rules().iter().filter(|r| r.applies(&req.method, &req.path)).map(|r| r.name.clone()).collect(),
+        // The rules that applied: a rule keyed only by the other address family's network did not.
+        rules: set
+            .rules()
+            .iter()
+            .filter(|r| o.decided.iter().any(|d| d.rule == r.name) || o.store_errors.iter().any(|(n, _)| *n == r.name))
+            .map(|r| r.name.clone())
+            .collect(),
         fallback_rules: o.fallback_rules().map(String::from).collect(),
         store_errors: o
             .store_errors

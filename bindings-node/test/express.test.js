@@ -243,6 +243,7 @@ for (const [flavour, express] of flavours) {
         app.post('/login', ok)
         app.get('/login', ok)
         app.get('/api/items/:id', ok)
+        app.get('/api/other', ok)
         app.get('/other', ok)
       })
       try {
@@ -258,10 +259,11 @@ for (const [flavour, express] of flavours) {
         assert.equal((await s.call('/login')).status, 200)
         const other = await s.call('/other')
         assert.equal(other.headers.get('ratelimit-policy'), '"per-minute";q=100;w=60')
-        // The api rule keys by endpoint: each path has its own 3.
+        // The api rule keys by endpoint: each route (not each URL) has its own 3.
         for (let i = 0; i < 3; i++) assert.equal((await s.call('/api/items/1')).status, 200)
         assert.equal((await s.call('/api/items/1')).status, 429)
-        assert.equal((await s.call('/api/items/2')).status, 200)
+        assert.equal((await s.call('/api/items/2')).status, 429)
+        assert.equal((await s.call('/api/other')).status, 200)
         // Matching is not fooled by case, double slashes or a trailing slash.
         assert.equal((await s.call('//LOGIN/', { method: 'POST' })).status, 429)
         assert.match((await s.call('/API/x')).headers.get('ratelimit-policy'), /"api-per-minute"/)

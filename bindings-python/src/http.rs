@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use floodwall::web::{
-    limited_body, rate_limit_headers, ClientIpRule, HeaderStyle, HttpRequest, JwtVerifier, KeyResolver, KeyScope,
-    RequestInfo, RouteRule, Rule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
+    limited_body, rate_limit_headers, ClientIpRule, ForwardedHeader, HeaderStyle, HttpRequest, JwtVerifier,
+    KeyResolver, KeyScope, PathStyle, RequestInfo, RouteRule, Rule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use floodwall::Source;
 use pyo3::prelude::*;
@@ -348,11 +348,17 @@ pub struct PyHttpLimiter {
 
 #[pymethods]
 impl PyHttpLimiter {
-    /// `trusted_proxies`: addresses or CIDR blocks whose X-Forwarded-For is believed.
+    /// `trusted_proxies`: addresses or CIDR blocks whose forwarding header is believed.
+    /// `forwarded_header`: which header they write, "x-forwarded-for" (default) or "forwarded"
+    /// (RFC 7239). `trust_unix_socket`: a unix-socket peer (`peer="unix:"`) is a trusted proxy.
     /// `jwt`: {"secret": ...} (HS256) or {"public_key": pem, "algorithm": "RS256"|"ES256"}, plus
     /// optional "issuer", "audience", "leeway". `headers`: "draft-10", "legacy", "both" or "none".
     #[new]
-    #[pyo3(signature = (rules, *, trusted_proxies = None, ipv6_prefix = None, jwt = None, headers = "draft-10"))]
+    #[pyo3(signature = (
+        rules, *, trusted_proxies = None, ipv6_prefix = None, jwt = None, headers = "draft-10",
+        forwarded_header = "x-forwarded-for", trust_unix_socket = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         rules: Vec<Py<PyHttpRule>>,
@@ -360,6 +366,8 @@ impl PyHttpLimiter {
         ipv6_prefix: Option<u8>,
         jwt: Option<&Bound<'_, PyDict>>,
         headers: &str,
+        forwarded_header: &str,
+        trust_unix_socket: bool,
     ) -> PyResult<Self> {
         guard(|| {
             if rules.is_empty() {
@@ -367,7 +375,9 @@ impl PyHttpLimiter {
             }
             let ip_rule =
                 ClientIpRule::new(&trusted_proxies.unwrap_or_default(), ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX))
-                    .map_err(to_py)?;
+                    .map_err(to_py)?
+                    .with_forwarded_header(ForwardedHeader::parse(forwarded_header).map_err(to_py)?)
+                    .with_trust_unix_socket(trust_unix_socket);
             let verifier = jwt.map(jwt_arg).transpose()?;
             let style = HeaderStyle::parse(headers).map_err(to_py)?;
             let mut built: Vec<Rule> = Vec::with_capacity(rules.len());
@@ -397,7 +407,9 @@ impl PyHttpLimiter {
             } else {
                 Place::Runtime
             };
-            let inner = Inner { set: RuleSet::new(KeyResolver::new(ip_rule, verifier), built, style), place };
+            // FastAPI routes as Starlette does (case-sensitive), for paths no route template names.
+            let resolver = KeyResolver::new(ip_rule, verifier).with_path_style(PathStyle::STARLETTE);
+            let inner = Inner { set: RuleSet::new(resolver, built, style), place };
             Ok(PyHttpLimiter { inner: Arc::new(inner), rules })
         })
     }
@@ -405,6 +417,18 @@ impl PyHttpLimiter {
     #[getter]
     fn rules(&self, py: Python<'_>) -> Vec<Py<PyHttpRule>> {
         self.rules.iter().map(|r| r.clone_ref(py)).collect()
+    }
+
+    /// The header the client chain is read from, lower case: "x-forwarded-for" or "forwarded".
+    #[getter]
+    fn forwarded_header(&self) -> &'static str {
+        self.inner.set.resolver().ip_rule().forwarded_header().name()
+    }
+
+    /// Some rule's key has an "endpoint" part, so `decide` wants the route template.
+    #[getter]
+    fn needs_route(&self) -> bool {
+        self.inner.set.rules().iter().any(|r| r.scope.as_ref().is_some_and(|s| s.has_endpoint()))
     }
 
     /// Names of the rules whose key the caller supplies (`key=None`).
@@ -423,8 +447,10 @@ impl PyHttpLimiter {
         self.inner.set.rules().iter().filter(|r| r.applies(method, path)).map(|r| r.name.clone()).collect()
     }
 
-    /// Decide a request against every matching rule at once. `route` is the route template when
-    /// known ("/items/{id}"), for "endpoint" keys; `keys` maps rule names to app-made keys.
+    /// Decide a request against every matching rule at once. `peer` is the socket peer's address,
+    /// or "unix:" for a unix-domain socket. `route` is the route template when known
+    /// ("/items/{id}"), for "endpoint" keys; `forwarded_for` every value of the configured
+    /// `forwarded_header`, joined with ","; `keys` maps rule names to app-made keys.
     #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None))]
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(

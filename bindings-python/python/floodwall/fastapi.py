@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import telemetry
@@ -83,7 +84,8 @@ LIMITER_OPTIONS = frozenset(
 class Rule:
     """Limits for requests whose path matches ``path`` ("/login", "/api/*", "/items/{id}", "*")
     and whose method is in ``methods`` (None: all). ``key``: "ip", "user", "api_key", "global",
-    "endpoint", a combination such as "user+endpoint+ip", or a callable taking the Request.
+    "endpoint" (the route template), a network aggregate ("ipv4/24", "ipv6/48"), a combination
+    such as "user+endpoint+ip", or a callable taking the Request.
     Limiter options (``redis_url``, ``algorithm``, ``fallback``, ...) default to the middleware's;
     or pass a ready ``limiter``."""
 
@@ -183,6 +185,8 @@ class _Engine:
         api_key_header: str,
         on_store_error: StoreErrorHook | None,
         trust_traceparent: bool = False,
+        forwarded_header: str = "x-forwarded-for",
+        trust_unix_socket: bool = False,
     ) -> None:
         self.native = HttpLimiter(
             [r for r, _ in rules],
@@ -190,7 +194,11 @@ class _Engine:
             ipv6_prefix=ipv6_prefix,
             jwt=dict(jwt) if jwt is not None else None,
             headers=headers,
+            forwarded_header=forwarded_header,
+            trust_unix_socket=trust_unix_socket,
         )
+        # The one forwarding header the core reads (the core validated the option).
+        self.forwarded_header = self.native.forwarded_header.encode("latin-1")
         self.key_funcs = {r.name: f for r, f in rules if f is not None}
         self.api_key_header = api_key_header.lower().encode("latin-1")
         self.on_store_error = on_store_error
@@ -202,7 +210,7 @@ class _Engine:
         forwarded: list[bytes] = []
         authorization = api_key = None
         for name, value in scope.get("headers") or ():
-            if name == b"x-forwarded-for":
+            if name == self.forwarded_header:
                 forwarded.append(value)
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
@@ -226,7 +234,7 @@ class _Engine:
         d: HttpDecision = await self.native.decide(
             scope.get("method", "GET"),
             scope.get("path", "/"),
-            client[0] if client else "",
+            str(client[0]) if client else _unix_peer(scope),
             route=route,
             forwarded_for=b",".join(forwarded).decode("latin-1") if forwarded else None,
             authorization=authorization,
@@ -279,6 +287,69 @@ def _limited_response(d: HttpDecision) -> Response:
 def _add_headers(response: Response, d: HttpDecision) -> None:
     for name, value in d.headers:
         response.headers.append(name, value)
+
+
+def _unix_peer(scope: Scope) -> str:
+    """The peer of a request without a client address: "unix:" when the server listens on a unix
+    socket (uvicorn --uds gives neither a client nor a server address; others name the socket path
+    with no port), else "" (unknown)."""
+    server = scope.get("server")
+    if server is None or (len(server) > 1 and server[1] is None):
+        return "unix:"
+    return ""
+
+
+def _find_route(scope: Scope) -> str | None:
+    """The template of the route the app will send this request to, found before it routes (the
+    middleware runs first): the first full match in the app's routes as Starlette tries them,
+    else the first partial one (a method mismatch, answered 405), with mount prefixes."""
+    router = getattr(scope.get("app"), "router", None)
+    return _match_routes(getattr(router, "routes", None) or (), scope, "")
+
+
+def _match_routes(routes: Iterable[Any], scope: Scope, prefix: str) -> str | None:
+    partial = None
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            included = _included_router_route(route, scope)
+            if included is not None:
+                return prefix + included
+            continue
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a route of an odd kind must not fail the request
+            continue
+        if match == Match.NONE:
+            continue
+        found: str | None = prefix + path
+        inner = getattr(route, "routes", None)
+        if inner:  # a Mount: the route inside it, else nothing we can name
+            found = _match_routes(inner, {**scope, **child}, prefix + path)
+        elif getattr(route, "app", None) is not None and not hasattr(route, "endpoint"):
+            found = None  # a mounted ASGI app: its own routes are unknown
+        if match == Match.FULL:
+            return found
+        partial = partial or found
+    return partial
+
+
+def _included_router_route(router: Any, scope: Scope) -> str | None:
+    """FastAPI 0.16x includes routers lazily (a route without a path that matches on behalf of
+    its router's routes): ask it which of them it picks and read that route's full template."""
+    match_fn = getattr(router, "_match", None)
+    if not callable(match_fn):
+        return None
+    try:
+        match, _, route, context = match_fn(scope)
+    except Exception:  # another FastAPI's internals: fall back to the normalised path
+        return None
+    if match == Match.NONE or route is None:
+        return None
+    if context is None:  # a router included in the included router
+        return _included_router_route(route, scope)
+    template = getattr(context, "path_format", None)
+    return template if isinstance(template, str) and template else None
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -341,6 +412,8 @@ class _Single:
         on_store_error: StoreErrorHook | None,
         trust_traceparent: bool,
         options: Mapping[str, Any],
+        forwarded_header: str = "x-forwarded-for",
+        trust_unix_socket: bool = False,
     ) -> None:
         _check_options(options)
         self.limiter = _make_limiter(limits, limiter, options, name)
@@ -355,6 +428,8 @@ class _Single:
             api_key_header=api_key_header,
             on_store_error=on_store_error,
             trust_traceparent=trust_traceparent,
+            forwarded_header=forwarded_header,
+            trust_unix_socket=trust_unix_socket,
         )
 
 
@@ -372,6 +447,8 @@ def limit(
     api_key_header: str = "x-api-key",
     on_store_error: StoreErrorHook | None = None,
     trust_traceparent: bool = False,
+    forwarded_header: str = "x-forwarded-for",
+    trust_unix_socket: bool = False,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Limit one endpoint. Put it below the route decorator; the endpoint needs no ``request``
@@ -396,6 +473,8 @@ def limit(
             on_store_error=on_store_error,
             trust_traceparent=trust_traceparent,
             options=options,
+            forwarded_header=forwarded_header,
+            trust_unix_socket=trust_unix_socket,
         )
         engine = single.engine
         is_async = inspect.iscoroutinefunction(endpoint)
@@ -453,6 +532,8 @@ class RateLimit:
         api_key_header: str = "x-api-key",
         on_store_error: StoreErrorHook | None = None,
         trust_traceparent: bool = False,
+        forwarded_header: str = "x-forwarded-for",
+        trust_unix_socket: bool = False,
         **options: Any,
     ) -> None:
         hint = name or "dep-" + (limits if isinstance(limits, str) else "+".join(limits or ["limiter"]))
@@ -470,6 +551,8 @@ class RateLimit:
             on_store_error=on_store_error,
             trust_traceparent=trust_traceparent,
             options=options,
+            forwarded_header=forwarded_header,
+            trust_unix_socket=trust_unix_socket,
         )
         self.limiter = single.limiter
         self._engine = single.engine
@@ -510,6 +593,8 @@ class RateLimitMiddleware:
         api_key_header: str = "x-api-key",
         on_store_error: StoreErrorHook | None = None,
         trust_traceparent: bool = False,
+        forwarded_header: str = "x-forwarded-for",
+        trust_unix_socket: bool = False,
         **options: Any,
     ) -> None:
         _check_options(options)
@@ -549,13 +634,17 @@ class RateLimitMiddleware:
             api_key_header=api_key_header,
             on_store_error=on_store_error,
             trust_traceparent=trust_traceparent,
+            forwarded_header=forwarded_header,
+            trust_unix_socket=trust_unix_socket,
         )
+        self._needs_route = self.engine.native.needs_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.engine.native.matches(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        d = await self.engine.decide(scope)
+        # The app has not routed yet: an "endpoint" key names the route it will pick, not the URL.
+        d = await self.engine.decide(scope, _find_route(scope) if self._needs_route else None)
         if not d.allowed:
             await _limited_response(d)(scope, receive, send)
             return

@@ -1,5 +1,6 @@
-//! Who the client is when requests come through proxies: the right-most X-Forwarded-For hop that
-//! is not one of our proxies, and the bucket key for that address (IPv6 grouped by prefix).
+//! Who the client is when requests come through proxies: the right-most X-Forwarded-For (or RFC
+//! 7239 `Forwarded: for=`) hop that is not one of our proxies, and the bucket keys for that address
+//! (IPv6 grouped by prefix; optional network aggregates such as an IPv4 /24 or an IPv6 /48).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -15,11 +16,52 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// refusing it early keeps the parser's work bounded.
 const MAX_ADDR_LEN: usize = 100;
 
-/// Which peers are our own proxies, and how IPv6 clients are grouped.
+/// Forwarded header elements read per request; a longer chain is cut at its right-most entries
+/// (the ones our proxies wrote), which keeps the parse bounded whatever a client sends.
+const MAX_FORWARDED_ELEMENTS: usize = 64;
+
+/// What adapters pass as the peer of a unix-domain socket, which has no address: `"unix:"`,
+/// optionally followed by the socket's path.
+pub const UNIX_PEER: &str = "unix:";
+
+/// Which header our proxies write the client chain into. Only that one is read: a client can
+/// always send the other one itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711";proto=https`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// `"x-forwarded-for"` or `"forwarded"`, case-insensitive.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => Err(Error::config("forwarded header", s, "expected \"x-forwarded-for\" or \"forwarded\"")),
+        }
+    }
+
+    /// The header's name in lower case, as adapters look it up.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Which peers are our own proxies, which header they write, and how IPv6 clients are grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIpRule {
     trusted: Vec<IpNet>,
     ipv6_prefix: u8,
+    header: ForwardedHeader,
+    trust_unix_socket: bool,
 }
 
 /// The client of one request.
@@ -30,14 +72,47 @@ pub struct ClientIp {
     pub ip: Option<IpAddr>,
     /// `"ip:1.2.3.4"`, `"ip:2001:db8:1:2::/64"`, or `"ip:unknown"`.
     pub key: String,
-    /// X-Forwarded-For was sent but the peer is not a trusted proxy, so it was ignored.
+    /// The forwarding header was sent but the peer is not a trusted proxy, so it was ignored.
     pub forwarded_for_ignored: bool,
+}
+
+impl ClientIp {
+    /// The bucket of the client's network: `ip:203.0.113.0/24` for `(V4, 24)`. None when the
+    /// client is of the other family (or unknown): such a rule does not apply to it.
+    pub fn network_key(&self, family: IpFamily, prefix: u8) -> Option<String> {
+        match (self.ip?, family) {
+            (IpAddr::V4(v4), IpFamily::V4) => Ipv4Net::new(v4, prefix).ok().map(|n| format!("ip:{}", n.trunc())),
+            (IpAddr::V6(v6), IpFamily::V6) => Ipv6Net::new(v6, prefix).ok().map(|n| format!("ip:{}", n.trunc())),
+            _ => None,
+        }
+    }
+}
+
+/// An address family, for network aggregate keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub fn max_prefix(&self) -> u8 {
+        match self {
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
+        }
+    }
 }
 
 impl Default for ClientIpRule {
     /// No trusted proxies: the socket peer is the client.
     fn default() -> Self {
-        ClientIpRule { trusted: Vec::new(), ipv6_prefix: DEFAULT_IPV6_PREFIX }
+        ClientIpRule {
+            trusted: Vec::new(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            header: ForwardedHeader::default(),
+            trust_unix_socket: false,
+        }
     }
 }
 
@@ -50,7 +125,29 @@ impl ClientIpRule {
             return Err(Error::config("IPv6 prefix length", ipv6_prefix, "must be between 1 and 128"));
         }
         let trusted = trusted_proxies.iter().map(|s| parse_trusted(s.as_ref())).collect::<Result<Vec<_>>>()?;
-        Ok(ClientIpRule { trusted, ipv6_prefix })
+        Ok(ClientIpRule { trusted, ipv6_prefix, ..ClientIpRule::default() })
+    }
+
+    /// Read the client chain from this header instead of X-Forwarded-For.
+    pub fn with_forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Treat a unix-socket peer ([`UNIX_PEER`]) as a trusted proxy: a local proxy (nginx,
+    /// a sidecar) then names the client in the forwarding header. Off, a unix-socket peer is
+    /// one unknown client, `ip:unknown`, and its header is ignored.
+    pub fn with_trust_unix_socket(mut self, trust: bool) -> Self {
+        self.trust_unix_socket = trust;
+        self
+    }
+
+    pub fn forwarded_header(&self) -> ForwardedHeader {
+        self.header
+    }
+
+    pub fn trusts_unix_socket(&self) -> bool {
+        self.trust_unix_socket
     }
 
     pub fn trusted_proxies(&self) -> &[IpNet] {
@@ -66,38 +163,48 @@ impl ClientIpRule {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// `peer`: the socket peer ("1.2.3.4", "::ffff:1.2.3.4", "[::1]:5000", "1.2.3.4:80").
-    /// `forwarded_for`: every X-Forwarded-For value, joined with ",".
-    pub fn client_ip(&self, peer: &str, forwarded_for: Option<&str>) -> ClientIp {
-        let sent_xff = forwarded_for.is_some_and(|v| v.split(',').any(|e| !e.trim().is_empty()));
-        let Some(peer_ip) = parse_addr(peer) else {
-            return ClientIp { ip: None, key: "ip:unknown".into(), forwarded_for_ignored: sent_xff };
+    /// `peer`: the socket peer ("1.2.3.4", "::ffff:1.2.3.4", "[::1]:5000", "1.2.3.4:80", or
+    /// [`UNIX_PEER`]). `forwarded`: every value of the configured forwarding header (X-Forwarded-For
+    /// by default, else `Forwarded`), joined with ",".
+    pub fn client_ip(&self, peer: &str, forwarded: Option<&str>) -> ClientIp {
+        let entries = match self.header {
+            ForwardedHeader::XForwardedFor => xff_entries(forwarded.unwrap_or("")),
+            ForwardedHeader::Forwarded => forwarded_entries(forwarded.unwrap_or("")),
         };
-        if !self.is_trusted(peer_ip) {
+        let sent = !entries.is_empty();
+        let peer_ip = parse_addr(peer);
+        let trusted_peer = match peer_ip {
+            Some(ip) => self.is_trusted(ip),
+            None => self.trust_unix_socket && peer.trim_start().starts_with(UNIX_PEER),
+        };
+        if !trusted_peer {
             // Anyone can send the header; only our own proxies' word counts.
-            return self.client(peer_ip, sent_xff);
+            return match peer_ip {
+                Some(ip) => self.client(ip, sent),
+                None => ClientIp { ip: None, key: "ip:unknown".into(), forwarded_for_ignored: sent },
+            };
         }
         // Each proxy appends the address it saw, so reading right to left, every entry up to the
         // first address that is not ours was written by a machine we trust. Everything left of
         // that was written by the client and may be forged.
         let mut client = peer_ip;
-        for entry in forwarded_for.unwrap_or("").rsplit(',') {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue; // an artefact of joining several header lines, not a hop
-            }
-            match parse_addr(entry) {
-                Some(ip) if self.is_trusted(ip) => client = ip,
+        for entry in entries.into_iter().rev() {
+            match entry {
+                Some(ip) if self.is_trusted(ip) => client = Some(ip),
                 Some(ip) => {
-                    client = ip;
+                    client = Some(ip);
                     break;
                 }
-                // A trusted proxy would not write garbage, so it came from the client: stop at
-                // the last hop we can vouch for rather than trust anything beyond it.
+                // Garbage, "unknown" or an obfuscated "_hidden" name: the hop we trust could not
+                // or would not name its client, so stop at that hop rather than believe anything
+                // further left.
                 None => break,
             }
         }
-        self.client(client, false)
+        match client {
+            Some(ip) => self.client(ip, false),
+            None => ClientIp { ip: None, key: "ip:unknown".into(), forwarded_for_ignored: false },
+        }
     }
 
     fn client(&self, ip: IpAddr, forwarded_for_ignored: bool) -> ClientIp {
@@ -136,6 +243,84 @@ fn canonical_net(net: IpNet) -> IpNet {
         }
     }
     net
+}
+
+/// X-Forwarded-For entries left to right; None for an entry that is not an address. Empty entries
+/// are an artefact of joining several header lines, not hops.
+fn xff_entries(value: &str) -> Vec<Option<IpAddr>> {
+    let mut out: Vec<Option<IpAddr>> = value
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .take(MAX_FORWARDED_ELEMENTS)
+        .map(parse_addr)
+        .collect();
+    out.reverse();
+    out
+}
+
+/// RFC 7239 elements left to right, each as its `for=` address; None for an element without one,
+/// with an "unknown" or obfuscated ("_hidden") node, or that does not parse. Elements are split on
+/// commas outside quoted strings, so a quoted "," or ";" cannot make up a hop.
+fn forwarded_entries(value: &str) -> Vec<Option<IpAddr>> {
+    // An unclosed quote leaves the rest as one element, which then fails to parse: a stop.
+    let elements = split_outside_quotes(value, ',');
+    let mut out: Vec<Option<IpAddr>> = elements
+        .into_iter()
+        .rev()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .take(MAX_FORWARDED_ELEMENTS)
+        .map(forwarded_for)
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The `for=` node of one element (`for=192.0.2.60;proto=http;by=203.0.113.43`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let mut found = None;
+    for pair in split_outside_quotes(element, ';') {
+        if pair.trim().is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("for") {
+            continue;
+        }
+        if found.is_some() {
+            return None; // a parameter may appear once per element
+        }
+        let value = value.trim();
+        let node = match value.strip_prefix('"') {
+            Some(rest) => rest.strip_suffix('"').filter(|v| !v.contains(['"', '\\']))?,
+            None => value,
+        };
+        if node.eq_ignore_ascii_case("unknown") || node.starts_with('_') {
+            return None;
+        }
+        found = Some(parse_addr(node)?);
+    }
+    found
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 fn parse_trusted(entry: &str) -> Result<IpNet> {
@@ -252,6 +437,191 @@ mod tests {
             assert_eq!((got.key.as_str(), got.forwarded_for_ignored), (*key, *ignored), "{case}");
             assert_eq!(got.ip.is_none(), *key == "ip:unknown", "{case}");
         }
+    }
+
+    #[test]
+    fn forwarded_table() {
+        // (case, peer, Forwarded, expected key, expected forwarded_for_ignored)
+        let cases: &[(&str, &str, Option<&str>, &str, bool)] = &[
+            ("direct, no header", "1.2.3.4", None, "ip:1.2.3.4", false),
+            ("forged from an untrusted peer is ignored", "1.2.3.4", Some("for=9.9.9.9"), "ip:1.2.3.4", true),
+            ("trusted peer, one hop", "10.0.0.5", Some("for=203.0.113.7"), "ip:203.0.113.7", false),
+            ("quoted IPv4 with port", "10.0.0.5", Some("for=\"203.0.113.7:47011\""), "ip:203.0.113.7", false),
+            (
+                "quoted bracketed IPv6 with port",
+                "10.0.0.5",
+                Some("for=\"[2001:db8:cafe::17]:4711\""),
+                "ip:2001:db8:cafe::/64",
+                false,
+            ),
+            ("quoted bracketed IPv6", "10.0.0.5", Some("For=\"[2001:db8:cafe::17]\""), "ip:2001:db8:cafe::/64", false),
+            (
+                "other parameters around for, any case",
+                "10.0.0.5",
+                Some("proto=https;FOR=203.0.113.7;by=10.0.0.5;host=\"a;b,c\""),
+                "ip:203.0.113.7",
+                false,
+            ),
+            (
+                "right-most untrusted; forged left-most ignored",
+                "10.0.0.5",
+                Some("for=6.6.6.6, for=203.0.113.7;proto=https, for=10.1.1.1"),
+                "ip:203.0.113.7",
+                false,
+            ),
+            (
+                "several header lines joined",
+                "10.0.0.5",
+                Some("for=6.6.6.6,for=203.0.113.7,for=\"[::1]:80\""),
+                "ip:203.0.113.7",
+                false,
+            ),
+            (
+                "unknown stops at the last trusted hop",
+                "10.0.0.5",
+                Some("for=6.6.6.6, for=unknown"),
+                "ip:10.0.0.5",
+                false,
+            ),
+            (
+                "obfuscated stops at the last trusted hop",
+                "10.0.0.5",
+                Some("for=6.6.6.6, for=_hidden, for=10.2.2.2"),
+                "ip:10.2.2.2",
+                false,
+            ),
+            ("quoted obfuscated", "10.0.0.5", Some("for=\"_SEVKISEK\""), "ip:10.0.0.5", false),
+            ("element without for is a stop", "10.0.0.5", Some("for=6.6.6.6, proto=https"), "ip:10.0.0.5", false),
+            ("for twice in one element is a stop", "10.0.0.5", Some("for=1.1.1.1;for=2.2.2.2"), "ip:10.0.0.5", false),
+            ("garbage is a stop", "10.0.0.5", Some("for=6.6.6.6, nonsense"), "ip:10.0.0.5", false),
+            (
+                "a quoted comma cannot make up a hop",
+                "10.0.0.5",
+                Some("for=\"6.6.6.6, for=7.7.7.7\""),
+                "ip:10.0.0.5",
+                false,
+            ),
+            ("unclosed quote is a stop", "10.0.0.5", Some("for=6.6.6.6, for=\"7.7.7.7"), "ip:10.0.0.5", false),
+            ("unquoted IPv6 accepted", "10.0.0.5", Some("for=2001:db8:1:2::9"), "ip:2001:db8:1:2::/64", false),
+            ("empty elements are skipped", "10.0.0.5", Some("for=203.0.113.7;, ,"), "ip:203.0.113.7", false),
+            ("blank header is not a warning", "1.2.3.4", Some(" , "), "ip:1.2.3.4", false),
+            ("an X-Forwarded-For value is not Forwarded", "10.0.0.5", Some("203.0.113.7"), "ip:10.0.0.5", false),
+        ];
+        let rule = ClientIpRule::new(PROXIES, 64).unwrap().with_forwarded_header(ForwardedHeader::Forwarded);
+        for (case, peer, fwd, key, ignored) in cases {
+            let got = rule.client_ip(peer, *fwd);
+            assert_eq!((got.key.as_str(), got.forwarded_for_ignored), (*key, *ignored), "{case}");
+        }
+        // The X-Forwarded-For rule does not read Forwarded syntax, and the other way round.
+        let xff = ClientIpRule::new(PROXIES, 64).unwrap();
+        assert_eq!(xff.client_ip("10.0.0.5", Some("for=203.0.113.7")).key, "ip:10.0.0.5");
+    }
+
+    #[test]
+    fn forwarded_header_option() {
+        assert_eq!(ForwardedHeader::parse(" Forwarded ").unwrap(), ForwardedHeader::Forwarded);
+        assert_eq!(ForwardedHeader::parse("X-Forwarded-For").unwrap(), ForwardedHeader::XForwardedFor);
+        let err = ForwardedHeader::parse("x-real-ip").unwrap_err();
+        assert!(err.to_string().contains("\"x-real-ip\""), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+    }
+
+    #[test]
+    fn unix_socket_peer_table() {
+        // (case, trust unix socket, header, peer, value, expected key, expected ignored)
+        type Case<'a> = (&'a str, bool, ForwardedHeader, &'a str, Option<&'a str>, &'a str, bool);
+        let cases: &[Case] = &[
+            ("untrusted unix peer", false, ForwardedHeader::XForwardedFor, "unix:", None, "ip:unknown", false),
+            (
+                "untrusted unix peer: header ignored",
+                false,
+                ForwardedHeader::XForwardedFor,
+                "unix:/run/app.sock",
+                Some("203.0.113.7"),
+                "ip:unknown",
+                true,
+            ),
+            (
+                "trusted unix peer, X-Forwarded-For",
+                true,
+                ForwardedHeader::XForwardedFor,
+                "unix:/run/app.sock",
+                Some("6.6.6.6, 203.0.113.7"),
+                "ip:203.0.113.7",
+                false,
+            ),
+            (
+                "trusted unix peer through a trusted hop",
+                true,
+                ForwardedHeader::XForwardedFor,
+                "unix:",
+                Some("203.0.113.7, 10.1.1.1"),
+                "ip:203.0.113.7",
+                false,
+            ),
+            (
+                "trusted unix peer, Forwarded",
+                true,
+                ForwardedHeader::Forwarded,
+                "unix:",
+                Some("for=\"[2001:db8:1:2::3]:9\""),
+                "ip:2001:db8:1:2::/64",
+                false,
+            ),
+            ("trusted unix peer, no header", true, ForwardedHeader::XForwardedFor, "unix:", None, "ip:unknown", false),
+            (
+                "trusted unix peer, garbage",
+                true,
+                ForwardedHeader::XForwardedFor,
+                "unix:",
+                Some("nonsense"),
+                "ip:unknown",
+                false,
+            ),
+            (
+                "the option trusts unix peers only, not unparseable ones",
+                true,
+                ForwardedHeader::XForwardedFor,
+                "",
+                Some("203.0.113.7"),
+                "ip:unknown",
+                true,
+            ),
+            (
+                "IP peers are unaffected",
+                true,
+                ForwardedHeader::XForwardedFor,
+                "1.2.3.4",
+                Some("203.0.113.7"),
+                "ip:1.2.3.4",
+                true,
+            ),
+        ];
+        for (case, trust, header, peer, value, key, ignored) in cases {
+            let rule =
+                ClientIpRule::new(PROXIES, 64).unwrap().with_forwarded_header(*header).with_trust_unix_socket(*trust);
+            let got = rule.client_ip(peer, *value);
+            assert_eq!((got.key.as_str(), got.forwarded_for_ignored), (*key, *ignored), "{case}");
+            assert_eq!(got.ip.is_none(), *key == "ip:unknown", "{case}");
+        }
+    }
+
+    #[test]
+    fn network_keys() {
+        let rule = ClientIpRule::default();
+        let v4 = rule.client_ip("203.0.113.77", None);
+        let v6 = rule.client_ip("2001:db8:1:2:3::4", None);
+        let unknown = rule.client_ip("unix:", None);
+        assert_eq!(v4.network_key(IpFamily::V4, 24).as_deref(), Some("ip:203.0.113.0/24"));
+        assert_eq!(v4.network_key(IpFamily::V4, 32).as_deref(), Some("ip:203.0.113.77/32"));
+        assert_eq!(v4.network_key(IpFamily::V6, 48), None);
+        assert_eq!(v6.network_key(IpFamily::V6, 48).as_deref(), Some("ip:2001:db8:1::/48"));
+        assert_eq!(v6.network_key(IpFamily::V6, 32).as_deref(), Some("ip:2001:db8::/32"));
+        assert_eq!(v6.network_key(IpFamily::V4, 24), None);
+        assert_eq!(unknown.network_key(IpFamily::V4, 24), None);
+        // IPv4-mapped clients are IPv4 clients.
+        let mapped = rule.client_ip("::ffff:198.51.100.9", None);
+        assert_eq!(mapped.network_key(IpFamily::V4, 24).as_deref(), Some("ip:198.51.100.0/24"));
     }
 
     #[test]

@@ -9,11 +9,11 @@ mod request_key;
 mod route;
 mod rules;
 
-pub use client_ip::{ClientIp, ClientIpRule, DEFAULT_IPV6_PREFIX};
+pub use client_ip::{ClientIp, ClientIpRule, ForwardedHeader, IpFamily, DEFAULT_IPV6_PREFIX, UNIX_PEER};
 pub use headers::{limited_body, merged_headers, merged_limited_body, rate_limit_headers, HeaderStyle};
 pub use jwt::{bearer_token, JwtVerifier, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
 pub use request_key::{KeyPart, KeyResolver, KeyScope, RequestInfo, Resolved, MAX_RAW_PART};
-pub use route::RouteRule;
+pub use route::{PathStyle, RouteRule};
 pub use rules::{rule_identity, HttpRequest, Rule, RuleDecision, RuleOutcome, RuleSet};
 
 #[cfg(test)]
@@ -66,6 +66,22 @@ mod tests {
             let got = resolver().ip_rule().client_ip(&peer, Some(&xff));
             prop_assert!(got.key.starts_with("ip:"));
             prop_assert_eq!(got.ip.is_none(), got.key == "ip:unknown");
+        }
+
+        #[test]
+        fn forwarded_shaped_input_never_panics(
+            peer in "(unix:)?[0-9a-fA-F:.\\[\\]]{0,30}",
+            fwd in "[0-9a-fA-F:.\\[\\]%,;=\" _forFOR\\\\]{0,160}",
+            trust_unix in any::<bool>(),
+        ) {
+            let rule = ClientIpRule::new(&["10.0.0.0/8", "::1"], 64).unwrap()
+                .with_forwarded_header(ForwardedHeader::Forwarded)
+                .with_trust_unix_socket(trust_unix);
+            let got = rule.client_ip(&peer, Some(&fwd));
+            prop_assert_eq!(got.ip.is_none(), got.key == "ip:unknown");
+            for style in [PathStyle::EXPRESS, PathStyle::STARLETTE] {
+                prop_assert!(style.normalise(&fwd).starts_with('/'));
+            }
         }
 
         #[test]

@@ -7,8 +7,9 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use super::client_ip::{ClientIp, ClientIpRule};
+use super::client_ip::{ClientIp, ClientIpRule, IpFamily};
 use super::jwt::{bearer_token, JwtVerifier};
+use super::route::PathStyle;
 use crate::error::{Error, Result};
 
 /// Free-text parts (a user id, a route) longer than this go into the key as a hash: a request
@@ -26,8 +27,14 @@ pub enum KeyPart {
     ApiKey,
     /// `global`: one bucket for everyone.
     Global,
-    /// `ep:<METHOD> <route>`.
+    /// `ep:<METHOD> <route>`: the route template, else the path as the framework routes it;
+    /// HEAD counts as GET.
     Endpoint,
+    /// `ip:<network>/<len>`: every client of one network shares the bucket ("ipv4/24",
+    /// "ipv6/48"), an aggregate limit on top of per-client ones. A part of the other family than
+    /// the client's is left out; a rule with no part of the client's family does not apply to it
+    /// (nor to an unknown client).
+    Network(IpFamily, u8),
 }
 
 impl KeyPart {
@@ -38,6 +45,27 @@ impl KeyPart {
             KeyPart::ApiKey => "api_key",
             KeyPart::Global => "global",
             KeyPart::Endpoint => "endpoint",
+            KeyPart::Network(IpFamily::V4, _) => "ipv4",
+            KeyPart::Network(IpFamily::V6, _) => "ipv6",
+        }
+    }
+
+    /// "ipv4/24", "ipv6/48": Ok(None) when `name` is not a network part at all.
+    fn network(name: &str) -> std::result::Result<Option<Self>, String> {
+        let lower = name.to_ascii_lowercase();
+        let Some((fam, len)) = lower.split_once('/') else { return Ok(None) };
+        let family = match fam.trim() {
+            "ipv4" => IpFamily::V4,
+            "ipv6" => IpFamily::V6,
+            _ => return Ok(None),
+        };
+        let max = family.max_prefix();
+        let len = len.trim();
+        match len.parse::<u8>() {
+            Ok(n) if (1..=max).contains(&n) && !len.starts_with('+') => Ok(Some(KeyPart::Network(family, n))),
+            _ => Err(format!(
+                "bad prefix length in {name:?}; expected {fam}/1 to {fam}/{max}, e.g. \"ipv4/24\" or \"ipv6/48\""
+            )),
         }
     }
 
@@ -58,8 +86,9 @@ impl KeyPart {
 pub struct KeyScope(Vec<KeyPart>);
 
 impl KeyScope {
-    /// `"ip"`, `"user"`, `"api_key"` (or `"apikey"`), `"global"`, `"endpoint"`, or several joined
-    /// with `+`: `"user+endpoint+ip"`. Case and spaces around parts are ignored.
+    /// `"ip"`, `"user"`, `"api_key"` (or `"apikey"`), `"global"`, `"endpoint"`, a network
+    /// (`"ipv4/24"`, `"ipv6/48"`, one per family), or several joined with `+`:
+    /// `"user+endpoint+ip"`. Case and spaces around parts are ignored.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |reason: String| Error::config("key scope", s, reason);
         let mut parts = Vec::new();
@@ -68,9 +97,19 @@ impl KeyScope {
             if name.is_empty() {
                 return Err(bad("has an empty part; expected e.g. \"ip\", \"user\" or \"user+endpoint\"".into()));
             }
-            let part = KeyPart::from_name(name)
-                .ok_or_else(|| bad(format!("unknown part {name:?}; expected ip, user, api_key, global or endpoint")))?;
-            if parts.contains(&part) {
+            let part = match KeyPart::network(name).map_err(&bad)? {
+                Some(p) => p,
+                None => KeyPart::from_name(name).ok_or_else(|| {
+                    bad(format!(
+                        "unknown part {name:?}; expected ip, user, api_key, global, endpoint, ipv4/<len> or ipv6/<len>"
+                    ))
+                })?,
+            };
+            let same_family = |p: &KeyPart| match (p, &part) {
+                (KeyPart::Network(a, _), KeyPart::Network(b, _)) => a == b,
+                _ => false,
+            };
+            if parts.contains(&part) || parts.iter().any(same_family) {
                 return Err(bad(format!("names {name:?} twice")));
             }
             parts.push(part);
@@ -81,6 +120,20 @@ impl KeyScope {
     pub fn parts(&self) -> &[KeyPart] {
         &self.0
     }
+
+    /// Some part is an `endpoint`: its key needs the request's route.
+    pub fn has_endpoint(&self) -> bool {
+        self.0.contains(&KeyPart::Endpoint)
+    }
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Network(_, len) => write!(f, "{}/{len}", self.as_str()),
+            p => f.write_str(p.as_str()),
+        }
+    }
 }
 
 impl fmt::Display for KeyScope {
@@ -89,7 +142,7 @@ impl fmt::Display for KeyScope {
             if i > 0 {
                 f.write_str("+")?;
             }
-            f.write_str(p.as_str())?;
+            write!(f, "{p}")?;
         }
         Ok(())
     }
@@ -115,7 +168,8 @@ pub struct RequestInfo<'a> {
     pub api_key: Option<&'a str>,
     pub method: &'a str,
     /// The route template ("/items/{id}") when the framework knows it, else the path. A template
-    /// keeps one bucket per route instead of one per URL.
+    /// keeps one bucket per route instead of one per URL; either is normalised with the
+    /// resolver's [`PathStyle`] so each spelling the framework routes alike is one key.
     pub route: &'a str,
 }
 
@@ -124,6 +178,7 @@ pub struct RequestInfo<'a> {
 pub struct KeyResolver {
     ip_rule: ClientIpRule,
     jwt: Option<JwtVerifier>,
+    path_style: PathStyle,
 }
 
 /// A resolved key and what the adapter should know about how it was found.
@@ -137,11 +192,25 @@ pub struct Resolved {
     pub user_verified: bool,
     /// The client address, when the peer was parseable.
     pub ip: Option<IpAddr>,
+    /// False when the scope has network parts ("ipv4/24") and none is of the client's family
+    /// (or the client is unknown): the rule does not apply to this request.
+    pub applies: bool,
 }
 
 impl KeyResolver {
     pub fn new(ip_rule: ClientIpRule, jwt: Option<JwtVerifier>) -> Self {
-        KeyResolver { ip_rule, jwt }
+        KeyResolver { ip_rule, jwt, path_style: PathStyle::default() }
+    }
+
+    /// How the framework routes paths, for `endpoint` keys (default: [`PathStyle::EXPRESS`],
+    /// which merges the most spellings).
+    pub fn with_path_style(mut self, style: PathStyle) -> Self {
+        self.path_style = style;
+        self
+    }
+
+    pub fn path_style(&self) -> PathStyle {
+        self.path_style
     }
 
     pub fn ip_rule(&self) -> &ClientIpRule {
@@ -167,6 +236,9 @@ impl KeyResolver {
         // about an ignored X-Forwarded-For whatever the scope.
         let client = self.client_ip(req);
         let mut user_verified = false;
+        // Network parts of the client's family, and whether the scope has any: "ipv4/24+ipv6/48"
+        // is the client's network whichever family it is of; "ipv4/24" alone skips IPv6 clients.
+        let (mut networks, mut fitting) = (0, 0);
         let mut pieces: Vec<String> = Vec::with_capacity(scope.0.len());
         for part in &scope.0 {
             let piece = match part {
@@ -185,10 +257,22 @@ impl KeyResolver {
                 },
                 KeyPart::Global => "global".into(),
                 KeyPart::Endpoint => {
-                    format!(
-                        "ep:{}",
-                        free_text(&format!("{} {}", req.method.trim().to_ascii_uppercase(), req.route.trim()))
-                    )
+                    // Frameworks answer HEAD with the GET handler, so it spends GET's budget.
+                    let mut method = req.method.trim().to_ascii_uppercase();
+                    if method == "HEAD" {
+                        method = "GET".into();
+                    }
+                    format!("ep:{}", free_text(&format!("{method} {}", self.path_style.normalise(req.route.trim()))))
+                }
+                KeyPart::Network(family, len) => {
+                    networks += 1;
+                    match client.network_key(*family, *len) {
+                        Some(k) => {
+                            fitting += 1;
+                            k
+                        }
+                        None => continue,
+                    }
                 }
             };
             // "user+ip" for an anonymous caller would otherwise read "ip:1.2.3.4|ip:1.2.3.4".
@@ -201,6 +285,7 @@ impl KeyResolver {
             forwarded_for_ignored: client.forwarded_for_ignored,
             user_verified,
             ip: client.ip,
+            applies: networks == 0 || fitting > 0,
         }
     }
 }
@@ -257,6 +342,11 @@ mod tests {
             ("endpoint", &[KeyPart::Endpoint]),
             ("user+endpoint+ip", &[KeyPart::User, KeyPart::Endpoint, KeyPart::Ip]),
             (" User + Endpoint ", &[KeyPart::User, KeyPart::Endpoint]),
+            ("ipv4/24", &[KeyPart::Network(IpFamily::V4, 24)]),
+            ("IPv6/48+ip", &[KeyPart::Network(IpFamily::V6, 48), KeyPart::Ip]),
+            ("ipv4/24+ipv6/48", &[KeyPart::Network(IpFamily::V4, 24), KeyPart::Network(IpFamily::V6, 48)]),
+            ("endpoint+ipv6/32", &[KeyPart::Endpoint, KeyPart::Network(IpFamily::V6, 32)]),
+            ("ipv4/32+ipv6/128", &[KeyPart::Network(IpFamily::V4, 32), KeyPart::Network(IpFamily::V6, 128)]),
         ];
         for (s, parts) in cases {
             let scope = KeyScope::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -267,7 +357,24 @@ mod tests {
 
     #[test]
     fn bad_scopes_name_the_input() {
-        for s in ["", "ip+", "+ip", "ip++user", "ipaddress", "user+user", "ip,user", "ip user"] {
+        for s in [
+            "",
+            "ip+",
+            "+ip",
+            "ip++user",
+            "ipaddress",
+            "user+user",
+            "ip,user",
+            "ip user",
+            "ipv4/33",
+            "ipv4/0",
+            "ipv6/129",
+            "ipv6/x",
+            "ipv6/",
+            "ipv4/+24",
+            "ipv4/24+ipv4/16",
+            "ipv5/24",
+        ] {
             let err = KeyScope::parse(s).expect_err(s);
             assert!(err.to_string().contains(&format!("{s:?}")), "{s}: {err}");
             assert_eq!(err.kind(), crate::ErrorKind::Config);
@@ -425,7 +532,7 @@ mod tests {
                 "1.2.3.4",
                 None,
                 "GET",
-                "/a|b#c%",
+                "/a|b%23c%25",
                 "ep:GET /a%7Cb%23c%25".into(),
                 false,
                 false,
@@ -472,6 +579,54 @@ mod tests {
         };
         let got = r.resolve(&KeyScope::parse("user").unwrap(), &req);
         assert_eq!((got.key.as_str(), got.user_verified), ("ip:1.2.3.4", false));
+    }
+
+    #[test]
+    fn bad_network_parts_name_the_part() {
+        let err = KeyScope::parse("ip+ipv4/33").unwrap_err().to_string();
+        assert!(err.contains("\"ipv4/33\"") && err.contains("ipv4/32"), "{err}");
+        let err = KeyScope::parse("ipv6/0").unwrap_err().to_string();
+        assert!(err.contains("ipv6/128"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_keys_merge_what_the_framework_routes_alike() {
+        let key = |r: &KeyResolver, method: &str, route: &str| {
+            let req = RequestInfo { peer: "1.2.3.4", method, route, ..Default::default() };
+            r.resolve(&KeyScope::parse("endpoint").unwrap(), &req).key
+        };
+        let express = KeyResolver::new(ClientIpRule::default(), None).with_path_style(PathStyle::EXPRESS);
+        for spelling in ["/login", "/LOGIN", "/login/", "//login", "/Login//", "/log%69n", "/x/../login", "/login?a=1"]
+        {
+            assert_eq!(key(&express, "POST", spelling), "ep:POST /login", "{spelling}");
+        }
+        assert_eq!(key(&express, "HEAD", "/items/{id}"), key(&express, "GET", "/items/{id}"));
+        assert_eq!(key(&express, "head", "/x"), "ep:GET /x");
+        assert_ne!(key(&express, "POST", "/x"), key(&express, "GET", "/x"));
+        let starlette = KeyResolver::new(ClientIpRule::default(), None).with_path_style(PathStyle::STARLETTE);
+        assert_eq!(key(&starlette, "GET", "/Items/"), "ep:GET /Items");
+        assert_ne!(key(&starlette, "GET", "/Items"), key(&starlette, "GET", "/items"));
+    }
+
+    #[test]
+    fn network_parts() {
+        let r = resolver();
+        let scope = KeyScope::parse("ipv4/24+ipv6/48").unwrap();
+        let got = |peer: &str| {
+            let req = RequestInfo { peer, method: "GET", route: "/", ..Default::default() };
+            let g = r.resolve(&scope, &req);
+            (g.key, g.applies)
+        };
+        assert_eq!(got("198.51.100.7"), ("ip:198.51.100.0/24".into(), true));
+        assert_eq!(got("2001:db8:7:8::1"), ("ip:2001:db8:7::/48".into(), true));
+        let v4_only = KeyScope::parse("ipv4/24+endpoint").unwrap();
+        let req = RequestInfo { peer: "2001:db8::1", method: "GET", route: "/", ..Default::default() };
+        assert!(!r.resolve(&v4_only, &req).applies, "an IPv4 aggregate does not apply to an IPv6 client");
+        let req = RequestInfo { peer: "unix:", method: "GET", route: "/", ..Default::default() };
+        assert!(!r.resolve(&v4_only, &req).applies, "nor to an unknown client");
+        // The per-client part and the aggregate together; the /64 key and a /64 network collapse.
+        let req = RequestInfo { peer: "2001:db8:7:8::1", method: "GET", route: "/", ..Default::default() };
+        assert_eq!(r.resolve(&KeyScope::parse("ip+ipv6/64").unwrap(), &req).key, "ip:2001:db8:7:8::/64");
     }
 
     #[test]

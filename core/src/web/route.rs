@@ -1,6 +1,6 @@
-//! Which rules apply to a request: path patterns ("/login", "/api/*", "/items/{id}") and methods.
-//! Matching leans towards matching: "/LOGIN/", "//login" and "/log%69n" reach the same handler in
-//! common frameworks, so they must not slip past the limit on "/login".
+//! Which rules apply to a request: path patterns ("/login", "/api/*", "/items/{id}") and methods,
+//! and the route an `endpoint` key names. Both lean towards merging: "/LOGIN/", "//login" and
+//! "/log%69n" reach the same handler in common frameworks, so they must not slip past "/login".
 
 use crate::error::{Error, Result};
 
@@ -51,6 +51,13 @@ impl RouteRule {
         self.matches_method(method) && self.matches_path(path)
     }
 
+    /// The pattern as a route template for `endpoint` keys ("/login", "/items/{id}"), or None
+    /// for a wildcard pattern, which names many routes and so cannot stand for one.
+    pub fn template(&self) -> Option<&str> {
+        let wild = self.path == "*" || self.path.split('/').any(|s| s == "*");
+        (!wild).then_some(self.path.as_str())
+    }
+
     pub fn matches_method(&self, method: &str) -> bool {
         let method = method.trim();
         self.methods.is_empty()
@@ -78,6 +85,66 @@ impl RouteRule {
             }
         }
         request.next().is_none()
+    }
+}
+
+/// How a framework maps request paths to routes, for the `endpoint` key of a request that no
+/// known route matched: every spelling the framework would route to one handler must give one
+/// key. Spellings it would not route (a 404) may share that key too: they only cost their sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PathStyle {
+    /// "/Login" and "/login" are different routes.
+    pub case_sensitive: bool,
+    /// "/login/" and "/login" are different routes.
+    pub strict_slash: bool,
+}
+
+impl PathStyle {
+    /// Express's defaults: `case sensitive routing` and `strict routing` both off.
+    pub const EXPRESS: PathStyle = PathStyle { case_sensitive: false, strict_slash: false };
+    /// Starlette and FastAPI: case-sensitive; "/x/" is redirected to "/x" (`redirect_slashes`).
+    pub const STARLETTE: PathStyle = PathStyle { case_sensitive: true, strict_slash: false };
+
+    pub fn new(case_sensitive: bool, strict_slash: bool) -> Self {
+        PathStyle { case_sensitive, strict_slash }
+    }
+
+    /// One spelling of a path: query and fragment dropped, percent-escapes decoded (servers
+    /// such as uvicorn decode before routing; a client can escape any letter), empty and "."
+    /// segments dropped, ".." applied, and per the style the case folded and a trailing slash
+    /// dropped. Always starts with "/".
+    pub fn normalise(&self, path: &str) -> String {
+        let raw = path.split(['?', '#']).next().unwrap_or("");
+        let bytes: Vec<u8> = decoded(raw).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let text = if self.case_sensitive { text } else { text.to_lowercase().into() };
+        let mut segments: Vec<&str> = Vec::new();
+        for seg in text.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                s => segments.push(s),
+            }
+        }
+        let mut out = String::with_capacity(text.len() + 1);
+        for s in &segments {
+            out.push('/');
+            out.push_str(s);
+        }
+        if out.is_empty() || (self.strict_slash && text.ends_with('/')) {
+            out.push('/');
+        }
+        out
+    }
+}
+
+impl Default for PathStyle {
+    /// Case-insensitive and not strict: the style that merges the most spellings.
+    fn default() -> Self {
+        PathStyle::EXPRESS
     }
 }
 
@@ -184,6 +251,57 @@ mod tests {
             let rule = RouteRule::new("r", pattern, methods).unwrap_or_else(|e| panic!("{pattern}: {e}"));
             assert_eq!(rule.matches(method, path), *want, "{method} {path} against {methods:?} {pattern}");
         }
+    }
+
+    #[test]
+    fn templates() {
+        for (pattern, want) in [
+            ("/login", Some("/login")),
+            ("/items/{id}", Some("/items/{id}")),
+            ("/items/:id/edit", Some("/items/:id/edit")),
+            ("/", Some("/")),
+            ("*", None),
+            ("/api/*", None),
+        ] {
+            assert_eq!(RouteRule::new("r", pattern, &[]).unwrap().template(), want, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn path_normalisation_table() {
+        // (path, Express style, Starlette style)
+        let cases: &[(&str, &str, &str)] = &[
+            ("/login", "/login", "/login"),
+            ("/LOGIN", "/login", "/LOGIN"),
+            ("/Login/", "/login", "/Login"),
+            ("//login", "/login", "/login"),
+            ("/login//", "/login", "/login"),
+            ("/log%69n", "/login", "/login"),
+            ("/LOG%49N", "/login", "/LOGIN"),
+            ("/login?next=/x", "/login", "/login"),
+            ("/login#top", "/login", "/login"),
+            ("/./login", "/login", "/login"),
+            ("/x/../login", "/login", "/login"),
+            ("/../../login", "/login", "/login"),
+            ("/a%2Fb", "/a/b", "/a/b"),
+            ("/caf%C3%A9", "/café", "/café"),
+            ("/CAF%C3%89", "/café", "/CAFÉ"),
+            ("/bad%zz", "/bad%zz", "/bad%zz"),
+            ("/bad%ff", "/bad\u{fffd}", "/bad\u{fffd}"),
+            ("", "/", "/"),
+            ("/", "/", "/"),
+            ("?x", "/", "/"),
+            ("items/2", "/items/2", "/items/2"),
+        ];
+        for (path, express, starlette) in cases {
+            assert_eq!(PathStyle::EXPRESS.normalise(path), *express, "express {path}");
+            assert_eq!(PathStyle::STARLETTE.normalise(path), *starlette, "starlette {path}");
+        }
+        let strict = PathStyle::new(true, true);
+        assert_eq!(strict.normalise("/login/"), "/login/");
+        assert_eq!(strict.normalise("/login//"), "/login/");
+        assert_eq!(strict.normalise("/login"), "/login");
+        assert_eq!(strict.normalise("/"), "/");
     }
 
     #[test]

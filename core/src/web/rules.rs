@@ -166,17 +166,18 @@ impl RuleSet {
     /// over-long app key only as `key_errors` (that request is keyed by its client IP): neither
     /// fails the request.
     pub async fn decide(&self, req: &HttpRequest<'_>, app_key: impl Fn(&str) -> Option<String>) -> Result<RuleOutcome> {
+        let path_only = req.path.split(['?', '#']).next().unwrap_or("");
         let info = RequestInfo {
             peer: req.peer,
             forwarded_for: req.forwarded_for,
             authorization: req.authorization,
             api_key: req.api_key,
             method: req.method,
-            route: req.route.unwrap_or_else(|| req.path.split(['?', '#']).next().unwrap_or("")),
+            route: req.route.filter(|r| !r.is_empty()).unwrap_or(path_only),
         };
         let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.applies(req.method, req.path)).collect();
         let mut out = RuleOutcome {
-            matched: !matching.is_empty(),
+            matched: false,
             key: None,
             forwarded_for_ignored: false,
             user_verified: false,
@@ -189,21 +190,33 @@ impl RuleSet {
         if matching.is_empty() {
             return Ok(out);
         }
-        let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
+        // Each distinct (scope, route) is resolved once. The route an `endpoint` part names is the
+        // framework's template when it knows one, else the rule's own pattern when that names one
+        // route, else the path (normalised by the resolver): never a spelling a client chose.
+        let mut resolved: Vec<(&KeyScope, &str, Option<String>)> = Vec::new();
+        let mut applying = Vec::with_capacity(matching.len());
         let mut keys = Vec::with_capacity(matching.len());
-        for rule in &matching {
+        for rule in matching {
             let key = match &rule.scope {
-                Some(scope) => match resolved.iter().find(|(s, _)| *s == scope) {
-                    Some((_, k)) => k.clone(),
-                    None => {
-                        let r = self.resolver.resolve(scope, &info);
-                        out.forwarded_for_ignored |= r.forwarded_for_ignored;
-                        out.user_verified |= r.user_verified;
-                        resolved.push((scope, r.key.clone()));
-                        r.key
+                Some(scope) => {
+                    let route = match (req.route.filter(|r| !r.is_empty()), &rule.route) {
+                        (None, Some(r)) if scope.has_endpoint() => r.template().unwrap_or(info.route),
+                        _ => info.route,
+                    };
+                    match resolved.iter().find(|(s, r, _)| *s == scope && *r == route) {
+                        Some((_, _, k)) => k.clone(),
+                        None => {
+                            let r = self.resolver.resolve(scope, &RequestInfo { route, ..info });
+                            out.forwarded_for_ignored |= r.forwarded_for_ignored;
+                            out.user_verified |= r.user_verified;
+                            // A network part of the other address family: the rule is not for this client.
+                            let key = r.applies.then_some(r.key);
+                            resolved.push((scope, route, key.clone()));
+                            key
+                        }
                     }
-                },
-                None => match app_key_problem(&rule.name, app_key(&rule.name)) {
+                }
+                None => Some(match app_key_problem(&rule.name, app_key(&rule.name)) {
                     Ok(k) => k,
                     Err(problem) => {
                         // Never one shared bucket for every keyless request, never a 500: the
@@ -213,13 +226,21 @@ impl RuleSet {
                         out.forwarded_for_ignored |= client.forwarded_for_ignored;
                         client.key
                     }
-                },
+                }),
             };
-            keys.push(key);
+            if let Some(key) = key {
+                applying.push(rule);
+                keys.push(key);
+            }
         }
         if resolved.is_empty() {
             // Only application keys: still tell the adapter about an ignored X-Forwarded-For.
             out.forwarded_for_ignored = self.resolver.client_ip(&info).forwarded_for_ignored;
+        }
+        let matching = applying;
+        out.matched = !matching.is_empty();
+        if matching.is_empty() {
+            return Ok(out);
         }
         let checks = matching.iter().zip(&keys).map(|(rule, key)| {
             let identity = rule_identity(&rule.name, key);
@@ -300,6 +321,73 @@ mod tests {
         assert_eq!(other.decided[0].decision.remaining, 0, "site counted all three requests");
         let none = s.decide(&req("/x", "203.0.113.7"), |_| None).await;
         assert!(!none.unwrap().allowed(), "site limit reached");
+    }
+
+    #[tokio::test]
+    async fn endpoint_keys_name_the_rule_pattern_not_the_spelling() {
+        // A rule in app-level middleware, where the framework has not routed yet (no template):
+        // ten spellings of /login are one bucket, as they reach one handler.
+        let s = set(vec![rule("login", Some("/login"), "2/minute", Some("endpoint+ip"))]);
+        let spellings = [
+            "/login",
+            "/LOGIN",
+            "/login/",
+            "//login",
+            "/Login",
+            "/log%69n",
+            "/LOGIN/",
+            "/login?x=1",
+            "/lOgIn",
+            "/login//",
+        ];
+        let mut allowed = 0;
+        for p in spellings {
+            let d = s.decide(&req(p, "203.0.113.7"), |_| None).await.unwrap();
+            assert_eq!(d.key.as_deref(), Some("ep:GET /login|ip:203.0.113.7"), "{p}");
+            allowed += usize::from(d.allowed());
+        }
+        assert_eq!(allowed, 2);
+
+        // A wildcard rule names no single route: the normalised path, and HEAD is GET.
+        let s = set(vec![rule("items", Some("/items/*"), "1/minute", Some("endpoint"))]);
+        let head = HttpRequest { method: "HEAD", ..req("/ITEMS/2/", "203.0.113.7") };
+        let d = s.decide(&head, |_| None).await.unwrap();
+        assert_eq!(d.key.as_deref(), Some("ep:GET /items/2"));
+        assert!(!s.decide(&req("/items/2", "203.0.113.8"), |_| None).await.unwrap().allowed(), "HEAD spent GET's");
+        // The framework's template wins over both.
+        let templated = HttpRequest { route: Some("/items/{id}"), ..req("/items/3", "203.0.113.7") };
+        assert_eq!(s.decide(&templated, |_| None).await.unwrap().key.as_deref(), Some("ep:GET /items/{id}"));
+    }
+
+    #[tokio::test]
+    async fn network_aggregates_on_top_of_per_client_keys() {
+        let s = set(vec![
+            rule("client", None, "2/minute", Some("ip")),
+            rule("net48", None, "5/minute", Some("ipv6/48")),
+            rule("net24", None, "3/minute", Some("ipv4/24")),
+        ]);
+        // Thirty /64s of one /48: each has its own client bucket, but they share the /48's.
+        let mut allowed = 0;
+        for i in 0..30 {
+            let peer = format!("2001:db8:42:{i:x}::1");
+            let d = s.decide(&req("/", &peer), |_| None).await.unwrap();
+            assert_eq!(d.decided.len(), 2, "the IPv4 rule does not apply to an IPv6 client");
+            allowed += usize::from(d.allowed());
+        }
+        assert_eq!(allowed, 5);
+        let other48 = s.decide(&req("/", "2001:db8:43::1"), |_| None).await.unwrap();
+        assert!(other48.allowed());
+        let mut allowed = 0;
+        for i in 1..=10 {
+            let d = s.decide(&req("/", &format!("198.51.100.{i}")), |_| None).await.unwrap();
+            assert_eq!(d.decided.iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(), ["client", "net24"]);
+            allowed += usize::from(d.allowed());
+        }
+        assert_eq!(allowed, 3);
+        // A rule whose only key is the other family's network leaves the request unmatched.
+        let v4 = set(vec![rule("net24", None, "1/minute", Some("ipv4/24"))]);
+        let d = v4.decide(&req("/", "2001:db8::1"), |_| None).await.unwrap();
+        assert!(!d.matched && d.allowed() && d.headers.is_empty(), "{d:?}");
     }
 
     #[tokio::test]
