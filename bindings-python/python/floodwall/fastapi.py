@@ -16,6 +16,11 @@ reads the ASGI request and writes the response.
 
     @app.get("/search", dependencies=[Depends(RateLimit("5/second"))])
     async def search(): ...
+
+    # A key counts apart only once verified: an allow-list, signed keys, or your own lookup.
+    @app.get("/v1/data")
+    @limit("100/minute", key="api_key", api_keys={"verify": lookup_account})
+    async def data(): ...
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "KeyFunc",
+    "VerifyFunc",
     "RateLimit",
     "RateLimitExceeded",
     "RateLimitMiddleware",
@@ -57,6 +63,10 @@ logger = logging.getLogger("floodwall")
 
 KeyFunc = Callable[[Request], str | Awaitable[str]]
 """A key made by the app from the request: ``lambda request: request.headers["x-tenant"]``."""
+
+VerifyFunc = Callable[[str], bool | str | None | Awaitable[bool | str | None]]
+"""An ``api_keys["verify"]`` callback: given the API key, return the identity to count it as (an
+account id), True (count the key itself), or False/None (unknown: the request is keyed by IP)."""
 
 StoreErrorHook = Callable[[Request, HttpDecision], Response | None | Awaitable[Response | None]]
 """Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
@@ -177,6 +187,7 @@ class _Engine:
         headers: str,
         api_key_header: str,
         on_store_error: StoreErrorHook | None,
+        api_keys: Mapping[str, Any] | None = None,
     ) -> None:
         self.native = HttpLimiter(
             [r for r, _ in rules],
@@ -184,8 +195,13 @@ class _Engine:
             ipv6_prefix=ipv6_prefix,
             jwt=dict(jwt) if jwt is not None else None,
             headers=headers,
+            api_keys=dict(api_keys) if api_keys is not None else None,
         )
         self.key_funcs = {r.name: f for r, f in rules if f is not None}
+        # The native side has checked that it is callable; only Python can call it.
+        self.verify: VerifyFunc | None = (api_keys or {}).get("verify")
+        self.api_key_rules = frozenset(self.native.api_key_rules)
+        self._warned_verify = False
         self.api_key_header = api_key_header.lower().encode("latin-1")
         self.on_store_error = on_store_error
         self._in_fallback = False
@@ -213,6 +229,11 @@ class _Engine:
                 if inspect.isawaitable(key):
                     key = await key
                 keys[rule] = str(key)
+        verdict = None
+        if self.verify is not None and api_key is not None and api_key.strip() and self.api_key_rules:
+            method, path = scope.get("method", "GET"), scope.get("path", "/")
+            if self.api_key_rules.intersection(self.native.matching(method, path)):
+                verdict = await self._verify(api_key.strip())
         d: HttpDecision = await self.native.decide(
             scope.get("method", "GET"),
             scope.get("path", "/"),
@@ -223,9 +244,40 @@ class _Engine:
             api_key=api_key,
             keys=keys,
             traceparent=_traceparent(scope),
+            api_key_verdict=verdict,
         )
         self._observe(d)
         return d
+
+    async def _verify(self, api_key: str) -> bool | str:
+        """The app's answer about a key: an identity, True, or False. A callback that fails or
+        answers something else leaves the key unverified (keyed by IP), never a 500."""
+        verify = self.verify
+        if verify is None:
+            return False
+        try:
+            out = verify(api_key)
+            if inspect.isawaitable(out):
+                out = await out
+        except Exception:
+            self._warn_verify("raised", exc_info=True)
+            return False
+        if out is None or isinstance(out, bool):
+            return bool(out)
+        if isinstance(out, str):
+            return out
+        self._warn_verify(f"returned a {type(out).__name__}; expected an identity str, True, False or None")
+        return False
+
+    def _warn_verify(self, what: str, exc_info: bool = False) -> None:
+        if not self._warned_verify:
+            self._warned_verify = True
+            logger.error(
+                "floodwall: the api_keys verify callback %s; the key was treated as unverified "
+                "(logged once)",
+                what,
+                exc_info=exc_info,
+            )
 
     def _observe(self, d: HttpDecision) -> None:
         global _warned_xff
@@ -322,6 +374,7 @@ class _Single:
         api_key_header: str,
         on_store_error: StoreErrorHook | None,
         options: Mapping[str, Any],
+        api_keys: Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(options)
         self.limiter = _make_limiter(limits, limiter, options, name)
@@ -335,6 +388,7 @@ class _Single:
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            api_keys=api_keys,
         )
 
 
@@ -350,6 +404,7 @@ def limit(
     jwt: Mapping[str, Any] | None = None,
     headers: str = "draft-10",
     api_key_header: str = "x-api-key",
+    api_keys: Mapping[str, Any] | None = None,
     on_store_error: StoreErrorHook | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -371,6 +426,7 @@ def limit(
             api_key_header=api_key_header,
             on_store_error=on_store_error,
             options=options,
+            api_keys=api_keys,
         )
         engine = single.engine
         is_async = inspect.iscoroutinefunction(endpoint)
@@ -426,6 +482,7 @@ class RateLimit:
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
+        api_keys: Mapping[str, Any] | None = None,
         on_store_error: StoreErrorHook | None = None,
         **options: Any,
     ) -> None:
@@ -443,6 +500,7 @@ class RateLimit:
             api_key_header=api_key_header,
             on_store_error=on_store_error,
             options=options,
+            api_keys=api_keys,
         )
         self.limiter = single.limiter
         self._engine = single.engine
@@ -481,6 +539,7 @@ class RateLimitMiddleware:
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
+        api_keys: Mapping[str, Any] | None = None,
         on_store_error: StoreErrorHook | None = None,
         **options: Any,
     ) -> None:
@@ -520,6 +579,7 @@ class RateLimitMiddleware:
             headers=headers,
             api_key_header=api_key_header,
             on_store_error=on_store_error,
+            api_keys=api_keys,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -113,6 +113,11 @@ impl ApiKeyVerifier {
         self
     }
 
+    /// The adapter is to call the app's `verify` callback and pass its verdict.
+    pub fn verified_by_app(&self) -> bool {
+        self.app_verifies
+    }
+
     /// Some way to verify a key is configured.
     pub fn can_verify(&self) -> bool {
         !self.allowed.is_empty() || self.signing.is_some() || self.app_verifies

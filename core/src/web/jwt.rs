@@ -72,8 +72,7 @@ impl Remembered {
     }
 
     fn results(&self) -> &Cache<[u8; 32], Verdict> {
-        self.results
-            .get_or_init(|| Cache::builder().max_capacity(self.capacity).expire_after(UntilExpiry).build())
+        self.results.get_or_init(|| Cache::builder().max_capacity(self.capacity).expire_after(UntilExpiry).build())
     }
 }
 

@@ -2,9 +2,9 @@
 //! scopes, verified JWT subjects, route rules and the rate-limit response headers and body.
 //! They live here once so that both languages turn the same request into the same key and header.
 
+mod api_key;
 mod client_ip;
 pub(crate) mod headers;
-mod api_key;
 mod jwt;
 mod request_key;
 mod route;

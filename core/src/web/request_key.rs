@@ -476,8 +476,15 @@ mod tests {
         ];
         let r = resolver();
         for (case, scope, auth, api_key, peer, xff, method, route, key, verified, ignored) in cases {
-            let req =
-                RequestInfo { peer, forwarded_for: xff, authorization: auth, api_key, method, route, ..Default::default() };
+            let req = RequestInfo {
+                peer,
+                forwarded_for: xff,
+                authorization: auth,
+                api_key,
+                method,
+                route,
+                ..Default::default()
+            };
             let got = r.resolve(&KeyScope::parse(scope).unwrap(), &req);
             assert_eq!(got.key, key, "{case}");
             assert_eq!((got.user_verified, got.forwarded_for_ignored), (verified, ignored), "{case}");

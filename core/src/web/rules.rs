@@ -118,10 +118,8 @@ impl RuleSet {
     /// (every invented key would get a fresh bucket), or keyed-hash API key buckets in a shared
     /// store without a shared secret (each instance would count the same key apart).
     pub fn new(resolver: KeyResolver, rules: Vec<Rule>, style: HeaderStyle) -> Result<Self> {
-        let api_key_rules: Vec<&Rule> = rules
-            .iter()
-            .filter(|r| r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::ApiKey)))
-            .collect();
+        let api_key_rules: Vec<&Rule> =
+            rules.iter().filter(|r| r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::ApiKey))).collect();
         let keys = resolver.api_keys();
         if let Some(r) = api_key_rules.first() {
             if !keys.can_verify() {
@@ -192,13 +190,12 @@ impl RuleSet {
         }
         // Two rounds only when a token would cost a signature check and some rule can deny
         // without one; otherwise every rule is checked in one concurrent round.
-        let (first, second): (Vec<&Rule>, Vec<&Rule>) = if self.would_verify(&matching, &info)
-            && matching.iter().any(|r| needs_no_identity(r.scope.as_ref()))
-        {
-            matching.iter().partition(|r| needs_no_identity(r.scope.as_ref()))
-        } else {
-            (matching, Vec::new())
-        };
+        let (first, second): (Vec<&Rule>, Vec<&Rule>) =
+            if self.would_verify(&matching, &info) && matching.iter().any(|r| needs_no_identity(r.scope.as_ref())) {
+                matching.iter().partition(|r| needs_no_identity(r.scope.as_ref()))
+            } else {
+                (matching, Vec::new())
+            };
         let mut resolved: Vec<(&KeyScope, String)> = Vec::new();
         let mut keys: Vec<(usize, String)> = Vec::new();
         let mut round = first;
@@ -435,7 +432,8 @@ mod tests {
         let tokens: Vec<String> = (0..10).map(junk).collect();
         let mut outcomes = Vec::new();
         for t in &tokens {
-            outcomes.push(s.decide(&HttpRequest { authorization: Some(t), ..req("/", "198.51.100.7") }, |_| None).await);
+            outcomes
+                .push(s.decide(&HttpRequest { authorization: Some(t), ..req("/", "198.51.100.7") }, |_| None).await);
         }
         let outcomes: Vec<RuleOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
         assert_eq!(outcomes.iter().filter(|o| o.allowed()).count(), 2);
