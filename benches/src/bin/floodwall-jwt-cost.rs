@@ -2,8 +2,9 @@
 //! of the rule engine (`RuleSet::decide`, as both adapters call it) for a client over its IP
 //! limit, with no token, with one junk ES256 token replayed, and with a fresh junk ES256 token on
 //! every request (which no cache can help with). The goal: a denied request with a junk token
-//! costs within 2x of one without. A last row shows the price of the signature check itself: the
-//! same fresh tokens against a `user`-only rule, where nothing can be decided before verifying.
+//! costs within 2x of one without. The last rows are a `user`-only rule, where nothing can be
+//! decided before verifying: a replayed token is verified once (the cache), a fresh one each time
+//! (the price of the signature check itself).
 //! Settings rotate within each round so drift in a shared machine's load hits all alike.
 //!
 //!   cargo run --release -p floodwall-bench --bin floodwall-jwt-cost -- [--calls 2000] [--rounds 7]
@@ -67,18 +68,25 @@ fn main() {
     rt.block_on(decide(&site, None));
     rt.block_on(decide(&user_only, None));
 
-    let names = ["no token", "junk ES256, replayed", "junk ES256, fresh each request", "fresh, user-only rule"];
+    let names = [
+        "ip + user rules: no token",
+        "ip + user rules: junk ES256, replayed",
+        "ip + user rules: junk ES256, fresh",
+        "user rule only: junk ES256, replayed",
+        "user rule only: junk ES256, fresh",
+    ];
     let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let verifications_before = jwt.verifications();
+    let mut checks = vec![0u64; names.len()];
     for _ in 0..rounds {
         for (i, row) in per_call.iter_mut().enumerate() {
             // Tokens are made outside the measured window.
             let tokens: Vec<String> = match i {
                 0 => Vec::new(),
-                1 => vec![replayed.clone(); calls],
+                1 | 3 => vec![replayed.clone(); calls],
                 _ => fresh(calls),
             };
-            let set = if i == 3 { &user_only } else { &site };
+            let set = if i >= 3 { &user_only } else { &site };
+            let verified_before = jwt.verifications();
             let start_cpu = process_cpu_us();
             let denied = rt.block_on(async {
                 let mut denied = 0usize;
@@ -90,20 +98,17 @@ fn main() {
             });
             let cpu = (process_cpu_us() - start_cpu) as f64;
             assert_eq!(denied, calls, "{}: every request is over its limit", names[i]);
+            checks[i] += jwt.verifications() - verified_before;
             row.push(cpu / calls as f64);
         }
     }
     println!("CPU per denied request (process CPU, median of {rounds} rounds of {calls} calls each)");
-    println!("{:<34} {:>10} {:>9}", "", "µs", "× none");
+    println!("{:<40} {:>10} {:>8} {:>18}", "", "µs", "× none", "signature checks");
     let none = median(&mut per_call[0].clone());
-    for (name, row) in names.iter().zip(per_call.iter_mut()) {
+    for ((name, row), n) in names.iter().zip(per_call.iter_mut()).zip(&checks) {
         let m = median(row);
-        println!("{:<34} {:>10.2} {:>8.2}×", name, m, m / none);
+        println!("{:<40} {:>10.2} {:>7.2}× {:>18}", name, m, m / none, n);
     }
-    println!(
-        "signature checks made: {} (the replayed token once; fresh tokens only on the user-only rule)",
-        jwt.verifications() - verifications_before
-    );
 }
 
 async fn decide(set: &RuleSet, authorization: Option<&str>) -> bool {
