@@ -29,6 +29,7 @@ from floodwall.fastapi import RateLimit, RateLimitMiddleware, Rule, limit
 
 REDIS_URL = os.environ.get("FLOODWALL_REDIS_URL") or None  # None: the embedded in-process store
 
+
 def _jwt_secret() -> str:
     # Never a fixed fallback: a secret printed in a repository lets anyone mint any identity.
     configured = os.environ.get("JWT_SECRET")

@@ -274,7 +274,17 @@ for (const [flavour, express] of flavours) {
       const s = await serve(express, (app) => {
         const show = (req, res) => res.json({ key: req.rateLimit.key })
         app.get('/fn', rateLimit({ name: 'fn', limits: '9/minute', key: (req) => `tenant:${req.query.t}` }), show)
-        app.get('/apikey', rateLimit({ name: 'ak', limits: '9/minute', key: 'apiKey', apiKeyHeader: 'X-Key', apiKeys: { allow: ['secret-key-1'] } }), show)
+        app.get(
+          '/apikey',
+          rateLimit({
+            name: 'ak',
+            limits: '9/minute',
+            key: 'apiKey',
+            apiKeyHeader: 'X-Key',
+            apiKeys: { allow: ['secret-key-1'] },
+          }),
+          show,
+        )
         app.get('/global', rateLimit({ name: 'g', limits: '9/minute', key: 'global' }), show)
         app.get('/c/:id', rateLimit({ name: 'c', limits: '9/minute', key: 'user+endpoint+ip' }), show)
       })
@@ -430,7 +440,10 @@ describe('configuration errors are thrown at setup with a code and the bad value
     config({ limits: '5/second', trustedProxies: ['10.0.0.0/33'] }, /10\.0\.0\.0\/33/)
     config({ limits: '5/second', ipv6Prefix: 129 }, /129/)
     config({ limits: '5/second', jwt: { secret: '' } }, /secret/)
-    config({ limits: '5/second', jwt: { secret: 'dev-secret-change-me' } }, /JWT secret "<20 bytes>".*at least 32 bytes/)
+    config(
+      { limits: '5/second', jwt: { secret: 'dev-secret-change-me' } },
+      /JWT secret "<20 bytes>".*at least 32 bytes/,
+    )
     config({ limits: '5/second', key: 'apiKey' }, /no way to verify keys/)
     config({ limits: '5/second', key: 'apiKey', apiKeys: { verify: 'yes' } }, /apiKeys\.verify/)
     config({ limits: '5/second', key: 'apiKey', apiKeys: { signingSecret: 'short' } }, /signing secret/)

@@ -123,8 +123,16 @@ test('hashed API key buckets in Redis need a shared secret', () => {
 test('JWT: a future iat is refused, exp can be required', async () => {
   const now = Math.floor(Date.now() / 1000)
   const keyOf = async (h, claims) =>
-    (await h.decide('GET', '/', undefined, '127.0.0.1', null, `Bearer ${sign({ sub: 'alice', ...claims }, { secret: SECRET })}`))
-      .key
+    (
+      await h.decide(
+        'GET',
+        '/',
+        undefined,
+        '127.0.0.1',
+        null,
+        `Bearer ${sign({ sub: 'alice', ...claims }, { secret: SECRET })}`,
+      )
+    ).key
   const plain = new HttpLimiter({ limits: '100/minute', key: 'user', jwt: { secret: SECRET } })
   const strict = new HttpLimiter({ limits: '100/minute', key: 'user', jwt: { secret: SECRET, requireExp: true } })
   assert.equal(await keyOf(plain, { iat: now }), 'user:alice')

@@ -273,8 +273,7 @@ class _Engine:
         if not self._warned_verify:
             self._warned_verify = True
             logger.error(
-                "floodwall: the api_keys verify callback %s; the key was treated as unverified "
-                "(logged once)",
+                "floodwall: the api_keys verify callback %s; the key was treated as unverified (logged once)",
                 what,
                 exc_info=exc_info,
             )

@@ -262,7 +262,9 @@ mod tests {
         let v = |s: &str| ApiKeyIdentity::Verified(s.to_string());
         let (rejected, absent) = (ApiKeyIdentity::Rejected, ApiKeyIdentity::Absent);
         #[rustfmt::skip]
-        let cases: Vec<(&str, &ApiKeyVerifier, Option<&str>, Option<AppVerdict>, ApiKeyIdentity)> = vec![
+        // (case, verifier, key sent, the app's verdict, resolved)
+        type Case<'a> = (&'a str, &'a ApiKeyVerifier, Option<&'a str>, Option<AppVerdict<'a>>, ApiKeyIdentity);
+        let cases: Vec<Case> = vec![
             ("allow-listed", &allow, Some("sk_live_1"), None, v(&hash("sk_live_1"))),
             ("allow-listed, trimmed", &allow, Some(" sk_live_2"), None, v(&hash("sk_live_2"))),
             ("not listed", &allow, Some("sk_live_3"), None, rejected.clone()),
