@@ -13,7 +13,7 @@ mod rules;
 pub use api_key::{sign_api_key, ApiKeyIdentity, ApiKeyVerifier, AppVerdict, MAX_API_KEY_LEN};
 pub use client_ip::{ClientIp, ClientIpRule, DEFAULT_IPV6_PREFIX};
 pub use headers::{limited_body, merged_headers, merged_limited_body, rate_limit_headers, HeaderStyle};
-pub use jwt::{bearer_token, JwtVerifier, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
+pub use jwt::{bearer_token, JwtVerifier, DEFAULT_JWT_CACHE_ENTRIES, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
 pub use request_key::{KeyPart, KeyResolver, KeyScope, RequestInfo, Resolved, MAX_RAW_PART};
 pub use route::RouteRule;
 pub use rules::{rule_identity, HttpRequest, Rule, RuleDecision, RuleOutcome, RuleSet};
