@@ -166,6 +166,8 @@ function rateLimit(options) {
   requireFunction('onStoreError', onStoreError)
   if (typeof logger.warn !== 'function') throw configError('invalid logger: must have a warn(message) method')
   const keyFn = typeof options.key === 'function' ? options.key : null
+  // HttpLimiter checks that it is a function; only JavaScript can call it.
+  const verify = typeof options.apiKeys?.verify === 'function' ? options.apiKeys.verify : null
 
   const engine = new HttpLimiter(native)
   warnOnSharedNames(options, logger)
@@ -175,6 +177,29 @@ function rateLimit(options) {
 
   let warnedForwarded = false
   let warnedKey = false
+  let warnedVerify = false
+
+  // The app's answer about an API key: an identity string, true, or false. A verify function that
+  // throws or answers something else leaves the key unverified (keyed by IP), never a 500.
+  async function verdictFor(apiKey) {
+    let out
+    try {
+      out = await verify(apiKey)
+    } catch (err) {
+      warnVerify(`threw: ${err?.message ?? err}`)
+      return false
+    }
+    if (typeof out === 'string' || typeof out === 'boolean') return out
+    if (out === null || out === undefined) return false
+    warnVerify(`returned ${typeof out}; expected an identity string, true, false or null`)
+    return false
+  }
+
+  function warnVerify(what) {
+    if (warnedVerify) return
+    warnedVerify = true
+    logger.warn(`floodwall: apiKeys.verify ${what}; the key was treated as unverified. (Logged once.)`)
+  }
   let lastStoreWarning = 0
   let unreported = 0
 
@@ -207,16 +232,23 @@ function rateLimit(options) {
       if (skip && (await skip(req, res))) return next()
       const headers = req.headers
       const route = needsRoute ? routeOf(req) : undefined
+      const apiKey = header(headers[apiKeyHeader])
+      const path = req.originalUrl || req.url
+      const verdict =
+        verify && apiKey?.trim() && engine.wantsApiKeyVerdict(req.method, path)
+          ? await verdictFor(apiKey.trim())
+          : undefined
       request = [
         req.method,
-        req.originalUrl || req.url,
+        path,
         route,
         peerOf(req),
         header(headers[forwardedHeader]),
         header(headers.authorization),
-        header(headers[apiKeyHeader]),
+        apiKey,
         keyFn ? appKey(await keyFn(req, res)) : undefined,
         traceparentOf(req, trustTraceparent),
+        verdict,
       ]
     } catch (err) {
       return next(err) // the app's own skip or key function failed

@@ -213,8 +213,35 @@ export interface JwtOptions {
   issuer?: string
   /** Require this `aud`. */
   audience?: string
-  /** Tolerated clock skew for `exp`/`nbf`, seconds (default 0). */
+  /** Tolerated clock skew for `exp`/`nbf`/`iat`, seconds (default 0). */
   leewaySecs?: number
+  /** Refuse tokens without `exp` (default false: `exp` is checked when present). */
+  requireExp?: boolean
+}
+
+/**
+ * How API keys are verified: a rule keyed by `apiKey` needs at least one of `allow`,
+ * `signingSecret` or `verify`. A key that does not verify is anonymous (keyed by IP).
+ */
+export interface ApiKeyOptions {
+  /** Accept exactly these keys (each bucketed by its keyed hash). */
+  allow?: string[]
+  /**
+   * Accept keys `<id>.<hex HMAC-SHA256(signingSecret, id)>` (id: 1-64 of `A-Za-z0-9_-`), bucketed
+   * by id. At least 32 bytes.
+   */
+  signingSecret?: string | Buffer
+  /**
+   * Your own lookup: return the identity to count the key as (an account id), `true` (count the key
+   * itself), or `false`/`null` (unknown). May return a Promise. A throw counts as unknown.
+   */
+  verify?: (apiKey: string) => string | boolean | null | undefined | Promise<string | boolean | null | undefined>
+  /**
+   * The secret bucket names are keyed with (at least 32 bytes; default: env FLOODWALL_KEY_SECRET).
+   * Every instance sharing a Redis needs the same one; without one, rules in Redis that hash keys
+   * are refused.
+   */
+  keySecret?: string | Buffer
 }
 
 /** `'ip' | 'user' | 'apiKey' | 'global' | 'endpoint'`, or several joined with `+` (`'user+endpoint+ip'`). */
@@ -274,6 +301,7 @@ export interface HttpLimiterOptions {
   /** IPv6 clients are grouped by this prefix length (default 64). */
   ipv6Prefix?: number
   jwt?: JwtOptions
+  apiKeys?: ApiKeyOptions
   /** Default `'draft-10'`. */
   headers?: 'draft-10' | 'legacy' | 'both' | 'none'
   rules?: RuleOptions[]
@@ -300,6 +328,8 @@ export interface HttpDecision {
   forwardedForIgnored: boolean
   /** A `user` key part came from a verified JWT. */
   userVerified: boolean
+  /** An API key was sent and did not verify (a failed lookup); the request was keyed by IP. */
+  apiKeyRejected: boolean
   /** The binding decision (the denial with the longest wait, else the fewest remaining). Seconds. */
   limit: number
   remaining: number
@@ -336,7 +366,11 @@ export declare class HttpLimiter {
     key?: string | null,
     /** W3C trace context of the request's span: the core's spans become its children. */
     traceparent?: string | null,
+    /** The answer of `apiKeys.verify` for `apiKey`: true, false or the identity it named. */
+    apiKeyVerdict?: string | boolean | null,
   ): Promise<HttpDecision>
+  /** Some rule keyed by API key applies to this request and `apiKeys.verify` is set. */
+  wantsApiKeyVerdict(method: string, path: string): boolean
   /** Some rule's key comes from a key function (pass `request.key`). */
   get needsKey(): boolean
   /** The header to pass as `forwardedFor`, lower case. */

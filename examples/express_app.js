@@ -7,6 +7,8 @@
 //   (cd bindings-node && npm ci && npm run build)
 //   node examples/express_app.js            # or FLOODWALL_REDIS_URL=redis://127.0.0.1:6379 node ...
 //   HOST=0.0.0.0 to listen on every interface (in a container); PORT (default 3000).
+//   JWT_SECRET (at least 32 bytes) verifies user tokens; without it a random one is made for this
+//   process only, and the app says so.
 'use strict'
 
 const path = require('node:path')
@@ -86,12 +88,22 @@ if (promClient) {
   })
 }
 
+// Never a fixed fallback: a secret printed in a repository lets anyone mint any identity.
+let jwtSecret = process.env.JWT_SECRET
+if (!jwtSecret) {
+  jwtSecret = require('node:crypto').randomBytes(32).toString('hex')
+  console.warn(
+    'floodwall example: JWT_SECRET is not set; using a random secret for this process only ' +
+      '(tokens signed elsewhere will not verify). Set JWT_SECRET (at least 32 bytes) to keep one.',
+  )
+}
+
 app.use(
   rateLimit({
     name: 'site',
     limits: ['10/second', '100/minute'],
     key: 'user', // the `sub` of a JWT whose signature verifies, else the client IP
-    jwt: { secret: process.env.JWT_SECRET || 'dev-secret-change-me' },
+    jwt: { secret: jwtSecret },
     // Only these peers may tell us the client's address in X-Forwarded-For.
     trustedProxies: (process.env.TRUSTED_PROXIES || '').split(',').filter(Boolean),
     headers: 'both',
@@ -108,7 +120,7 @@ app.get(
     name: 'items',
     limits: '5/10s',
     key: 'user+endpoint',
-    jwt: { secret: process.env.JWT_SECRET || 'dev-secret-change-me' },
+    jwt: { secret: jwtSecret },
     redisUrl,
   }),
   (req, res) => res.json({ id: req.params.id }),

@@ -10,11 +10,16 @@ from prometheus_client's registry.
 
     ./scripts/demo.sh                       # venv, pip install ., uvicorn on 127.0.0.1:8000
     FLOODWALL_REDIS_URL=redis://127.0.0.1:6379 ./scripts/demo.sh
+
+JWT_SECRET (at least 32 bytes) verifies user tokens. Without it the app makes a random one and says
+so: tokens then verify only in this process until it stops, and nobody else can mint them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -23,7 +28,22 @@ from floodwall import HttpDecision, telemetry
 from floodwall.fastapi import RateLimit, RateLimitMiddleware, Rule, limit
 
 REDIS_URL = os.environ.get("FLOODWALL_REDIS_URL") or None  # None: the embedded in-process store
-JWT = {"secret": os.environ.get("JWT_SECRET", "dev-secret-change-me")}
+
+
+def _jwt_secret() -> str:
+    # Never a fixed fallback: a secret printed in a repository lets anyone mint any identity.
+    configured = os.environ.get("JWT_SECRET")
+    if configured:
+        return configured
+    print(
+        "floodwall example: JWT_SECRET is not set; using a random secret for this process only "
+        "(tokens signed elsewhere will not verify). Set JWT_SECRET (at least 32 bytes) to keep one.",
+        file=sys.stderr,
+    )
+    return secrets.token_hex(32)
+
+
+JWT = {"secret": _jwt_secret()}
 # Only these peers may tell us the client's address in X-Forwarded-For.
 TRUSTED_PROXIES = [p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p]
 

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use floodwall::secret::KeySecret;
 use floodwall::web::{
-    ClientIpRule, ForwardedHeader, HeaderStyle, JwtVerifier, KeyResolver, KeyScope, PathStyle, RouteRule, Rule,
-    RuleSet, DEFAULT_IPV6_PREFIX,
+    ApiKeyVerifier, AppVerdict, ClientIpRule, ForwardedHeader, HeaderStyle, JwtVerifier, KeyPart, KeyResolver,
+    KeyScope, PathStyle, RouteRule, Rule, RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use napi::bindgen_prelude::{Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown};
 use napi::{Env, JsValue, ValueType};
@@ -37,6 +38,7 @@ const HTTP_OPTIONS: &[&str] = &[
     "forwardedHeader",
     "trustUnixSocket",
     "jwt",
+    "apiKeys",
     "headers",
     "rules",
 ];
@@ -61,7 +63,8 @@ const RULE_OPTIONS: &[&str] = &[
 /// Options that build a limiter. `name` is not one of them here: it names the middleware or the
 /// rule (headers, keys), and the limiter built for it takes that name as its metrics label.
 const LIMITER_KEYS: &[&str] = LIMITER_OPTIONS.split_at(1).1;
-const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs"];
+const JWT_OPTIONS: &[&str] = &["secret", "publicKey", "algorithm", "issuer", "audience", "leewaySecs", "requireExp"];
+const API_KEY_OPTIONS: &[&str] = &["allow", "signingSecret", "verify", "keySecret"];
 
 /// A store failure, reported to the adapter instead of failing the request.
 #[napi(object)]
@@ -91,6 +94,8 @@ pub struct HttpDecision {
     pub forwarded_for_ignored: bool,
     /// A `user` key part came from a verified JWT.
     pub user_verified: bool,
+    /// An API key was sent and did not verify (a failed lookup): the request was keyed by IP.
+    pub api_key_rejected: bool,
     /// The binding decision (the denial with the longest wait, else the fewest remaining); times
     /// in seconds. 0 / null when no rule decided.
     pub limit: f64,
@@ -228,7 +233,56 @@ fn jwt_for(obj: &Object) -> Outcome<Option<JwtVerifier>> {
     if let Some(v) = args::field(&j, "leewaySecs")? {
         verifier = verifier.with_leeway_secs(args::whole("jwt.leewaySecs", &v, 0)?);
     }
+    if let Some(v) = args::field(&j, "requireExp")? {
+        verifier = verifier.with_required_exp(args::boolean("jwt.requireExp", &v)?);
+    }
     Ok(Some(verifier))
+}
+
+/// A string or a Buffer; the value itself is never echoed.
+fn secret_bytes(what: &str, v: &Unknown) -> Outcome<Vec<u8>> {
+    if args::type_of(v) == ValueType::String {
+        return Ok(args::string(what, v)?.into_bytes());
+    }
+    match unsafe { Buffer::from_napi_value(v.value().env, v.raw()) } {
+        Ok(b) => Ok(b.to_vec()),
+        Err(_) => Err(Failure::Arg(format!("invalid {what} {}: must be a string or a Buffer", shown_type(v)))),
+    }
+}
+
+/// `apiKeys: { allow, signingSecret, verify, keySecret }`. The `verify` function stays in
+/// JavaScript (express.js calls it and passes its answer); here it only says keys are verified so.
+fn api_keys_for(obj: &Object) -> Outcome<ApiKeyVerifier> {
+    let Some(v) = args::field(obj, "apiKeys")? else { return Ok(ApiKeyVerifier::new()) };
+    let Some(o) = args::options("apiKeys option", Some(&v), API_KEY_OPTIONS)? else {
+        return Ok(ApiKeyVerifier::new());
+    };
+    let mut keys = ApiKeyVerifier::new();
+    // The explicit secret, else FLOODWALL_KEY_SECRET (an error if set but too short), else one made
+    // for this process (refused by RuleSet::new when the buckets live in Redis).
+    let secret = match args::field(&o, "keySecret")? {
+        Some(s) => Some(KeySecret::new("apiKeys.keySecret", &secret_bytes("apiKeys.keySecret", &s)?)?),
+        None => KeySecret::from_env()?,
+    };
+    if let Some(s) = secret {
+        keys = keys.key_secret(s);
+    }
+    if let Some(a) = args::field(&o, "allow")? {
+        if !args::is_array(&a) {
+            return Err(Failure::Arg(format!("invalid apiKeys.allow {}: must be an array of keys", shown_type(&a))));
+        }
+        keys = keys.allow(&args::strings("apiKeys.allow", &a)?)?;
+    }
+    if let Some(s) = args::field(&o, "signingSecret")? {
+        keys = keys.signed(&secret_bytes("apiKeys.signingSecret", &s)?)?;
+    }
+    if let Some(f) = args::field(&o, "verify")? {
+        if args::type_of(&f) != ValueType::Function {
+            return Err(Failure::Arg(format!("invalid apiKeys.verify {}: must be a function", args::describe(&f))));
+        }
+        keys = keys.app_callback();
+    }
+    Ok(keys)
 }
 
 /// Secrets are never echoed: only their type.
@@ -266,7 +320,9 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     };
     let ip_rule = ClientIpRule::new(&trusted, prefix)?.with_forwarded_header(header).with_trust_unix_socket(trust_unix);
     // Express routes case-insensitively and ignores a trailing slash by default.
-    let resolver = KeyResolver::new(ip_rule, jwt_for(&obj)?).with_path_style(PathStyle::EXPRESS);
+    let resolver = KeyResolver::new(ip_rule, jwt_for(&obj)?)
+        .with_path_style(PathStyle::EXPRESS)
+        .with_api_keys(api_keys_for(&obj)?);
     let style = match args::field(&obj, "headers")? {
         Some(v) => HeaderStyle::parse(&args::string("headers", &v)?)?,
         None => HeaderStyle::Draft10,
@@ -331,7 +387,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     if rules.is_empty() {
         return Err(Failure::Arg("rateLimit: give `limits`, a shared `limiter`, or `rules`".into()));
     }
-    Ok(RuleSet::new(resolver, rules, style))
+    Ok(RuleSet::new(resolver, rules, style)?)
 }
 
 /// What one request presents; every field but `peer` is client-controlled.
@@ -351,6 +407,44 @@ struct HttpRequest {
     key: Option<String>,
     /// W3C trace context of the app's request span: each rule's `floodwall.check` span is its child.
     traceparent: Option<String>,
+    /// The app's `apiKeys.verify` answer: true, false, or the identity it named.
+    verdict: Option<Verdict>,
+}
+
+enum Verdict {
+    Accept,
+    AcceptAs(String),
+    Reject,
+}
+
+impl Verdict {
+    fn from_js(v: Option<Unknown>) -> Outcome<Option<Self>> {
+        let Some(v) = v.filter(|v| !args::is_nullish(v)) else { return Ok(None) };
+        Ok(Some(match args::type_of(&v) {
+            ValueType::Boolean => {
+                if args::boolean("apiKeyVerdict", &v)? {
+                    Verdict::Accept
+                } else {
+                    Verdict::Reject
+                }
+            }
+            ValueType::String => Verdict::AcceptAs(args::string("apiKeyVerdict", &v)?),
+            _ => {
+                return Err(Failure::Arg(format!(
+                    "invalid apiKeyVerdict {}: must be true, false or an identity string",
+                    args::describe(&v)
+                )))
+            }
+        }))
+    }
+
+    fn as_core(&self) -> AppVerdict<'_> {
+        match self {
+            Verdict::Accept => AppVerdict::Accept,
+            Verdict::AcceptAs(id) => AppVerdict::AcceptAs(id),
+            Verdict::Reject => AppVerdict::Reject,
+        }
+    }
 }
 
 #[napi(js_name = "HttpLimiter")]
@@ -388,10 +482,20 @@ impl JsHttpLimiter {
         self.inner.rules().iter().map(|r| r.name.clone()).collect()
     }
 
+    /// Whether a request to this method and path needs the app's `apiKeys.verify` answer: some
+    /// rule keyed by API key applies to it, and keys are verified by the app.
+    #[napi]
+    pub fn wants_api_key_verdict(&self, method: String, path: String) -> bool {
+        self.inner.resolver().api_keys().verified_by_app()
+            && self.inner.rules().iter().any(|r| {
+                r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::ApiKey)) && r.applies(&method, &path)
+            })
+    }
+
     /// Positional rather than an object: this runs once per HTTP request, and reading eight
     /// properties through napi costs more than eight arguments.
     #[napi(
-        ts_args_type = "method: string, path: string, route: string | undefined | null, peer: string, forwardedFor?: string | null, authorization?: string | null, apiKey?: string | null, key?: string | null, traceparent?: string | null",
+        ts_args_type = "method: string, path: string, route: string | undefined | null, peer: string, forwardedFor?: string | null, authorization?: string | null, apiKey?: string | null, key?: string | null, traceparent?: string | null, apiKeyVerdict?: string | boolean | null",
         ts_return_type = "Promise<HttpDecision>"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -407,10 +511,13 @@ impl JsHttpLimiter {
         api_key: Option<String>,
         key: Option<String>,
         traceparent: Option<String>,
+        api_key_verdict: Option<Unknown>,
     ) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
         let inner = self.inner.clone();
         let traceparent = traceparent.filter(|t| !t.is_empty());
-        let req = HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key, traceparent };
+        let verdict = throw(env, guard(|| Verdict::from_js(api_key_verdict)))?;
+        let req =
+            HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key, traceparent, verdict };
         settle(env, async move { decide(&inner, &req).await })
     }
 }
@@ -425,6 +532,7 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
+        api_key_verdict: req.verdict.as_ref().map(Verdict::as_core),
         traceparent: req.traceparent.as_deref(),
     };
     let o = set.decide(&request, |_| req.key.clone()).await?;
@@ -443,6 +551,7 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         key: nullable(o.key.clone()),
         forwarded_for_ignored: o.forwarded_for_ignored,
         user_verified: o.user_verified,
+        api_key_rejected: o.api_key_rejected,
         limit: binding.map_or(0.0, |d| d.limit as f64),
         remaining: binding.map_or(0.0, |d| d.remaining as f64),
         reset_after: binding.map_or(0.0, |d| d.reset_after.as_secs_f64()),

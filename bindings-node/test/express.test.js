@@ -131,7 +131,7 @@ for (const [flavour, express] of flavours) {
     })
 
     test('JWT users: a verified token has its own bucket; a forged one is keyed by IP', async () => {
-      const secret = `test-secret-${flavour}`
+      const secret = `test-secret-${flavour}-of-at-least-32-bytes`
       const s = await serve(express, (app) => {
         app.use(rateLimit({ limits: '2/minute', key: 'user', jwt: { secret } }))
         app.get('/', (req, res) => res.json({ key: req.rateLimit.key, verified: req.rateLimit.userVerified }))
@@ -276,7 +276,17 @@ for (const [flavour, express] of flavours) {
       const s = await serve(express, (app) => {
         const show = (req, res) => res.json({ key: req.rateLimit.key })
         app.get('/fn', rateLimit({ name: 'fn', limits: '9/minute', key: (req) => `tenant:${req.query.t}` }), show)
-        app.get('/apikey', rateLimit({ name: 'ak', limits: '9/minute', key: 'apiKey', apiKeyHeader: 'X-Key' }), show)
+        app.get(
+          '/apikey',
+          rateLimit({
+            name: 'ak',
+            limits: '9/minute',
+            key: 'apiKey',
+            apiKeyHeader: 'X-Key',
+            apiKeys: { allow: ['secret-key-1'] },
+          }),
+          show,
+        )
         app.get('/global', rateLimit({ name: 'g', limits: '9/minute', key: 'global' }), show)
         app.get('/c/:id', rateLimit({ name: 'c', limits: '9/minute', key: 'user+endpoint+ip' }), show)
       })
@@ -284,7 +294,7 @@ for (const [flavour, express] of flavours) {
       try {
         assert.equal(await keyOf('/fn?t=acme'), 'tenant:acme')
         const k = await keyOf('/apikey', { headers: { 'x-key': 'secret-key-1' } })
-        assert.match(k, /^apikey:[0-9a-f]{32}$/)
+        assert.match(k, /^apikey:#[0-9a-f]{32}$/)
         assert.ok(!k.includes('secret'))
         assert.equal(await keyOf('/apikey'), 'ip:127.0.0.1')
         assert.equal(await keyOf('/global'), 'global')
@@ -464,6 +474,15 @@ describe('configuration errors are thrown at setup with a code and the bad value
     config({ limits: '5/second', trustedProxies: ['10.0.0.0/33'] }, /10\.0\.0\.0\/33/)
     config({ limits: '5/second', ipv6Prefix: 129 }, /129/)
     config({ limits: '5/second', jwt: { secret: '' } }, /secret/)
+    config(
+      { limits: '5/second', jwt: { secret: 'dev-secret-change-me' } },
+      /JWT secret "<20 bytes>".*at least 32 bytes/,
+    )
+    config({ limits: '5/second', key: 'apiKey' }, /no way to verify keys/)
+    config({ limits: '5/second', key: 'apiKey', apiKeys: { verify: 'yes' } }, /apiKeys\.verify/)
+    config({ limits: '5/second', key: 'apiKey', apiKeys: { signingSecret: 'short' } }, /signing secret/)
+    config({ limits: '5/second', key: 'apiKey', apiKeys: { allow: 'k' } }, /apiKeys\.allow/)
+    config({ limits: '5/second', jwt: { secret: 'x'.repeat(32), requireExp: 'yes' } }, /requireExp/)
     config({ limits: '5/second', jwt: { publicKey: 'nope', algorithm: 'RS256' } }, /nope/)
     config({ limits: '5/second', jwt: { publicKey: rsaPair().publicKey, algorithm: 'HS512' } }, /"HS512"/)
     config({ limits: '5/second', trustedProxy: ['10.0.0.1'] }, /"trustedProxy"/)

@@ -65,7 +65,8 @@ async function main(): Promise<void> {
       limits: '100/minute',
       key: 'user+endpoint+ip',
       trustedProxies: ['10.0.0.0/8'],
-      jwt: { secret: 's' },
+      jwt: { secret: 'a-secret-of-at-least-32-bytes-long', requireExp: true },
+      apiKeys: { allow: ['k'], verify: async (k: string) => (k === 'k' ? 'acct' : null), keySecret: Buffer.alloc(32) },
       headers: 'both',
     }),
   )

@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use floodwall::secret::KeySecret;
 use floodwall::web::{
-    limited_body, rate_limit_headers, ClientIpRule, ForwardedHeader, HeaderStyle, HttpRequest, JwtVerifier,
-    KeyResolver, KeyScope, PathStyle, RequestInfo, RouteRule, Rule, RuleOutcome, RuleSet, DEFAULT_IPV6_PREFIX,
+    limited_body, rate_limit_headers, ApiKeyVerifier, AppVerdict, ClientIpRule, ForwardedHeader, HeaderStyle,
+    HttpRequest, JwtVerifier, KeyPart, KeyResolver, KeyScope, PathStyle, RequestInfo, RouteRule, Rule, RuleOutcome,
+    RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use floodwall::Source;
 use pyo3::prelude::*;
@@ -153,6 +155,9 @@ pub struct PyHttpDecision {
     /// A `user` key part came from a verified JWT.
     #[pyo3(get)]
     user_verified: bool,
+    /// An API key was sent and did not verify (a failed lookup): the request was keyed by IP.
+    #[pyo3(get)]
+    api_key_rejected: bool,
     /// Some decision came from the fallback policy because Redis could not answer.
     #[pyo3(get)]
     fallback: bool,
@@ -221,6 +226,7 @@ impl<'py> IntoPyObject<'py> for Outcome {
                 key: o.key,
                 forwarded_for_ignored: o.forwarded_for_ignored,
                 user_verified: o.user_verified,
+                api_key_rejected: o.api_key_rejected,
                 fallback,
                 decisions,
                 store_errors: o.store_errors.into_iter().map(|(rule, e)| (rule, e.to_string())).collect(),
@@ -242,6 +248,36 @@ struct Request {
     keys: HashMap<String, String>,
     /// The app's W3C trace context: each rule's `floodwall.check` span becomes its child.
     traceparent: Option<String>,
+    /// The app's `verify` callback's answer about `api_key`.
+    verdict: Option<Verdict>,
+}
+
+/// `api_key_verdict` as the Python layer passes it: True, False, or the identity the callback named.
+enum Verdict {
+    Accept,
+    AcceptAs(String),
+    Reject,
+}
+
+impl Verdict {
+    fn from_py(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Self>> {
+        let Some(v) = v.filter(|v| !v.is_none()) else { return Ok(None) };
+        if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+            return Ok(Some(if b.is_true() { Verdict::Accept } else { Verdict::Reject }));
+        }
+        if let Ok(s) = v.cast::<PyString>() {
+            return Ok(Some(Verdict::AcceptAs(s.to_str()?.to_owned())));
+        }
+        Err(config_error("api_key_verdict", type_name(v), "must be True, False or an identity string"))
+    }
+
+    fn as_core(&self) -> AppVerdict<'_> {
+        match self {
+            Verdict::Accept => AppVerdict::Accept,
+            Verdict::AcceptAs(id) => AppVerdict::AcceptAs(id),
+            Verdict::Reject => AppVerdict::Reject,
+        }
+    }
 }
 
 /// The core's rule engine decides; this only carries the request across.
@@ -254,6 +290,7 @@ async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
+        api_key_verdict: req.verdict.as_ref().map(Verdict::as_core),
         traceparent: req.traceparent.as_deref(),
     };
     inner.set.decide(&request, |rule| req.keys.get(rule).cloned()).await.map(Outcome)
@@ -266,6 +303,7 @@ fn jwt_arg(d: &Bound<'_, PyDict>) -> PyResult<JwtVerifier> {
     let mut issuer: Option<String> = None;
     let mut audience: Option<String> = None;
     let mut leeway: Option<u64> = None;
+    let mut require_exp = false;
     for (k, v) in d.iter() {
         let key: String = k.extract()?;
         let text = |what: &'static str| {
@@ -290,11 +328,15 @@ fn jwt_arg(d: &Bound<'_, PyDict>) -> PyResult<JwtVerifier> {
                 leeway =
                     Some(v.extract().map_err(|_| config_error("jwt leeway", type_name(&v), "must be whole seconds"))?)
             }
+            "require_exp" => {
+                require_exp =
+                    v.extract().map_err(|_| config_error("jwt require_exp", type_name(&v), "must be a bool"))?
+            }
             _ => {
                 return Err(config_error(
                     "jwt option",
                     &key,
-                    "unknown; expected secret, public_key, algorithm, issuer, audience or leeway",
+                    "unknown; expected secret, public_key, algorithm, issuer, audience, leeway or require_exp",
                 ))
             }
         }
@@ -332,7 +374,81 @@ fn jwt_arg(d: &Bound<'_, PyDict>) -> PyResult<JwtVerifier> {
     if let Some(l) = leeway {
         verifier = verifier.with_leeway_secs(l);
     }
-    Ok(verifier)
+    Ok(verifier.with_required_exp(require_exp))
+}
+
+/// str or bytes; the value itself never goes into an error message.
+fn secret_bytes(what: &'static str, v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        Ok(b.as_bytes().to_vec())
+    } else if let Ok(s) = v.cast::<PyString>() {
+        Ok(s.to_str()?.as_bytes().to_vec())
+    } else {
+        Err(config_error(what, type_name(v), "must be str or bytes"))
+    }
+}
+
+/// `api_keys`: {"allow": [...], "signing_secret": ..., "verify": callable, "key_secret": ...}. The
+/// callable stays in Python (fastapi.py calls it and passes its answer); here it only says that
+/// keys are verified that way.
+fn api_keys_arg(d: &Bound<'_, PyDict>) -> PyResult<ApiKeyVerifier> {
+    let mut allow: Option<Vec<String>> = None;
+    let mut signing: Option<Vec<u8>> = None;
+    let mut callback = false;
+    let mut key_secret: Option<Vec<u8>> = None;
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            "allow" => {
+                if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() {
+                    return Err(config_error(
+                        "api_keys allow",
+                        type_name(&v),
+                        "must be a list of keys, not one string",
+                    ));
+                }
+                allow = Some(
+                    v.extract()
+                        .map_err(|_| config_error("api_keys allow", type_name(&v), "must be a list of strings"))?,
+                )
+            }
+            "signing_secret" => signing = Some(secret_bytes("api_keys signing_secret", &v)?),
+            "key_secret" => key_secret = Some(secret_bytes("api_keys key_secret", &v)?),
+            "verify" => {
+                if !v.is_callable() {
+                    return Err(config_error("api_keys verify", type_name(&v), "must be a callable"));
+                }
+                callback = true;
+            }
+            _ => {
+                return Err(config_error(
+                    "api_keys option",
+                    &key,
+                    "unknown; expected allow, signing_secret, verify or key_secret",
+                ))
+            }
+        }
+    }
+    let mut keys = ApiKeyVerifier::new();
+    // The explicit secret, else FLOODWALL_KEY_SECRET (an error if set but too short), else one made
+    // for this process (refused by RuleSet::new when the buckets live in Redis).
+    let secret = match key_secret {
+        Some(s) => Some(KeySecret::new("api_keys key_secret", &s).map_err(to_py)?),
+        None => KeySecret::from_env().map_err(to_py)?,
+    };
+    if let Some(s) = secret {
+        keys = keys.key_secret(s);
+    }
+    if let Some(a) = allow {
+        keys = keys.allow(&a).map_err(to_py)?;
+    }
+    if let Some(s) = signing {
+        keys = keys.signed(&s).map_err(to_py)?;
+    }
+    if callback {
+        keys = keys.app_callback();
+    }
+    Ok(keys)
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
@@ -354,9 +470,11 @@ impl PyHttpLimiter {
     /// `jwt`: {"secret": ...} (HS256) or {"public_key": pem, "algorithm": "RS256"|"ES256"}, plus
     /// optional "issuer", "audience", "leeway". `headers`: "draft-10", "legacy", "both" or "none".
     #[new]
+    /// `api_keys`: how API keys are verified, {"allow": [...], "signing_secret": ..., "verify":
+    /// callable, "key_secret": ...}; a rule keyed by `api_key` needs one of the first three.
     #[pyo3(signature = (
         rules, *, trusted_proxies = None, ipv6_prefix = None, jwt = None, headers = "draft-10",
-        forwarded_header = "x-forwarded-for", trust_unix_socket = false
+        forwarded_header = "x-forwarded-for", trust_unix_socket = false, api_keys = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -368,6 +486,7 @@ impl PyHttpLimiter {
         headers: &str,
         forwarded_header: &str,
         trust_unix_socket: bool,
+        api_keys: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         guard(|| {
             if rules.is_empty() {
@@ -379,6 +498,7 @@ impl PyHttpLimiter {
                     .with_forwarded_header(ForwardedHeader::parse(forwarded_header).map_err(to_py)?)
                     .with_trust_unix_socket(trust_unix_socket);
             let verifier = jwt.map(jwt_arg).transpose()?;
+            let api_keys = api_keys.map(api_keys_arg).transpose()?.unwrap_or_default();
             let style = HeaderStyle::parse(headers).map_err(to_py)?;
             let mut built: Vec<Rule> = Vec::with_capacity(rules.len());
             for r in &rules {
@@ -408,8 +528,9 @@ impl PyHttpLimiter {
                 Place::Runtime
             };
             // FastAPI routes as Starlette does (case-sensitive), for paths no route template names.
-            let resolver = KeyResolver::new(ip_rule, verifier).with_path_style(PathStyle::STARLETTE);
-            let inner = Inner { set: RuleSet::new(resolver, built, style), place };
+            let resolver =
+                KeyResolver::new(ip_rule, verifier).with_path_style(PathStyle::STARLETTE).with_api_keys(api_keys);
+            let inner = Inner { set: RuleSet::new(resolver, built, style).map_err(to_py)?, place };
             Ok(PyHttpLimiter { inner: Arc::new(inner), rules })
         })
     }
@@ -431,6 +552,13 @@ impl PyHttpLimiter {
         self.inner.set.rules().iter().any(|r| r.scope.as_ref().is_some_and(|s| s.has_endpoint()))
     }
 
+    /// Names of the rules keyed by API key (the adapter runs its `verify` callback for them).
+    #[getter]
+    fn api_key_rules(&self) -> Vec<String> {
+        let uses = |r: &&Rule| r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::ApiKey));
+        self.inner.set.rules().iter().filter(uses).map(|r| r.name.clone()).collect()
+    }
+
     /// Names of the rules whose key the caller supplies (`key=None`).
     #[getter]
     fn custom_key_rules(&self) -> Vec<String> {
@@ -450,8 +578,9 @@ impl PyHttpLimiter {
     /// Decide a request against every matching rule at once. `peer` is the socket peer's address,
     /// or "unix:" for a unix-domain socket. `route` is the route template when known
     /// ("/items/{id}"), for "endpoint" keys; `forwarded_for` every value of the configured
-    /// `forwarded_header`, joined with ","; `keys` maps rule names to app-made keys.
-    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None))]
+    /// `forwarded_header`, joined with ","; `keys` maps rule names to app-made keys;
+    /// `api_key_verdict` is the app's `verify` callback's answer (True, False or an identity).
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None, api_key_verdict = None))]
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
         &self,
@@ -465,15 +594,18 @@ impl PyHttpLimiter {
         api_key: Option<String>,
         keys: Option<HashMap<String, String>>,
         traceparent: Option<String>,
+        api_key_verdict: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let keys = keys.unwrap_or_default();
-        let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
+        let verdict = Verdict::from_py(api_key_verdict.as_ref())?;
+        let req =
+            Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent, verdict };
         let inner = self.inner.clone();
         crate::limiter::awaitable(py, self.inner.place, async move { decide(&inner, &req).await })
     }
 
     /// As `decide`, waiting without holding the interpreter.
-    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None))]
+    #[pyo3(signature = (method, path, peer, *, route = None, forwarded_for = None, authorization = None, api_key = None, keys = None, traceparent = None, api_key_verdict = None))]
     #[allow(clippy::too_many_arguments)]
     fn decide_sync<'py>(
         &self,
@@ -487,9 +619,12 @@ impl PyHttpLimiter {
         api_key: Option<String>,
         keys: Option<HashMap<String, String>>,
         traceparent: Option<String>,
+        api_key_verdict: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyHttpDecision>> {
         let keys = keys.unwrap_or_default();
-        let req = Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent };
+        let verdict = Verdict::from_py(api_key_verdict.as_ref())?;
+        let req =
+            Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent, verdict };
         let out = crate::limiter::blocking(py, self.inner.place == Place::InProcess, decide(&self.inner, &req))?;
         out.into_pyobject(py)
     }

@@ -260,6 +260,7 @@ def test_key_scopes_resolve_in_the_core() -> None:
             HttpRule("custom", Limiter("100/minute"), key=None),
         ],
         jwt={"secret": SECRET},
+        api_keys={"allow": ["sk_live_1"]},
     )
     d = h.decide_sync(
         "get",
@@ -298,7 +299,7 @@ async def test_api_key_global_and_callable_keys_through_fastapi() -> None:
     app = FastAPI()
 
     @app.get("/k")
-    @limit("1/minute", key="api_key", api_key_header="X-Key")
+    @limit("1/minute", key="api_key", api_key_header="X-Key", api_keys={"allow": ["one", "two"]})
     async def k() -> str:
         return "k"
 

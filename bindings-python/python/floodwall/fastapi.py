@@ -16,6 +16,11 @@ reads the ASGI request and writes the response.
 
     @app.get("/search", dependencies=[Depends(RateLimit("5/second"))])
     async def search(): ...
+
+    # A key counts apart only once verified: an allow-list, signed keys, or your own lookup.
+    @app.get("/v1/data")
+    @limit("100/minute", key="api_key", api_keys={"verify": lookup_account})
+    async def data(): ...
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "KeyFunc",
+    "VerifyFunc",
     "RateLimit",
     "RateLimitExceeded",
     "RateLimitMiddleware",
@@ -59,6 +65,10 @@ logger = logging.getLogger("floodwall")
 KeyFunc = Callable[[Request], str | None | Awaitable[str | None]]
 """A key made by the app from the request: ``lambda request: request.headers.get("x-tenant")``.
 None, an empty key or one over 4 KiB is an error, logged once: that request is keyed by its client IP."""
+
+VerifyFunc = Callable[[str], bool | str | None | Awaitable[bool | str | None]]
+"""An ``api_keys["verify"]`` callback: given the API key, return the identity to count it as (an
+account id), True (count the key itself), or False/None (unknown: the request is keyed by IP)."""
 
 StoreErrorHook = Callable[[Request, HttpDecision], Response | None | Awaitable[Response | None]]
 """Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
@@ -187,6 +197,7 @@ class _Engine:
         trust_traceparent: bool = False,
         forwarded_header: str = "x-forwarded-for",
         trust_unix_socket: bool = False,
+        api_keys: Mapping[str, Any] | None = None,
     ) -> None:
         self.native = HttpLimiter(
             [r for r, _ in rules],
@@ -196,10 +207,15 @@ class _Engine:
             headers=headers,
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
+            api_keys=dict(api_keys) if api_keys is not None else None,
         )
         # The one forwarding header the core reads (the core validated the option).
         self.forwarded_header = self.native.forwarded_header.encode("latin-1")
         self.key_funcs = {r.name: f for r, f in rules if f is not None}
+        # The native side has checked that it is callable; only Python can call it.
+        self.verify: VerifyFunc | None = (api_keys or {}).get("verify")
+        self.api_key_rules = frozenset(self.native.api_key_rules)
+        self._warned_verify = False
         self.api_key_header = api_key_header.lower().encode("latin-1")
         self.on_store_error = on_store_error
         self.trust_traceparent = bool(trust_traceparent)
@@ -231,6 +247,11 @@ class _Engine:
                 # None stays missing: the core keys that request by its client IP and says so.
                 if key is not None:
                     keys[rule] = key if isinstance(key, str) else str(key)
+        verdict = None
+        if self.verify is not None and api_key is not None and api_key.strip() and self.api_key_rules:
+            method, path = scope.get("method", "GET"), scope.get("path", "/")
+            if self.api_key_rules.intersection(self.native.matching(method, path)):
+                verdict = await self._verify(api_key.strip())
         d: HttpDecision = await self.native.decide(
             scope.get("method", "GET"),
             scope.get("path", "/"),
@@ -241,9 +262,39 @@ class _Engine:
             api_key=api_key,
             keys=keys,
             traceparent=_traceparent(scope, self.trust_traceparent),
+            api_key_verdict=verdict,
         )
         self._observe(d)
         return d
+
+    async def _verify(self, api_key: str) -> bool | str:
+        """The app's answer about a key: an identity, True, or False. A callback that fails or
+        answers something else leaves the key unverified (keyed by IP), never a 500."""
+        verify = self.verify
+        if verify is None:
+            return False
+        try:
+            out = verify(api_key)
+            if inspect.isawaitable(out):
+                out = await out
+        except Exception:
+            self._warn_verify("raised", exc_info=True)
+            return False
+        if out is None or isinstance(out, bool):
+            return bool(out)
+        if isinstance(out, str):
+            return out
+        self._warn_verify(f"returned a {type(out).__name__}; expected an identity str, True, False or None")
+        return False
+
+    def _warn_verify(self, what: str, exc_info: bool = False) -> None:
+        if not self._warned_verify:
+            self._warned_verify = True
+            logger.error(
+                "floodwall: the api_keys verify callback %s; the key was treated as unverified (logged once)",
+                what,
+                exc_info=exc_info,
+            )
 
     def _observe(self, d: HttpDecision) -> None:
         global _warned_xff
@@ -414,6 +465,7 @@ class _Single:
         options: Mapping[str, Any],
         forwarded_header: str = "x-forwarded-for",
         trust_unix_socket: bool = False,
+        api_keys: Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(options)
         self.limiter = _make_limiter(limits, limiter, options, name)
@@ -430,6 +482,7 @@ class _Single:
             trust_traceparent=trust_traceparent,
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
+            api_keys=api_keys,
         )
 
 
@@ -445,6 +498,7 @@ def limit(
     jwt: Mapping[str, Any] | None = None,
     headers: str = "draft-10",
     api_key_header: str = "x-api-key",
+    api_keys: Mapping[str, Any] | None = None,
     on_store_error: StoreErrorHook | None = None,
     trust_traceparent: bool = False,
     forwarded_header: str = "x-forwarded-for",
@@ -475,6 +529,7 @@ def limit(
             options=options,
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
+            api_keys=api_keys,
         )
         engine = single.engine
         is_async = inspect.iscoroutinefunction(endpoint)
@@ -530,6 +585,7 @@ class RateLimit:
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
+        api_keys: Mapping[str, Any] | None = None,
         on_store_error: StoreErrorHook | None = None,
         trust_traceparent: bool = False,
         forwarded_header: str = "x-forwarded-for",
@@ -553,6 +609,7 @@ class RateLimit:
             options=options,
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
+            api_keys=api_keys,
         )
         self.limiter = single.limiter
         self._engine = single.engine
@@ -591,6 +648,7 @@ class RateLimitMiddleware:
         jwt: Mapping[str, Any] | None = None,
         headers: str = "draft-10",
         api_key_header: str = "x-api-key",
+        api_keys: Mapping[str, Any] | None = None,
         on_store_error: StoreErrorHook | None = None,
         trust_traceparent: bool = False,
         forwarded_header: str = "x-forwarded-for",
@@ -636,6 +694,7 @@ class RateLimitMiddleware:
             trust_traceparent=trust_traceparent,
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
+            api_keys=api_keys,
         )
         self._needs_route = self.engine.native.needs_route
 

@@ -2,6 +2,7 @@
 //! scopes, verified JWT subjects, route rules and the rate-limit response headers and body.
 //! They live here once so that both languages turn the same request into the same key and header.
 
+mod api_key;
 mod client_ip;
 pub(crate) mod headers;
 mod jwt;
@@ -9,9 +10,10 @@ mod request_key;
 mod route;
 mod rules;
 
+pub use api_key::{sign_api_key, ApiKeyIdentity, ApiKeyVerifier, AppVerdict, MAX_API_KEY_LEN};
 pub use client_ip::{ClientIp, ClientIpRule, ForwardedHeader, IpFamily, DEFAULT_IPV6_PREFIX, UNIX_PEER};
 pub use headers::{limited_body, merged_headers, merged_limited_body, rate_limit_headers, HeaderStyle};
-pub use jwt::{bearer_token, JwtVerifier, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
+pub use jwt::{bearer_token, JwtVerifier, DEFAULT_JWT_CACHE_ENTRIES, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
 pub use request_key::{KeyPart, KeyResolver, KeyScope, RequestInfo, Resolved, MAX_RAW_PART};
 pub use route::{PathStyle, RouteRule};
 pub use rules::{rule_identity, HttpRequest, Rule, RuleDecision, RuleOutcome, RuleSet};
@@ -30,7 +32,7 @@ mod tests {
     fn resolver() -> KeyResolver {
         KeyResolver::new(
             ClientIpRule::new(&["10.0.0.0/8", "::1", "fd00::/8"], 56).unwrap(),
-            Some(JwtVerifier::hs256(b"s").unwrap().with_issuer("i").with_audience("a")),
+            Some(JwtVerifier::hs256(&[b's'; 32]).unwrap().with_issuer("i").with_audience("a")),
         )
     }
 
@@ -47,7 +49,7 @@ mod tests {
             let r = resolver();
             let req = RequestInfo {
                 peer: &peer, forwarded_for: xff.as_deref(), authorization: auth.as_deref(),
-                api_key: api_key.as_deref(), method: &method, route: &route,
+                api_key: api_key.as_deref(), method: &method, route: &route, ..Default::default()
             };
             let got = r.resolve(&KeyScope::parse("user+api_key+endpoint+ip+global").unwrap(), &req);
             prop_assert!(!got.key.is_empty());

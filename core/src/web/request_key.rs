@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+use super::api_key::{ApiKeyIdentity, ApiKeyVerifier, AppVerdict};
 use super::client_ip::{ClientIp, ClientIpRule, IpFamily};
 use super::jwt::{bearer_token, JwtVerifier};
 use super::route::PathStyle;
@@ -23,7 +24,7 @@ pub enum KeyPart {
     Ip,
     /// `user:<sub>` of a verified JWT, else the client IP key.
     User,
-    /// `apikey:<hash>` of the API key, else the client IP key.
+    /// `apikey:<id>` of a verified API key (see [`ApiKeyVerifier`]), else the client IP key.
     ApiKey,
     /// `global`: one bucket for everyone.
     Global,
@@ -166,6 +167,8 @@ pub struct RequestInfo<'a> {
     pub authorization: Option<&'a str>,
     /// The API key header (whichever header the app configured).
     pub api_key: Option<&'a str>,
+    /// What the app's `verify` callback said about `api_key` (None: no callback ran).
+    pub api_key_verdict: Option<AppVerdict<'a>>,
     pub method: &'a str,
     /// The route template ("/items/{id}") when the framework knows it, else the path. A template
     /// keeps one bucket per route instead of one per URL; either is normalised with the
@@ -179,6 +182,7 @@ pub struct KeyResolver {
     ip_rule: ClientIpRule,
     jwt: Option<JwtVerifier>,
     path_style: PathStyle,
+    api_keys: ApiKeyVerifier,
 }
 
 /// A resolved key and what the adapter should know about how it was found.
@@ -190,6 +194,8 @@ pub struct Resolved {
     pub forwarded_for_ignored: bool,
     /// The `user` part came from a verified JWT (not from the IP fallback).
     pub user_verified: bool,
+    /// An API key was sent and did not verify: the request was keyed by IP (a failed lookup).
+    pub api_key_rejected: bool,
     /// The client address, when the peer was parseable.
     pub ip: Option<IpAddr>,
     /// False when the scope has network parts ("ipv4/24") and none is of the client's family
@@ -199,7 +205,7 @@ pub struct Resolved {
 
 impl KeyResolver {
     pub fn new(ip_rule: ClientIpRule, jwt: Option<JwtVerifier>) -> Self {
-        KeyResolver { ip_rule, jwt, path_style: PathStyle::default() }
+        KeyResolver { ip_rule, jwt, path_style: PathStyle::default(), api_keys: ApiKeyVerifier::default() }
     }
 
     /// How the framework routes paths, for `endpoint` keys (default: [`PathStyle::EXPRESS`],
@@ -211,6 +217,16 @@ impl KeyResolver {
 
     pub fn path_style(&self) -> PathStyle {
         self.path_style
+    }
+
+    /// How API keys are verified; without one, every key is anonymous.
+    pub fn with_api_keys(mut self, api_keys: ApiKeyVerifier) -> Self {
+        self.api_keys = api_keys;
+        self
+    }
+
+    pub fn api_keys(&self) -> &ApiKeyVerifier {
+        &self.api_keys
     }
 
     pub fn ip_rule(&self) -> &ClientIpRule {
@@ -239,6 +255,7 @@ impl KeyResolver {
         // Network parts of the client's family, and whether the scope has any: "ipv4/24+ipv6/48"
         // is the client's network whichever family it is of; "ipv4/24" alone skips IPv6 clients.
         let (mut networks, mut fitting) = (0, 0);
+        let mut api_key_rejected = false;
         let mut pieces: Vec<String> = Vec::with_capacity(scope.0.len());
         for part in &scope.0 {
             let piece = match part {
@@ -250,10 +267,15 @@ impl KeyResolver {
                     }
                     None => client.key.clone(),
                 },
-                // Hashed: a raw secret must never appear in Redis keys, MONITOR output or metrics.
-                KeyPart::ApiKey => match req.api_key.map(str::trim).filter(|k| !k.is_empty()) {
-                    Some(k) => format!("apikey:{}", hex32(k)),
-                    None => client.key.clone(),
+                // A raw key never appears in Redis keys, MONITOR output or metrics: a verified key is
+                // its signed id, the app's identity or a keyed hash; an unverified one is the IP.
+                KeyPart::ApiKey => match self.api_keys.identify(req.api_key, req.api_key_verdict) {
+                    ApiKeyIdentity::Verified(piece) => piece,
+                    ApiKeyIdentity::Rejected => {
+                        api_key_rejected = true;
+                        client.key.clone()
+                    }
+                    ApiKeyIdentity::Absent => client.key.clone(),
                 },
                 KeyPart::Global => "global".into(),
                 KeyPart::Endpoint => {
@@ -284,6 +306,7 @@ impl KeyResolver {
             key: pieces.join("|"),
             forwarded_for_ignored: client.forwarded_for_ignored,
             user_verified,
+            api_key_rejected,
             ip: client.ip,
             applies: networks == 0 || fitting > 0,
         }
@@ -293,7 +316,7 @@ impl KeyResolver {
 /// A value from outside (a JWT subject, a route) as one key part. `|` separates parts and a
 /// leading `#` marks a hash, so `%`, `|` and `#` are percent-escaped: a subject such as
 /// "42|ep:GET /admin" can then never impersonate another scope's key. Long values are hashed.
-fn free_text(value: &str) -> String {
+pub(super) fn free_text(value: &str) -> String {
     if value.len() > MAX_RAW_PART {
         return format!("#{}", hex32(value));
     }
@@ -309,7 +332,8 @@ fn free_text(value: &str) -> String {
     out
 }
 
-/// The first 128 bits of SHA-256, in hex: collision-free in practice, and short.
+/// The first 128 bits of SHA-256, in hex: collision-free in practice, and short. Only for bounding
+/// the length of values that are not secrets (a long subject or route); API keys take a keyed hash.
 fn hex32(value: &str) -> String {
     Sha256::digest(value.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -321,14 +345,19 @@ mod tests {
 
     use super::*;
 
-    const SECRET: &[u8] = b"key-resolver-test-secret";
+    const SECRET: &[u8] = b"key-resolver-test-secret-32-bytes!";
 
     fn token(sub: &str) -> String {
         encode(&Header::default(), &json!({"sub": sub}), &EncodingKey::from_secret(SECRET).unwrap()).unwrap()
     }
 
+    fn key_secret() -> crate::secret::KeySecret {
+        crate::secret::KeySecret::new("test", &[3u8; 32]).unwrap()
+    }
+
     fn resolver() -> KeyResolver {
         KeyResolver::new(ClientIpRule::new(&["10.0.0.0/8"], 64).unwrap(), Some(JwtVerifier::hs256(SECRET).unwrap()))
+            .with_api_keys(ApiKeyVerifier::new().key_secret(key_secret()).allow(&["sk_live_abc"]).unwrap())
     }
 
     #[test]
@@ -389,7 +418,7 @@ mod tests {
             encode(&Header::default(), &json!({"sub": "42"}), &EncodingKey::from_secret(b"guess").unwrap()).unwrap()
         );
         let hook = format!("Bearer {}", token("7|ep:GET /admin"));
-        let apikey_hash = hex32("sk_live_abc");
+        let apikey_hash = key_secret().hex32("apikey", b"sk_live_abc");
         // (case, scope, authorization, api key, peer, XFF, method, route, key, user_verified, xff ignored)
         type Case<'a> = (
             &'a str,
@@ -472,7 +501,7 @@ mod tests {
                 false,
             ),
             (
-                "api key is hashed",
+                "allow-listed api key is hashed with the key secret",
                 "api_key",
                 None,
                 Some(" sk_live_abc "),
@@ -480,7 +509,20 @@ mod tests {
                 None,
                 "GET",
                 "/",
-                format!("apikey:{apikey_hash}"),
+                format!("apikey:#{apikey_hash}"),
+                false,
+                false,
+            ),
+            (
+                "unknown api key falls back to ip",
+                "api_key+ip",
+                None,
+                Some("sk_live_made_up"),
+                "1.2.3.4",
+                None,
+                "GET",
+                "/",
+                "ip:1.2.3.4".into(),
                 false,
                 false,
             ),
@@ -541,7 +583,15 @@ mod tests {
         ];
         let r = resolver();
         for (case, scope, auth, api_key, peer, xff, method, route, key, verified, ignored) in cases {
-            let req = RequestInfo { peer, forwarded_for: xff, authorization: auth, api_key, method, route };
+            let req = RequestInfo {
+                peer,
+                forwarded_for: xff,
+                authorization: auth,
+                api_key,
+                method,
+                route,
+                ..Default::default()
+            };
             let got = r.resolve(&KeyScope::parse(scope).unwrap(), &req);
             assert_eq!(got.key, key, "{case}");
             assert_eq!((got.user_verified, got.forwarded_for_ignored), (verified, ignored), "{case}");
@@ -558,12 +608,19 @@ mod tests {
             ..Default::default()
         };
         let got = resolver().resolve(&KeyScope::parse("apikey").unwrap(), &req);
-        let hash = got.key.strip_prefix("apikey:").unwrap();
+        let hash = got.key.strip_prefix("apikey:#").unwrap();
         assert_eq!(hash.len(), 32);
         assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert!(!got.key.contains("sk_live"));
+        assert!(!got.api_key_rejected);
+        // Not the bare SHA-256 of the key: without the secret, a bucket name cannot be checked
+        // against guessed keys.
+        assert_ne!(hash, hex32("sk_live_abc"));
         // SHA-256("abc") starts ba7816bf8f01cfea414140de5dae2223.
         assert_eq!(hex32("abc"), "ba7816bf8f01cfea414140de5dae2223");
+        let made_up = RequestInfo { api_key: Some("sk_live_made_up"), ..req };
+        let got = resolver().resolve(&KeyScope::parse("api_key+ip").unwrap(), &made_up);
+        assert_eq!((got.key.as_str(), got.api_key_rejected), ("ip:1.2.3.4", true));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The per-request rule engine both HTTP adapters drive: which rules apply to a request, each
 //! rule's key (every distinct scope resolved once, so a JWT is verified once per request), one
-//! concurrent check per rule in its own bucket, and the merged headers and 429 body.
+//! concurrent check per rule in its own bucket, and the merged headers and 429 body. When a token
+//! would cost a signature check, the rules that need no identity decide first: a client already
+//! over its IP limit is answered 429 without spending that CPU.
 
 use crate::decision::{Decision, Source};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::MAX_IDENTITY;
 use crate::limiter::{CheckOptions, Limiter};
-use crate::web::{merged_headers, merged_limited_body, HeaderStyle, KeyResolver, KeyScope, RequestInfo, RouteRule};
+use crate::web::{
+    bearer_token, merged_headers, merged_limited_body, AppVerdict, HeaderStyle, KeyPart, KeyResolver, KeyScope,
+    RequestInfo, RouteRule,
+};
 
 /// One rule: where it applies, what it limits, and how its key is made.
 pub struct Rule {
@@ -78,6 +83,8 @@ pub struct HttpRequest<'a> {
     pub forwarded_for: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub api_key: Option<&'a str>,
+    /// What the app's `verify` callback said about `api_key` (None: no callback ran).
+    pub api_key_verdict: Option<AppVerdict<'a>>,
     /// The app's W3C trace context: each rule's `floodwall.check` span becomes its child.
     pub traceparent: Option<&'a str>,
 }
@@ -101,6 +108,11 @@ pub struct RuleOutcome {
     pub forwarded_for_ignored: bool,
     /// A `user` key part came from a verified JWT.
     pub user_verified: bool,
+    /// An API key was sent and did not verify (a failed lookup); its `api_key` parts used the IP.
+    pub api_key_rejected: bool,
+    /// The rules needing no identity denied first, so the JWT was never verified and the other
+    /// matching rules were neither resolved nor counted.
+    pub identity_skipped: bool,
     pub decided: Vec<RuleDecision>,
     /// Rules whose store failed with fallback `error`: they let the request through.
     pub store_errors: Vec<(String, Error)>,
@@ -148,9 +160,47 @@ pub fn rule_identity(rule: &str, key: &str) -> String {
     format!("{rule}|{key}")
 }
 
+/// A scope whose key takes no verification: IP, endpoint and global parts only.
+fn needs_no_identity(scope: Option<&KeyScope>) -> bool {
+    scope.is_some_and(|s| s.parts().iter().all(|p| !matches!(p, KeyPart::User | KeyPart::ApiKey)))
+}
+
 impl RuleSet {
-    pub fn new(resolver: KeyResolver, rules: Vec<Rule>, style: HeaderStyle) -> Self {
-        RuleSet { resolver, rules, style }
+    /// Refuses rules whose keys could not be trusted: an `api_key` part with no way to verify keys
+    /// (every invented key would get a fresh bucket), or keyed-hash API key buckets in a shared
+    /// store without a shared secret (each instance would count the same key apart).
+    pub fn new(resolver: KeyResolver, rules: Vec<Rule>, style: HeaderStyle) -> Result<Self> {
+        let api_key_rules: Vec<&Rule> =
+            rules.iter().filter(|r| r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::ApiKey))).collect();
+        let keys = resolver.api_keys();
+        if let Some(r) = api_key_rules.first() {
+            if !keys.can_verify() {
+                return Err(Error::config(
+                    "key scope",
+                    r.scope.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    format!(
+                        "rule {:?} keys by API key, but no way to verify keys is configured: give an allow-list, \
+                         a signing secret or a verify callback (an unverified key would get a bucket of its own)",
+                        r.name
+                    ),
+                ));
+            }
+        }
+        if keys.hashes_keys() && keys.secret_is_ephemeral() {
+            if let Some(r) = api_key_rules.iter().find(|r| r.limiter.store_kind() != Source::Memory) {
+                return Err(Error::config(
+                    "key secret",
+                    "<none>",
+                    format!(
+                        "rule {:?} keeps API key buckets in Redis, named by a keyed hash of the key: every \
+                         instance needs the same secret (set {} or pass a key secret of at least 32 bytes)",
+                        r.name,
+                        crate::secret::SECRET_ENV
+                    ),
+                ));
+            }
+        }
+        Ok(RuleSet { resolver, rules, style })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -172,6 +222,7 @@ impl RuleSet {
             forwarded_for: req.forwarded_for,
             authorization: req.authorization,
             api_key: req.api_key,
+            api_key_verdict: req.api_key_verdict,
             method: req.method,
             route: req.route.filter(|r| !r.is_empty()).unwrap_or(path_only),
         };
@@ -181,6 +232,8 @@ impl RuleSet {
             key: None,
             forwarded_for_ignored: false,
             user_verified: false,
+            api_key_rejected: false,
+            identity_skipped: false,
             decided: Vec::new(),
             store_errors: Vec::new(),
             key_errors: Vec::new(),
@@ -190,13 +243,77 @@ impl RuleSet {
         if matching.is_empty() {
             return Ok(out);
         }
-        // Each distinct (scope, route) is resolved once. The route an `endpoint` part names is the
-        // framework's template when it knows one, else the rule's own pattern when that names one
-        // route, else the path (normalised by the resolver): never a spelling a client chose.
+        // Two rounds only when a token would cost a signature check and some rule can deny
+        // without one; otherwise every rule is checked in one concurrent round.
+        let (first, second): (Vec<&Rule>, Vec<&Rule>) =
+            if self.would_verify(&matching, &info) && matching.iter().any(|r| needs_no_identity(r.scope.as_ref())) {
+                matching.iter().partition(|r| needs_no_identity(r.scope.as_ref()))
+            } else {
+                (matching, Vec::new())
+            };
         let mut resolved: Vec<(&KeyScope, &str, Option<String>)> = Vec::new();
-        let mut applying = Vec::with_capacity(matching.len());
-        let mut keys = Vec::with_capacity(matching.len());
-        for rule in matching {
+        let mut keys: Vec<(usize, String)> = Vec::new();
+        let mut round = first;
+        let mut pending = second;
+        loop {
+            let (applying, round_keys) = self.keys_for(&round, req, &info, &app_key, &mut resolved, &mut out);
+            out.matched |= !applying.is_empty();
+            self.check_round(&applying, &round_keys, req, &mut out).await?;
+            for (rule, key) in applying.iter().zip(round_keys) {
+                let index = self.rules.iter().position(|r| std::ptr::eq(r, *rule)).unwrap_or(usize::MAX);
+                keys.push((index, key));
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if out.decided.iter().any(|d| !d.decision.allowed) {
+                out.identity_skipped = true;
+                break;
+            }
+            round = std::mem::take(&mut pending);
+        }
+        if resolved.is_empty() {
+            // Only application keys: still tell the adapter about an ignored X-Forwarded-For.
+            out.forwarded_for_ignored = self.resolver.client_ip(&info).forwarded_for_ignored;
+        }
+        // Headers and the key follow the rules' configured order, whichever round decided them.
+        out.decided.sort_by_key(|d| self.rules.iter().position(|r| r.name == d.rule));
+        keys.sort_by_key(|(i, _)| *i);
+        out.key = keys.into_iter().next().map(|(_, k)| k);
+        let pairs: Vec<(&str, &Decision)> = out.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
+        out.headers = merged_headers(&pairs, self.style);
+        out.body = merged_limited_body(&pairs);
+        Ok(out)
+    }
+
+    /// Some matching rule's key has a `user` part, and the request's bearer token is not one the
+    /// verifier remembers: resolving it would check a signature.
+    fn would_verify(&self, matching: &[&Rule], info: &RequestInfo) -> bool {
+        let Some(jwt) = self.resolver.jwt() else { return false };
+        let Some(token) = bearer_token(info.authorization) else { return false };
+        matching.iter().any(|r| r.scope.as_ref().is_some_and(|s| s.parts().contains(&KeyPart::User)))
+            && jwt.cached_subject(token).is_none()
+    }
+
+    /// The rules of `rules` that apply to this client, with their keys. Each distinct (scope,
+    /// route) is resolved once per request. The route an `endpoint` part names is the framework's
+    /// template when it knows one, else the rule's own pattern when that names one route, else the
+    /// path (normalised by the resolver): never a spelling a client chose.
+    fn keys_for<'s, 'r>(
+        &'s self,
+        rules: &[&'s Rule],
+        req: &HttpRequest<'r>,
+        info: &RequestInfo<'r>,
+        app_key: &impl Fn(&str) -> Option<String>,
+        resolved: &mut Vec<(&'s KeyScope, &'r str, Option<String>)>,
+        out: &mut RuleOutcome,
+    ) -> (Vec<&'s Rule>, Vec<String>)
+    where
+        's: 'r,
+    {
+        let mut applying = Vec::with_capacity(rules.len());
+        let mut keys = Vec::with_capacity(rules.len());
+        for rule in rules {
             let key = match &rule.scope {
                 Some(scope) => {
                     let route = match (req.route.filter(|r| !r.is_empty()), &rule.route) {
@@ -206,9 +323,10 @@ impl RuleSet {
                     match resolved.iter().find(|(s, r, _)| *s == scope && *r == route) {
                         Some((_, _, k)) => k.clone(),
                         None => {
-                            let r = self.resolver.resolve(scope, &RequestInfo { route, ..info });
+                            let r = self.resolver.resolve(scope, &RequestInfo { route, ..*info });
                             out.forwarded_for_ignored |= r.forwarded_for_ignored;
                             out.user_verified |= r.user_verified;
+                            out.api_key_rejected |= r.api_key_rejected;
                             // A network part of the other address family: the rule is not for this client.
                             let key = r.applies.then_some(r.key);
                             resolved.push((scope, route, key.clone()));
@@ -222,33 +340,35 @@ impl RuleSet {
                         // Never one shared bucket for every keyless request, never a 500: the
                         // client's own IP bucket, as for an unverified identity.
                         out.key_errors.push((rule.name.clone(), problem));
-                        let client = self.resolver.client_ip(&info);
+                        let client = self.resolver.client_ip(info);
                         out.forwarded_for_ignored |= client.forwarded_for_ignored;
                         client.key
                     }
                 }),
             };
             if let Some(key) = key {
-                applying.push(rule);
+                applying.push(*rule);
                 keys.push(key);
             }
         }
-        if resolved.is_empty() {
-            // Only application keys: still tell the adapter about an ignored X-Forwarded-For.
-            out.forwarded_for_ignored = self.resolver.client_ip(&info).forwarded_for_ignored;
-        }
-        let matching = applying;
-        out.matched = !matching.is_empty();
-        if matching.is_empty() {
-            return Ok(out);
-        }
-        let checks = matching.iter().zip(&keys).map(|(rule, key)| {
+        (applying, keys)
+    }
+
+    /// One concurrent check per rule, each in its own bucket.
+    async fn check_round(
+        &self,
+        rules: &[&Rule],
+        keys: &[String],
+        req: &HttpRequest<'_>,
+        out: &mut RuleOutcome,
+    ) -> Result<()> {
+        let checks = rules.iter().zip(keys).map(|(rule, key)| {
             let identity = rule_identity(&rule.name, key);
             let opts = CheckOptions { cost: rule.cost, traceparent: req.traceparent };
             async move { rule.limiter.check_with(&identity, opts).await }
         });
         let results = futures::future::join_all(checks).await;
-        for ((rule, key), result) in matching.iter().zip(&keys).zip(results) {
+        for ((rule, key), result) in rules.iter().zip(keys).zip(results) {
             match result {
                 Ok(decision) => out.decided.push(RuleDecision { rule: rule.name.clone(), key: key.clone(), decision }),
                 // fallback "error": the limiter returned the store error. A request is never failed
@@ -257,18 +377,14 @@ impl RuleSet {
                 Err(e) => return Err(e),
             }
         }
-        out.key = keys.into_iter().next();
-        let pairs: Vec<(&str, &Decision)> = out.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
-        out.headers = merged_headers(&pairs, self.style);
-        out.body = merged_limited_body(&pairs);
-        Ok(out)
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::web::ClientIpRule;
+    use crate::web::{ApiKeyVerifier, ClientIpRule, JwtVerifier};
     use crate::{parse_limits, FallbackMode};
 
     fn rule(name: &str, path: Option<&str>, limits: &str, scope: Option<&str>) -> Rule {
@@ -290,12 +406,144 @@ mod tests {
             forwarded_for: None,
             authorization: None,
             api_key: None,
+            api_key_verdict: None,
             traceparent: None,
         }
     }
 
     fn set(rules: Vec<Rule>) -> RuleSet {
         RuleSet::new(KeyResolver::new(ClientIpRule::new::<&str>(&[], 64).unwrap(), None), rules, HeaderStyle::Draft10)
+            .unwrap()
+    }
+
+    fn with_resolver(resolver: KeyResolver, rules: Vec<Rule>) -> RuleSet {
+        RuleSet::new(resolver, rules, HeaderStyle::Draft10).unwrap()
+    }
+
+    fn key_secret() -> crate::secret::KeySecret {
+        crate::secret::KeySecret::new("test", &[5u8; 32]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn invented_api_keys_share_the_ip_bucket() {
+        // The review's bypass: 50 random keys from one IP at 2/minute all passed, even with api_key+ip.
+        for scope in ["api_key", "api_key+ip"] {
+            let keys = ApiKeyVerifier::new().key_secret(key_secret()).allow(&["sk_live_real"]).unwrap();
+            let s = with_resolver(
+                KeyResolver::new(ClientIpRule::default(), None).with_api_keys(keys),
+                vec![rule("api", None, "2/minute", Some(scope))],
+            );
+            let mut passed = 0;
+            for i in 0..50 {
+                let key = format!("sk_random_{i}");
+                let d = s.decide(&HttpRequest { api_key: Some(&key), ..req("/", "203.0.113.9") }, |_| None).await;
+                let d = d.unwrap();
+                assert!(d.api_key_rejected, "{scope}: {d:?}");
+                passed += usize::from(d.allowed());
+            }
+            assert_eq!(passed, 2, "{scope}");
+            // A real key has its own bucket.
+            let real = HttpRequest { api_key: Some("sk_live_real"), ..req("/", "203.0.113.9") };
+            let d = s.decide(&real, |_| None).await.unwrap();
+            assert!(d.allowed() && !d.api_key_rejected && d.key.as_deref().unwrap().starts_with("apikey:#"), "{d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_app_callback_verdict_picks_the_bucket() {
+        let keys = ApiKeyVerifier::new().key_secret(key_secret()).app_callback();
+        let s = with_resolver(
+            KeyResolver::new(ClientIpRule::default(), None).with_api_keys(keys),
+            vec![rule("api", None, "5/minute", Some("api_key"))],
+        );
+        let base = HttpRequest { api_key: Some("k1"), ..req("/", "203.0.113.10") };
+        let cases: &[(Option<AppVerdict>, &str, bool)] = &[
+            (Some(AppVerdict::AcceptAs("acct-1")), "apikey:acct-1", false),
+            (Some(AppVerdict::Reject), "ip:203.0.113.10", true),
+            (None, "ip:203.0.113.10", true),
+        ];
+        for (verdict, key, rejected) in cases {
+            let d = s.decide(&HttpRequest { api_key_verdict: *verdict, ..base }, |_| None).await.unwrap();
+            assert_eq!((d.key.as_deref(), d.api_key_rejected), (Some(*key), *rejected), "{verdict:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_scopes_without_verification_are_refused() {
+        let bare = || KeyResolver::new(ClientIpRule::default(), None);
+        for scope in ["api_key", "api_key+ip", "user+apikey"] {
+            let e = RuleSet::new(bare(), vec![rule("k", None, "2/minute", Some(scope))], HeaderStyle::Draft10)
+                .err()
+                .unwrap_or_else(|| panic!("{scope} accepted"));
+            assert!(e.to_string().contains("no way to verify keys") && e.to_string().contains("\"k\""), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Config);
+        }
+        assert!(RuleSet::new(bare(), vec![rule("k", None, "2/minute", Some("ip"))], HeaderStyle::Draft10).is_ok());
+
+        // Hashed buckets in Redis need a secret every instance shares; a signed id does not.
+        let redis = || Rule {
+            name: "shared".into(),
+            route: None,
+            limiter: Limiter::builder(parse_limits(&["1/minute"]).unwrap())
+                .redis_url("redis://127.0.0.1:1")
+                .build()
+                .unwrap(),
+            scope: Some(KeyScope::parse("api_key").unwrap()),
+            cost: 1,
+        };
+        let ephemeral = ApiKeyVerifier::new().key_secret(crate::secret::KeySecret::random());
+        let listed = ephemeral.clone().allow(&["k"]).unwrap();
+        let refuse = |keys: ApiKeyVerifier| {
+            RuleSet::new(bare().with_api_keys(keys), vec![redis()], HeaderStyle::Draft10).err().map(|e| e.to_string())
+        };
+        let e = refuse(listed).expect("ephemeral secret with Redis");
+        assert!(e.contains("FLOODWALL_KEY_SECRET") && e.contains("\"shared\""), "{e}");
+        assert!(refuse(ephemeral.clone().app_callback()).is_some());
+        assert!(refuse(ephemeral.signed(&[1u8; 32]).unwrap()).is_none(), "signed ids need no hash");
+        assert!(refuse(ApiKeyVerifier::new().key_secret(key_secret()).allow(&["k"]).unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn ip_denial_short_circuits_verification() {
+        use crate::web::test_keys::EC_PUBLIC;
+        let jwt = JwtVerifier::es256_pem(EC_PUBLIC).unwrap();
+        let s = with_resolver(
+            KeyResolver::new(ClientIpRule::default(), Some(jwt.clone())),
+            vec![rule("ip", None, "2/minute", Some("ip")), rule("user", None, "100/minute", Some("user"))],
+        );
+        let junk = |i: usize| format!("Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.{i}{}", "A".repeat(85));
+        let tokens: Vec<String> = (0..10).map(junk).collect();
+        let mut outcomes = Vec::new();
+        for t in &tokens {
+            outcomes
+                .push(s.decide(&HttpRequest { authorization: Some(t), ..req("/", "198.51.100.7") }, |_| None).await);
+        }
+        let outcomes: Vec<RuleOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+        assert_eq!(outcomes.iter().filter(|o| o.allowed()).count(), 2);
+        assert_eq!(jwt.verifications(), 2, "only the requests the IP rule allowed verified their token");
+        let denied = &outcomes[5];
+        assert!(denied.identity_skipped && denied.decided.len() == 1 && denied.body.is_some(), "{denied:?}");
+        assert_eq!(denied.key.as_deref(), Some("ip:198.51.100.7"));
+        // Allowed ones went through both rounds; headers and key follow the rule order.
+        let first = &outcomes[0];
+        assert!(!first.identity_skipped && first.decided.len() == 2);
+        assert_eq!((first.decided[0].rule.as_str(), first.decided[1].rule.as_str()), ("ip", "user"));
+
+        // A remembered token needs no second round: both rules in one, and counted.
+        let again = HttpRequest { authorization: Some(&tokens[0]), ..req("/", "198.51.100.8") };
+        let good = s.decide(&again, |_| None).await.unwrap();
+        assert!(good.allowed() && good.decided.len() == 2 && !good.identity_skipped);
+        assert_eq!(jwt.verifications(), 2, "tokens[0] was remembered");
+        // Without an IP-only rule there is nothing to decide first.
+        let only_user = with_resolver(
+            KeyResolver::new(ClientIpRule::default(), Some(jwt.clone())),
+            vec![rule("user", None, "1/minute", Some("user"))],
+        );
+        let fresh = junk(99);
+        let one = HttpRequest { authorization: Some(&fresh), ..req("/", "198.51.100.9") };
+        let d = only_user.decide(&one, |_| None).await.unwrap();
+        assert!(d.allowed() && !d.identity_skipped && d.key.as_deref() == Some("ip:198.51.100.9"));
+        assert_eq!(jwt.verifications(), 3);
     }
 
     #[tokio::test]
