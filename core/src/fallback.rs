@@ -120,6 +120,7 @@ impl Fallback {
         limits: &[Limit],
         algorithm: Algorithm,
         clock: Arc<dyn Clock>,
+        max_identities: usize,
     ) -> Result<Self> {
         let (local_limits, local) = match &mode {
             FallbackMode::Local { expected_instances } => {
@@ -138,7 +139,7 @@ impl Fallback {
                         }
                     })
                     .collect();
-                (scaled?, Some(MemoryStore::new(clock)))
+                (scaled?, Some(MemoryStore::with_max_identities(clock, max_identities)?))
             }
             FallbackMode::Closed { retry_after_ms: 0 } => {
                 return Err(Error::config(
@@ -184,6 +185,10 @@ impl Fallback {
                 Ok(Decision::from_outcome(&o, &self.local_limits, Source::Fallback))
             }
         }
+    }
+
+    pub(crate) fn local_store(&self) -> Option<&MemoryStore> {
+        self.local.as_ref()
     }
 
     pub(crate) fn reset(&self, keys: &[String]) {

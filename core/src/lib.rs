@@ -74,4 +74,5 @@ pub use limiter::OwnConnection;
 pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
 pub use store::redis::batch::together;
+pub use store::memory::DEFAULT_MAX_IDENTITIES;
 pub use store::{MemoryStore, RedisOptions, RedisStore};
