@@ -181,7 +181,13 @@ impl Fallback {
             FallbackMode::Local { .. } => {
                 let store = self.local.as_ref().expect("local mode has a store");
                 let local = Request { limits: &self.local_limits, ..*req };
-                let o = store.evaluate(&local);
+                // Redis at maxmemory read the identity's counts: start from them, so an identity
+                // at 8 of 10 there gets at most 2 more here, not a fresh limit
+                let seed = match &err {
+                    Error::Full { state, .. } if !state.is_empty() => Some(&state[..]),
+                    _ => None,
+                };
+                let o = store.evaluate_seeded(&local, seed);
                 Ok(Decision::from_outcome(&o, &self.local_limits, Source::Fallback))
             }
         }

@@ -340,10 +340,6 @@ impl LimiterBuilder {
             // wrong: say so now rather than when a Redis URL is added
             c.validate()?;
         }
-        let layout = match &store {
-            Some(s) if s.is_cluster() => layout.with_shards(crate::keys::CLUSTER_SHARDS),
-            _ => layout,
-        };
         let backend = match store {
             None => Backend::Memory(MemoryStore::with_max_identities(clock.clone(), self.max_identities)?),
             Some(store) => Backend::Redis {

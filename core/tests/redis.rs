@@ -16,6 +16,14 @@ async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnecti
     redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// `{s<shard>}`, the hash tag of the shard holding `identity`'s state (core/src/keys.rs).
+fn shard_tag(prefix: &str, alg: Algorithm, specs: &[&str], identity: &str) -> String {
+    let keys = floodwall::KeyLayout::new(prefix).unwrap().keys(identity, alg, &limits(specs)).unwrap();
+    let open = keys[1].find('{').unwrap();
+    let close = keys[1].find('}').unwrap();
+    keys[1][open..=close].to_string()
+}
+
 async fn keys_with_prefix(server: &RedisServer, prefix: &str) -> Vec<String> {
     let mut conn = raw_connection(server).await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
@@ -348,7 +356,8 @@ async fn a_limiter_owns_the_hashes_of_its_windows_and_replaces_keys_of_another_t
         let one = redis_limiter(&server.url(), alg, &["2/second"], &prefix);
         // keys of another type where `one`'s hashes go (an old layout, someone else's): they
         // start afresh, not an error
-        let hashes: Vec<String> = (0..3).map(|e| format!("{prefix}:{{s0}}:{tag}:1000:e{e}")).collect();
+        let shard = shard_tag(&prefix, alg, &["2/second"], "k");
+        let hashes: Vec<String> = (0..3).map(|e| format!("{prefix}:{shard}:{tag}:1000:e{e}")).collect();
         for h in &hashes {
             let _: () = conn.set(h, "not a hash").await.unwrap();
         }
@@ -423,7 +432,8 @@ async fn states_carry_over_one_epoch_and_old_hashes_are_unlinked() {
             r
         }
     };
-    let hash = |at_us: u64| format!("{prefix}:{{s0}}:sw:10000:e{}", (at_us / 20_000_000) % 3);
+    let shard = shard_tag(&prefix, Algorithm::SlidingWindow, &["100/10s"], "u");
+    let hash = |at_us: u64| format!("{prefix}:{shard}:sw:10000:e{}", (at_us / 20_000_000) % 3);
     // epoch e, 9 s into a window
     assert_eq!(both(30).await.last().unwrap().1, 70);
     let first = hash(clock.now_us());
@@ -462,7 +472,8 @@ async fn a_hash_left_from_another_epoch_reads_as_empty() {
     let now = EPOCH_START + 5_000_000;
     let (limiter, _, _) = ten_second_windows(&server, &prefix, now);
     let e = now / 20_000_000;
-    let current = format!("{prefix}:{{s0}}:sw:10000:e{}", e % 3);
+    let shard = shard_tag(&prefix, Algorithm::SlidingWindow, &["100/10s"], "u");
+    let current = format!("{prefix}:{shard}:sw:10000:e{}", e % 3);
     // "u" full in this very window, as an older epoch's hash marked 2(e-3)+1 would say
     let full: Vec<u8> = [(now / 10_000_000) as f64, 0.0, 100.0].iter().flat_map(|f| f.to_le_bytes()).collect();
     let _: () = conn
