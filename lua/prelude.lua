@@ -125,8 +125,10 @@ local function shard_write(sh, fv, now)
   -- formatted as integers: a number argument would go through a float printf (%.14g)
   local mark = format_int(2 * sh.e + (sh.had_prev == false and 0 or 1))
   if sh.wipe then
-    -- a hash of another epoch sits here: ask Redis for the write before UNLINKing it
-    if not written(redis.pcall('HSET', sh.cur, MARK, mark)) then
+    -- another epoch's hash (or a key of another type) sits here: ask Redis for a write before
+    -- UNLINKing it. Only OOM means no: any other error (WRONGTYPE) came after Redis's check.
+    local probe = redis.pcall('HSET', sh.cur, MARK, mark)
+    if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 3) == 'OOM' then
       redis.call('UNLINK', sh.stale)
       return false
     end

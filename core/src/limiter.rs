@@ -22,8 +22,8 @@ use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::Remote;
 use crate::scripts::limit_args;
-use crate::store::redis::batch::{Ask, MAX_BATCH};
 use crate::store::memory::DEFAULT_MAX_IDENTITIES;
+use crate::store::redis::batch::{Ask, MAX_BATCH};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 use crate::telemetry::{self, CheckSpan, LogTraceId};
 

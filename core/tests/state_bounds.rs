@@ -138,9 +138,6 @@ async fn bytes_per_identity_stay_small() {
         assert_eq!(l.memory_store().unwrap().len(), N);
         let ceiling = if alg == Algorithm::SlidingLog { 450.0 } else { 350.0 };
         assert!(per < ceiling, "{alg} {specs:?}: {per:.0} bytes per identity");
-        assert!(
-            per * floodwall::DEFAULT_MAX_IDENTITIES as f64 <= 50e6,
-            "the default cap would hold more than 50 MB"
-        );
+        assert!(per * floodwall::DEFAULT_MAX_IDENTITIES as f64 <= 50e6, "the default cap would hold more than 50 MB");
     }
 }

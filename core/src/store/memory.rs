@@ -64,14 +64,7 @@ struct Shard {
 
 impl Shard {
     fn new(cap: usize) -> Self {
-        Shard {
-            map: HashMap::new(),
-            ring: VecDeque::new(),
-            next_seq: 0,
-            cap,
-            ops_since_sweep: 0,
-            sweep_after: 0,
-        }
+        Shard { map: HashMap::new(), ring: VecDeque::new(), next_seq: 0, cap, ops_since_sweep: 0, sweep_after: 0 }
     }
 
     fn maybe_sweep(&mut self, now: u64) {
