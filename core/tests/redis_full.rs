@@ -138,3 +138,30 @@ async fn under_noeviction_at_maxmemory_counted_identities_keep_their_counts() {
         server.command(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
     }
 }
+
+/// What one identity costs Redis (used_memory per identity, 20,000 identities of `user:<8 digits>`):
+/// the sizing figure of docs/ARCHITECTURE.md, "Deploying Redis".
+#[tokio::test]
+async fn redis_bytes_per_identity() {
+    let server = RedisServer::start();
+    for (alg, specs) in [
+        (Algorithm::SlidingWindow, &["100/hour"][..]),
+        (Algorithm::SlidingWindow, &["5/second", "100/minute", "1000/hour"][..]),
+        (Algorithm::TokenBucket, &["100/hour"][..]),
+        (Algorithm::SlidingLog, &["100/hour"][..]),
+    ] {
+        server.command(&["FLUSHALL"]).unwrap();
+        let l = exact(Limiter::builder(limits(specs)).algorithm(alg).redis_url(server.url()).prefix("floodwall"))
+            .build()
+            .unwrap();
+        check_all(&l, &["warm".to_string()]).await;
+        let before = info_field(&server, "memory", "used_memory");
+        let ids: Vec<String> = (0..20_000).map(|i| format!("user:{i:08}")).collect();
+        for chunk in ids.chunks(64) {
+            check_all(&l, chunk).await;
+        }
+        let per = (info_field(&server, "memory", "used_memory") - before) as f64 / ids.len() as f64;
+        println!("{alg} {}: {per:.0} bytes of Redis memory per identity", specs.join(","));
+        assert!(per < 400.0, "{alg} {specs:?}: {per:.0} bytes per identity");
+    }
+}
