@@ -760,7 +760,11 @@ impl Limiter {
 
     /// The decision for an answer of the store or the cache layer.
     fn answered(&self, out: &Outcome, source: Source) -> Decision {
-        self.inner.store_failing.store(false, Ordering::Relaxed);
+        // only an admission says Redis records again: at maxmemory it still answers denials,
+        // and those must not make every other request's fallback warn anew
+        if out.allowed {
+            self.inner.store_failing.store(false, Ordering::Relaxed);
+        }
         Decision::from_outcome(out, &self.inner.limits, source)
     }
 
