@@ -307,3 +307,38 @@ fn join_windows(a: Option<SwState>, b: Option<SwState>) -> Option<SwState> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+
+    #[test]
+    fn a_seed_joins_as_the_later_window_or_the_larger_counts() {
+        let s = |idx, prev, curr| Some(SwState { idx, prev, curr });
+        assert_eq!(join_windows(s(5, 1, 8), s(5, 3, 2)), s(5, 3, 8));
+        assert_eq!(join_windows(s(4, 9, 9), s(5, 0, 1)), s(5, 0, 1));
+        assert_eq!(join_windows(None, s(5, 0, 1)), s(5, 0, 1));
+        assert_eq!(join_windows(s(5, 0, 1), None), s(5, 0, 1));
+    }
+
+    #[test]
+    fn the_hand_spares_a_touched_entry_once_and_evicts_the_untouched() {
+        let mut shard = Shard::new(2);
+        let v = || Value::Tats(vec![1]);
+        shard.put("a", v(), u64::MAX, 0);
+        shard.put("b", v(), u64::MAX, 0);
+        assert!(shard.live("a", 0).is_some()); // a is checked again
+        shard.put("c", v(), u64::MAX, 0); // full: b, never checked since, goes
+        assert!(shard.map.contains_key("a") && shard.map.contains_key("c") && !shard.map.contains_key("b"));
+        // an expired entry goes before any live one, touched or not
+        shard.put("a", v(), 10, 0);
+        shard.put("d", v(), u64::MAX, 20);
+        assert!(!shard.map.contains_key("a") && shard.map.len() == 2);
+    }
+
+    #[test]
+    fn a_cap_of_zero_is_refused() {
+        assert!(MemoryStore::with_max_identities(Arc::new(FakeClock::new(0)), 0).is_err());
+    }
+}
