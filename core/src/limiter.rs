@@ -216,7 +216,7 @@ pub struct LimiterBuilder {
 
 impl LimiterBuilder {
     /// Most identities held in process by the embedded store or the local fallback (default
-    /// [`DEFAULT_MAX_IDENTITIES`], about 20 MB). When full, a new identity evicts the least
+    /// [`DEFAULT_MAX_IDENTITIES`], 20-30 MB). When full, a new identity evicts the least
     /// recently asked-about one; an identity that keeps sending stays counted.
     pub fn max_identities(mut self, max_identities: usize) -> Self {
         self.max_identities = max_identities;
