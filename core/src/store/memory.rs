@@ -92,10 +92,11 @@ impl Shard {
                 self.map.remove(key);
                 None
             }
-            Some(_) => self.map.get_mut(key).map(|e| {
+            Some(_) => {
+                let e = self.map.get_mut(key)?;
                 e.touched = true;
-                e
-            }),
+                Some(e)
+            }
             None => None,
         }
     }
