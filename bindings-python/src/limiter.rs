@@ -484,7 +484,7 @@ impl PyLimiter {
         tls_ca_file: Option<String>,
         clock: Option<&Bound<'_, PyManualClock>>,
         name: Option<String>,
-        max_identities: Option<usize>,
+        max_identities: Option<i64>,
     ) -> PyResult<Self> {
         guard(|| {
             let limits = floodwall::parse_limits(&limits_arg(limits)?).map_err(to_py)?;
@@ -508,6 +508,14 @@ impl PyLimiter {
                 b = b.name(n.clone());
             }
             if let Some(n) = max_identities {
+                // a negative count is named like the core names 0, not left to an OverflowError
+                let n = usize::try_from(n).map_err(|_| {
+                    to_py(floodwall::Error::InvalidConfig {
+                        what: "max_identities",
+                        value: n.to_string(),
+                        reason: "must be at least 1".into(),
+                    })
+                })?;
                 b = b.max_identities(n);
             }
             if let Some(c) = clock {
