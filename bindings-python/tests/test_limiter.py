@@ -285,7 +285,7 @@ def test_check_sync_releases_the_gil(own_redis: RedisServer) -> None:
 
 @pytest.mark.parametrize("bad", [0, -3])
 def test_max_identities_below_one_is_refused_by_name(bad: int) -> None:
-    with pytest.raises(ConfigError, match=f"max_identities {bad}"):
+    with pytest.raises(ConfigError, match=f'max_identities "{bad}"'):
         Limiter("5/hour", max_identities=bad)
 
 
