@@ -29,8 +29,8 @@ pub enum Error {
     #[error("Redis at {url} is unavailable (circuit breaker open)")]
     Unavailable { url: String },
     /// Redis is at maxmemory and refuses writes (`noeviction`): it read the identity's state
-    /// (`state`, as stored; empty for the sliding log) and would allow the request, but could not
-    /// record it. The local fallback decides, starting from that state.
+    /// (`state`, as stored; for the sliding log, the count of each window) and would allow the
+    /// request, but could not record it. The local fallback decides, starting from that state.
     #[error("Redis at {url} is full (maxmemory reached): the request was not recorded")]
     Full { url: String, state: Vec<i64> },
 }

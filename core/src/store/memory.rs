@@ -209,7 +209,8 @@ impl MemoryStore {
     }
 
     /// `evaluate`, first merging `seed` (an identity's state as Redis stores it: sliding window
-    /// `{i, p, c}` per window, token bucket one TAT per limit) into what this store holds, keeping
+    /// `{i, p, c}` per window, token bucket one TAT per limit; sliding log: the count of each
+    /// window) into what this store holds, keeping
     /// the larger count of each window: the local fallback when Redis can read but not write
     /// (maxmemory), so an identity Redis counted at 8 of 10 gets at most 2 more here.
     pub(crate) fn evaluate_seeded(&self, req: &Request<'_>, seed: Option<&[i64]>) -> Outcome {
@@ -270,6 +271,11 @@ impl MemoryStore {
                     Some(Entry { value: Value::Log(l), .. }) => std::mem::take(l),
                     _ => VecDeque::new(),
                 };
+                // a log's seed is what Redis counts in each window: as many entries as the
+                // largest count, placed now (later than their real times, so they count in every
+                // window for longer: more denial, never more admission)
+                let counted = seed.and_then(|s| s.state.iter().max().copied()).unwrap_or(0).max(0) as usize;
+                log.extend(std::iter::repeat_n(now, counted.saturating_sub(log.len())));
                 let out = algorithm::sliding_log(&mut log, req.limits, now, req.cost, req.consume);
                 if let Some(&newest) = log.back() {
                     shard.put(key, Value::Log(log), newest + longest, now);

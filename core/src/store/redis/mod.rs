@@ -309,7 +309,17 @@ impl RedisStore {
     /// it; a denial stands, recorded or not (a denial writes nothing).
     pub(crate) fn outcome(&self, req: &Request<'_>, d: &Decided) -> Result<Outcome> {
         if req.consume && d.allowed && !d.recorded {
-            let state = if req.algorithm == Algorithm::SlidingLog { Vec::new() } else { d.state.clone() };
+            let state = if req.algorithm == Algorithm::SlidingLog {
+                // the log's answers, not its entries: what each window counts is its limit less
+                // what remains (the script decided without consuming)
+                let n = req.limits.len();
+                match Outcome::from_reply(&d.state, n) {
+                    Some(o) => o.windows.iter().zip(req.limits).map(|(w, l)| (l.max() - w.remaining) as i64).collect(),
+                    None => Vec::new(),
+                }
+            } else {
+                d.state.clone()
+            };
             return Err(Error::Full { url: self.inner.shown_url.clone(), state });
         }
         if req.algorithm == Algorithm::SlidingLog {
