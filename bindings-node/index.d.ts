@@ -35,6 +35,12 @@ export interface LimiterOptions {
    * in production.
    */
   clock?: ManualClock
+  /**
+   * Most identities this process holds, in the embedded store or the local fallback (default
+   * 100,000, about 20-30 MB). When full, the least recently checked go first: one that keeps
+   * sending stays counted.
+   */
+  maxIdentities?: number
 }
 
 /**

@@ -25,7 +25,9 @@
 --           or the answers themselves (sliding log, whose state is a log: allowed, limited_by,
 --           now, then remaining, reset_after, retry_after per window). One string, not two
 --           values per request: Redis converts a script's reply value by value, and the client
---           parses it so; a string is one memcpy on each side.
+--           parses it so; a string is one memcpy on each side. A third value, 1, when Redis was
+--           at maxmemory (noeviction) and nothing was recorded: the decisions were made on the
+--           state read, and the caller's fallback takes over those that were allowed.
 
 -- The numbers of a stored state, read in place (struct.unpack from a position: no table made).
 local unpack_numbers = struct.unpack
@@ -173,6 +175,17 @@ local function heads(width)
 end
 
 if mode == 'log' then
+  -- Redis 7.0 checks maxmemory only at a script's first write, and the log's first write is a
+  -- trim, which would let its ZADDs past maxmemory: so first ask for a write that changes nothing
+  -- (ZADD XX of a member never stored). Refused: every request is decided without writing, and
+  -- the reply says nothing was recorded.
+  local recorded = true
+  for k = 1, #R / 4 do
+    if R[4 * k - 2] == 1 then
+      recorded = written(redis.pcall('ZADD', KEYS[2 * k - 1], 'XX', '0', '#'))
+      break
+    end
+  end
   local at = {now = string.format('%.0f', now), after = {}, longest = 0}
   for i = 1, n do
     at.after[i] = '(' .. string.format('%.0f', now - P[i])
@@ -182,10 +195,12 @@ if mode == 'log' then
   at.ttl = string.format('%d', ceil(at.longest / 1000) + ttl_pad_ms)
   local _, full = heads(3 + 3 * n)
   for k = 1, #R / 4 do
-    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[4 * k - 3], R[4 * k - 2] == 1, now, at)
+    local consume = recorded and R[4 * k - 2] == 1
+    local ok, answers = log_decide(KEYS[2 * k - 1], KEYS[2 * k], P, n, R[4 * k - 3], consume, now, at)
     parts[2 * k - 1] = full[ok and 1 or 0]
     parts[2 * k] = encode_state(answers)
   end
+  if not recorded then return {now, concat(parts), 1} end
   return {now, concat(parts)}
 end
 
@@ -259,5 +274,16 @@ for k = 1, m do
     w[#w + 1] = S[k]
   end
 end
-for g = 1, #shards do shard_write(shards[g], writes[g], now) end
+-- At maxmemory under noeviction Redis refuses the first write (prelude.lua shard_write), and so
+-- every write of the call: nothing is recorded, and the reply says so (a third value) so that the
+-- caller hands the requests it allowed to its local fallback, seeded with the states read here.
+local recorded = true
+for g = 1, #shards do
+  if recorded then
+    recorded = shard_write(shards[g], writes[g], now)
+  else
+    shard_free(shards[g])
+  end
+end
+if not recorded then return {now, concat(parts), 1} end
 return {now, concat(parts)}

@@ -20,9 +20,12 @@ local function read_state(field, width, E, now)
   return decode_state(shard_read(sh, {field})[1], width) or {}, sh
 end
 
--- Store the numbers `v` as the state of `field` in shard `sh` (from read_state).
+-- Store the numbers `v` as the state of `field` in shard `sh` (from read_state). At maxmemory
+-- (noeviction) the call fails as a whole: the caller's fallback decides.
 local function write_state(sh, field, v, now)
-  shard_write(sh, {field, encode_state(v)}, now)
+  if not shard_write(sh, {field, encode_state(v)}, now) then
+    error({err = 'OOM command not allowed when used memory > \'maxmemory\'.'})
+  end
 end
 
 -- Sliding window: move the stored (window number, previous, current) to the window holding `now`

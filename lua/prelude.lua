@@ -101,18 +101,52 @@ local function shard_read(sh, fields)
   return out
 end
 
--- Store `fv` (field, state, field, state, ...) in shard `sh`, read by shard_read first.
-local function shard_write(sh, fv, now)
-  if #fv == 0 then return end
-  if sh.live then
-    redis.call('HSET', sh.cur, unpack(fv))
-    return
+-- Whether Redis took a write called by redis.pcall (`r`, its reply): false when it refused it for
+-- maxmemory (noeviction: "OOM ..."); any other error is raised as redis.call would.
+local function written(r)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 3) == 'OOM' then return false end
+    error(r)
   end
-  if sh.wipe then redis.call('UNLINK', sh.cur) end
+  return true
+end
+
+-- Store `fv` (field, state, field, state, ...) in shard `sh`, read by shard_read first. Returns
+-- false, having stored nothing, when Redis is at maxmemory and refuses writes (noeviction).
+-- Redis 7.0 checks maxmemory only at a script's first write command (it cannot stop a script
+-- midway), so nothing may be written before the first HSET, not even an UNLINK: that would let
+-- every later write past maxmemory. Once refused, hash e-2 (of no use now) is still UNLINKed:
+-- that is how memory comes back when the epoch ends.
+local function shard_write(sh, fv, now)
+  if #fv == 0 then return true end
+  if sh.live then
+    return written(redis.pcall('HSET', sh.cur, unpack(fv)))
+  end
   -- formatted as integers: a number argument would go through a float printf (%.14g)
-  redis.call('HSET', sh.cur, MARK, format_int(2 * sh.e + (sh.had_prev == false and 0 or 1)), unpack(fv))
+  local mark = format_int(2 * sh.e + (sh.had_prev == false and 0 or 1))
+  if sh.wipe then
+    -- another epoch's hash (or a key of another type) sits here: ask Redis for a write before
+    -- UNLINKing it. Only OOM means no: any other error (WRONGTYPE) came after Redis's check.
+    local probe = redis.pcall('HSET', sh.cur, MARK, mark)
+    if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 3) == 'OOM' then
+      redis.call('UNLINK', sh.stale)
+      return false
+    end
+    redis.call('UNLINK', sh.cur)
+  end
+  if not written(redis.pcall('HSET', sh.cur, MARK, mark, unpack(fv))) then
+    redis.call('UNLINK', sh.stale)
+    return false
+  end
   -- read through epoch e+1; UNLINKed by the first write of e+2, or expired at its end
   redis.call('PEXPIRE', sh.cur, format_int(ceil(((sh.e + 3) * sh.E - now) / 1000) + ttl_pad_ms))
   redis.call('UNLINK', sh.stale)
   sh.live, sh.wipe, sh.had_prev = true, false, sh.had_prev ~= false
+  return true
+end
+
+-- Nothing to write in shard `sh` after Redis refused a write: only free hash e-2 if this epoch's
+-- hash is not made yet (its first write UNLINKs it otherwise).
+local function shard_free(sh)
+  if not sh.live then redis.call('UNLINK', sh.stale) end
 end

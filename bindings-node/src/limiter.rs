@@ -160,6 +160,7 @@ pub const LIMITER_OPTIONS: &[&str] = &[
     "breaker",
     "cache",
     "clock",
+    "maxIdentities",
 ];
 const BREAKER_OPTIONS: &[&str] = &[
     "failureThreshold",
@@ -396,6 +397,10 @@ pub fn build_limiter(env: &Env, options: Option<&Unknown>) -> Outcome<floodwall:
     }
     if let Some(c) = args::field(&obj, "cache")?.map(|v| cache_arg(&v)).transpose()?.flatten() {
         b = b.cache(c);
+    }
+    if let Some(v) = args::field(&obj, "maxIdentities")? {
+        let n = args::whole("maxIdentities", &v, 1)?;
+        b = b.max_identities(usize::try_from(n).unwrap_or(usize::MAX));
     }
     let clock = args::field(&obj, "clock")?.map(|v| manual_clock(env, &v)).transpose()?;
     if let Some(c) = &clock {

@@ -252,3 +252,14 @@ test('calls in one tick are batched, and each still gets its own answer or error
   assert.equal(denied.limitedBy, '3/second')
   assert.equal(denied.windows[0].retryAfter, denied.retryAfter)
 })
+
+test('maxIdentities caps what the process holds; an abuser that keeps sending stays denied', async () => {
+  throwsConfig(() => new Limiter({ limits: '5/hour', maxIdentities: 0 }), /maxIdentities/)
+  const clock = new ManualClock(T0)
+  const limiter = new Limiter({ limits: '5/hour', maxIdentities: 200, clock })
+  for (let i = 0; i < 5; i++) assert.equal((await limiter.check('abuser')).allowed, true)
+  for (let i = 0; i < 5_000; i++) {
+    assert.equal((await limiter.check(`flood:${i}`)).allowed, true)
+    if (i % 20 === 19) assert.equal((await limiter.check('abuser')).allowed, false, `after ${i + 1} new identities`)
+  }
+})

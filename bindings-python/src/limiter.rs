@@ -468,7 +468,7 @@ impl PyLimiter {
     #[pyo3(signature = (
         limits, algorithm = "sliding_window", redis_url = None, prefix = "floodwall",
         timeout_ms = None, fallback = None, breaker = None, cache = None, cluster_nodes = None,
-        tls_ca_file = None, clock = None, name = None,
+        tls_ca_file = None, clock = None, name = None, max_identities = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -484,6 +484,7 @@ impl PyLimiter {
         tls_ca_file: Option<String>,
         clock: Option<&Bound<'_, PyManualClock>>,
         name: Option<String>,
+        max_identities: Option<i64>,
     ) -> PyResult<Self> {
         guard(|| {
             let limits = floodwall::parse_limits(&limits_arg(limits)?).map_err(to_py)?;
@@ -505,6 +506,17 @@ impl PyLimiter {
             }
             if let Some(n) = &name {
                 b = b.name(n.clone());
+            }
+            if let Some(n) = max_identities {
+                // a negative count is named like the core names 0, not left to an OverflowError
+                let n = usize::try_from(n).map_err(|_| {
+                    to_py(floodwall::Error::InvalidConfig {
+                        what: "max_identities",
+                        value: n.to_string(),
+                        reason: "must be at least 1".into(),
+                    })
+                })?;
+                b = b.max_identities(n);
             }
             if let Some(c) = clock {
                 b = b.clock(Arc::new(c.get().clock.clone()));

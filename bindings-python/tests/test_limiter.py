@@ -281,3 +281,19 @@ def test_check_sync_releases_the_gil(own_redis: RedisServer) -> None:
     t.join()
     assert waited >= 0.3, "Redis did not stall the call"
     assert during > 10_000, f"the other thread ran {during} times in {waited:.2f} s"
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_max_identities_below_one_is_refused_by_name(bad: int) -> None:
+    with pytest.raises(ConfigError, match=f'max_identities "{bad}"'):
+        Limiter("5/hour", max_identities=bad)
+
+
+async def test_max_identities_caps_the_store_and_an_abuser_that_keeps_sending_stays_denied() -> None:
+    limiter = Limiter("5/hour", max_identities=200, clock=ManualClock(T0_MS))
+    for _ in range(5):
+        assert (await limiter.check("abuser")).allowed
+    for i in range(5_000):
+        assert (await limiter.check(f"flood:{i}")).allowed
+        if i % 20 == 19:
+            assert not (await limiter.check("abuser")).allowed, f"after {i + 1} new identities"

@@ -28,12 +28,19 @@ pub enum Error {
     Timeout { url: String, timeout_ms: u64 },
     #[error("Redis at {url} is unavailable (circuit breaker open)")]
     Unavailable { url: String },
+    /// Redis is at maxmemory and refuses writes (`noeviction`): it read the identity's state
+    /// (`state`, as stored; for the sliding log, the count of each window) and would allow the
+    /// request, but could not record it. The local fallback decides, starting from that state.
+    #[error("Redis at {url} is full (maxmemory reached): the request was not recorded")]
+    Full { url: String, state: Vec<i64> },
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Store { .. } | Error::Timeout { .. } | Error::Unavailable { .. } => ErrorKind::Store,
+            Error::Store { .. } | Error::Timeout { .. } | Error::Unavailable { .. } | Error::Full { .. } => {
+                ErrorKind::Store
+            }
             _ => ErrorKind::Config,
         }
     }

@@ -120,6 +120,7 @@ impl Fallback {
         limits: &[Limit],
         algorithm: Algorithm,
         clock: Arc<dyn Clock>,
+        max_identities: usize,
     ) -> Result<Self> {
         let (local_limits, local) = match &mode {
             FallbackMode::Local { expected_instances } => {
@@ -138,7 +139,7 @@ impl Fallback {
                         }
                     })
                     .collect();
-                (scaled?, Some(MemoryStore::new(clock)))
+                (scaled?, Some(MemoryStore::with_max_identities(clock, max_identities)?))
             }
             FallbackMode::Closed { retry_after_ms: 0 } => {
                 return Err(Error::config(
@@ -180,10 +181,20 @@ impl Fallback {
             FallbackMode::Local { .. } => {
                 let store = self.local.as_ref().expect("local mode has a store");
                 let local = Request { limits: &self.local_limits, ..*req };
-                let o = store.evaluate(&local);
+                // Redis at maxmemory read the identity's counts: start from them, so an identity
+                // at 8 of 10 there gets at most 2 more here, not a fresh limit
+                let seed = match &err {
+                    Error::Full { state, .. } if !state.is_empty() => Some(&state[..]),
+                    _ => None,
+                };
+                let o = store.evaluate_seeded(&local, seed);
                 Ok(Decision::from_outcome(&o, &self.local_limits, Source::Fallback))
             }
         }
+    }
+
+    pub(crate) fn local_store(&self) -> Option<&MemoryStore> {
+        self.local.as_ref()
     }
 
     pub(crate) fn reset(&self, keys: &[String]) {

@@ -21,10 +21,13 @@ pub const MAX_RAW_IDENTITY: usize = 128;
 /// Longest identity accepted at all (it is hashed, but hashing megabytes per request is a DoS).
 pub const MAX_IDENTITY: usize = 4096;
 
-/// Shards of a limiter's hashes on a Cluster: they spread its identities (and its load) over the
-/// nodes, and each shard's hashes stay small enough to migrate. A standalone server has one: all
-/// identities of a batch then share one read and one write.
-pub const CLUSTER_SHARDS: u16 = 64;
+/// Shards of a limiter's hashes, on a standalone server as on a Cluster. Redis evicts (or, under
+/// `noeviction`, refuses) whole keys, never a field: with one hash per epoch, one eviction at
+/// maxmemory reset every identity's counts. With 64, an eviction loses the counts of 1/64 of them.
+/// On a Cluster they also spread a limiter's identities and load over the nodes, and keep each
+/// hash small enough to migrate. The cost: a batch's requests share one read and one write per
+/// shard they touch instead of one in all (docs/BENCHMARKS.md, Algorithms).
+pub const SHARDS: u16 = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -34,7 +37,7 @@ pub struct KeyLayout {
 
 impl Default for KeyLayout {
     fn default() -> Self {
-        KeyLayout { prefix: "floodwall".into(), shards: 1 }
+        KeyLayout { prefix: "floodwall".into(), shards: SHARDS }
     }
 }
 
@@ -50,10 +53,10 @@ impl KeyLayout {
         if !prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') {
             return bad("must be printable ASCII without spaces or braces (braces would break the hash tag)");
         }
-        Ok(KeyLayout { prefix: prefix.to_string(), shards: 1 })
+        Ok(KeyLayout { prefix: prefix.to_string(), shards: SHARDS })
     }
 
-    /// The layout with `shards` hashes per limiter and epoch (at least 1).
+    /// The layout with `shards` hashes per limiter and epoch (at least 1; default [`SHARDS`]).
     pub fn with_shards(mut self, shards: u16) -> Self {
         self.shards = shards.max(1);
         self
@@ -213,7 +216,7 @@ mod tests {
     #[test]
     fn keys_of_one_identity_share_a_slot() {
         let limits = crate::parse_limits(&["5/second", "100/minute", "1000/hour"]).unwrap();
-        for layout in [KeyLayout::default(), KeyLayout::default().with_shards(CLUSTER_SHARDS)] {
+        for layout in [KeyLayout::default(), KeyLayout::default().with_shards(1)] {
             for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket, Algorithm::SlidingLog] {
                 for id in ["user:42", "10.0.0.1", "2001:db8::/64", "{weird}", &"x".repeat(500)] {
                     let keys = layout.keys(id, alg, &limits).unwrap();
@@ -227,7 +230,7 @@ mod tests {
 
     #[test]
     fn one_field_of_three_epoch_hashes_holds_every_window_of_an_identity() {
-        let layout = KeyLayout::default();
+        let layout = KeyLayout::default().with_shards(1);
         let limits = crate::parse_limits(&["5/second", "100/minute"]).unwrap();
         let keys = layout.keys("user:42", Algorithm::SlidingWindow, &limits).unwrap();
         let base = "floodwall:{s0}:sw:1000,60000";
@@ -254,11 +257,11 @@ mod tests {
     }
 
     #[test]
-    fn identities_spread_across_the_shards_of_a_cluster() {
-        let layout = KeyLayout::default().with_shards(CLUSTER_SHARDS);
+    fn identities_spread_across_the_shards() {
+        let layout = KeyLayout::default();
         let slots: std::collections::HashSet<u16> =
             (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingWindow).unwrap()).collect();
-        assert_eq!(slots.len(), CLUSTER_SHARDS as usize);
+        assert_eq!(slots.len(), SHARDS as usize);
         let logs: std::collections::HashSet<u16> =
             (0..1000).map(|i| layout.slot(&format!("user:{i}"), Algorithm::SlidingLog).unwrap()).collect();
         assert!(logs.len() > 900, "only {} distinct slots", logs.len());

@@ -73,5 +73,6 @@ pub use limit::{parse_limits, Limit};
 pub use limiter::OwnConnection;
 pub use limiter::{BatchItem, CheckOptions, Limiter, LimiterBuilder, LimiterConfig};
 pub use metrics::{BreakerState, Metrics, MetricsSnapshot};
+pub use store::memory::DEFAULT_MAX_IDENTITIES;
 pub use store::redis::batch::together;
 pub use store::{MemoryStore, RedisOptions, RedisStore};

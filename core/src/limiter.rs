@@ -22,6 +22,7 @@ use crate::limit::{Limit, MAX_LIMITS};
 use crate::metrics::{BreakerState, Metrics};
 use crate::remote::Remote;
 use crate::scripts::limit_args;
+use crate::store::memory::DEFAULT_MAX_IDENTITIES;
 use crate::store::redis::batch::{Ask, MAX_BATCH};
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Request};
 use crate::telemetry::{self, CheckSpan, LogTraceId};
@@ -69,6 +70,11 @@ pub struct LimiterConfig {
     /// The `limiter` label on metrics (default: the prefix).
     #[serde(default)]
     pub name: Option<String>,
+    /// Most identities held in process, by the embedded store or the local fallback (default
+    /// [`DEFAULT_MAX_IDENTITIES`]); when full, the least recently asked-about go first
+    /// (core/src/store/memory.rs).
+    #[serde(default = "default_max_identities")]
+    pub max_identities: usize,
 }
 
 impl LimiterConfig {
@@ -85,8 +91,13 @@ impl LimiterConfig {
             breaker: BreakerOptions::default(),
             cache: None,
             name: None,
+            max_identities: DEFAULT_MAX_IDENTITIES,
         }
     }
+}
+
+fn default_max_identities() -> usize {
+    DEFAULT_MAX_IDENTITIES
 }
 
 fn default_prefix() -> String {
@@ -200,9 +211,17 @@ pub struct LimiterBuilder {
     breaker: BreakerOptions,
     cache: Option<CacheOptions>,
     name: Option<String>,
+    max_identities: usize,
 }
 
 impl LimiterBuilder {
+    /// Most identities held in process by the embedded store or the local fallback (default
+    /// [`DEFAULT_MAX_IDENTITIES`], 20-30 MB). When full, a new identity evicts the least
+    /// recently asked-about one; an identity that keeps sending stays counted.
+    pub fn max_identities(mut self, max_identities: usize) -> Self {
+        self.max_identities = max_identities;
+        self
+    }
     /// The `limiter` label on this limiter's metrics (default: the key prefix).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -291,6 +310,7 @@ impl LimiterBuilder {
             return Err(Error::config("timeout", "0 ms", "must be at least 1 ms"));
         }
         self.breaker.validate()?;
+        crate::store::memory::validate_max_identities(self.max_identities)?;
         let layout = KeyLayout::new(&self.prefix)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::default());
@@ -320,16 +340,18 @@ impl LimiterBuilder {
             // wrong: say so now rather than when a Redis URL is added
             c.validate()?;
         }
-        let layout = match &store {
-            Some(s) if s.is_cluster() => layout.with_shards(crate::keys::CLUSTER_SHARDS),
-            _ => layout,
-        };
         let backend = match store {
-            None => Backend::Memory(MemoryStore::new(clock.clone())),
+            None => Backend::Memory(MemoryStore::with_max_identities(clock.clone(), self.max_identities)?),
             Some(store) => Backend::Redis {
                 remote: Remote::new(store, self.timeout, self.breaker, metrics.clone()),
                 cache: self.cache.map(|c| LocalCache::new(c, self.limits.len())).transpose()?,
-                fallback: Fallback::new(self.fallback, &self.limits, self.algorithm, clock.clone())?,
+                fallback: Fallback::new(
+                    self.fallback,
+                    &self.limits,
+                    self.algorithm,
+                    clock.clone(),
+                    self.max_identities,
+                )?,
             },
         };
         telemetry::register(self.name.as_deref().unwrap_or(&self.prefix), &metrics);
@@ -377,6 +399,7 @@ impl Limiter {
             breaker: BreakerOptions::default(),
             cache: None,
             name: None,
+            max_identities: DEFAULT_MAX_IDENTITIES,
         }
     }
 
@@ -391,7 +414,8 @@ impl Limiter {
             .prefix(config.prefix.clone())
             .timeout(Duration::from_millis(config.timeout_ms))
             .fallback(config.fallback.clone())
-            .breaker(config.breaker.clone());
+            .breaker(config.breaker.clone())
+            .max_identities(config.max_identities);
         let mut options = if !config.cluster_nodes.is_empty() {
             Some(RedisOptions::cluster(config.cluster_nodes.iter().cloned()))
         } else {
@@ -456,6 +480,15 @@ impl Limiter {
         match &self.inner.backend {
             Backend::Memory(m) => Some(m),
             Backend::Redis { .. } => None,
+        }
+    }
+
+    /// The local fallback's store, when this limiter falls back to `local` (tests watch its size).
+    #[doc(hidden)]
+    pub fn fallback_store(&self) -> Option<&MemoryStore> {
+        match &self.inner.backend {
+            Backend::Redis { fallback, .. } => fallback.local_store(),
+            Backend::Memory(_) => None,
         }
     }
 
@@ -727,7 +760,11 @@ impl Limiter {
 
     /// The decision for an answer of the store or the cache layer.
     fn answered(&self, out: &Outcome, source: Source) -> Decision {
-        self.inner.store_failing.store(false, Ordering::Relaxed);
+        // only an admission says Redis records again: at maxmemory it still answers denials,
+        // and those must not make every other request's fallback warn anew
+        if out.allowed {
+            self.inner.store_failing.store(false, Ordering::Relaxed);
+        }
         Decision::from_outcome(out, &self.inner.limits, source)
     }
 

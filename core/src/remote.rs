@@ -94,7 +94,9 @@ impl Remote {
             }
         };
         let elapsed = t0.elapsed();
-        let ok = result.is_ok();
+        // Full: Redis answered (it read and decided) but is at maxmemory; the breaker must stay
+        // closed so that every decision still reads the counts Redis holds.
+        let ok = matches!(result, Ok(_) | Err(Error::Full { .. }));
         inner.metrics.redis_call(elapsed, ok, matches!(result, Err(Error::Timeout { .. })));
         if inner.breaker.record(&mut permit, ok, elapsed > inner.slow) {
             self.start_health_check(home);

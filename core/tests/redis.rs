@@ -16,6 +16,14 @@ async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnecti
     redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// `{s<shard>}`, the hash tag of the shard holding `identity`'s state (core/src/keys.rs).
+fn shard_tag(prefix: &str, alg: Algorithm, specs: &[&str], identity: &str) -> String {
+    let keys = floodwall::KeyLayout::new(prefix).unwrap().keys(identity, alg, &limits(specs)).unwrap();
+    let open = keys[1].find('{').unwrap();
+    let close = keys[1].find('}').unwrap();
+    keys[1][open..=close].to_string()
+}
+
 async fn keys_with_prefix(server: &RedisServer, prefix: &str) -> Vec<String> {
     let mut conn = raw_connection(server).await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
@@ -223,19 +231,22 @@ async fn state_lives_in_one_expiring_hash_per_epoch_with_a_field_per_identity() 
             assert!(!mine.is_empty() && mine.iter().all(|k| cluster_slot(k) == cluster_slot(mine[0])), "{mine:?}");
             continue;
         }
-        // one hash (the current epoch's), named by its windows, that expires three epochs after
-        // its own began at most (it is read through the next one)
-        assert_eq!(keys.len(), 1, "{alg}: {keys:?}");
-        let k = &keys[0];
-        assert!(
-            k.ends_with(":1000,60000,3600000:e0")
-                || k.ends_with(":1000,60000,3600000:e1")
-                || k.ends_with(":1000,60000,3600000:e2"),
-            "{k}"
-        );
-        let epoch_ms = floodwall::keys::epoch_us(alg, &limits(&specs)) as i64 / 1000;
-        let pttl: i64 = conn.pttl(k).await.unwrap();
-        assert!(pttl > 2 * epoch_ms && pttl <= 3 * epoch_ms, "{alg}: {k} has PTTL {pttl}, epoch {epoch_ms} ms");
+        // one hash per shard the identities are in (the current epoch's), named by its windows,
+        // that expires three epochs after its own began at most (it is read through the next one)
+        let shards: std::collections::HashSet<String> =
+            ["user:1", "user:2", long.as_str()].iter().map(|id| shard_tag(&prefix, alg, &specs, id)).collect();
+        assert_eq!(keys.len(), shards.len(), "{alg}: {keys:?}");
+        for k in &keys {
+            assert!(
+                k.ends_with(":1000,60000,3600000:e0")
+                    || k.ends_with(":1000,60000,3600000:e1")
+                    || k.ends_with(":1000,60000,3600000:e2"),
+                "{k}"
+            );
+            let epoch_ms = floodwall::keys::epoch_us(alg, &limits(&specs)) as i64 / 1000;
+            let pttl: i64 = conn.pttl(k).await.unwrap();
+            assert!(pttl > 2 * epoch_ms && pttl <= 3 * epoch_ms, "{alg}: {k} has PTTL {pttl}, epoch {epoch_ms} ms");
+        }
     }
 }
 
@@ -348,7 +359,8 @@ async fn a_limiter_owns_the_hashes_of_its_windows_and_replaces_keys_of_another_t
         let one = redis_limiter(&server.url(), alg, &["2/second"], &prefix);
         // keys of another type where `one`'s hashes go (an old layout, someone else's): they
         // start afresh, not an error
-        let hashes: Vec<String> = (0..3).map(|e| format!("{prefix}:{{s0}}:{tag}:1000:e{e}")).collect();
+        let shard = shard_tag(&prefix, alg, &["2/second"], "k");
+        let hashes: Vec<String> = (0..3).map(|e| format!("{prefix}:{shard}:{tag}:1000:e{e}")).collect();
         for h in &hashes {
             let _: () = conn.set(h, "not a hash").await.unwrap();
         }
@@ -423,7 +435,8 @@ async fn states_carry_over_one_epoch_and_old_hashes_are_unlinked() {
             r
         }
     };
-    let hash = |at_us: u64| format!("{prefix}:{{s0}}:sw:10000:e{}", (at_us / 20_000_000) % 3);
+    let shard = shard_tag(&prefix, Algorithm::SlidingWindow, &["100/10s"], "u");
+    let hash = |at_us: u64| format!("{prefix}:{shard}:sw:10000:e{}", (at_us / 20_000_000) % 3);
     // epoch e, 9 s into a window
     assert_eq!(both(30).await.last().unwrap().1, 70);
     let first = hash(clock.now_us());
@@ -462,7 +475,8 @@ async fn a_hash_left_from_another_epoch_reads_as_empty() {
     let now = EPOCH_START + 5_000_000;
     let (limiter, _, _) = ten_second_windows(&server, &prefix, now);
     let e = now / 20_000_000;
-    let current = format!("{prefix}:{{s0}}:sw:10000:e{}", e % 3);
+    let shard = shard_tag(&prefix, Algorithm::SlidingWindow, &["100/10s"], "u");
+    let current = format!("{prefix}:{shard}:sw:10000:e{}", e % 3);
     // "u" full in this very window, as an older epoch's hash marked 2(e-3)+1 would say
     let full: Vec<u8> = [(now / 10_000_000) as f64, 0.0, 100.0].iter().flat_map(|f| f.to_le_bytes()).collect();
     let _: () = conn

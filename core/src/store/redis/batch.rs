@@ -69,6 +69,8 @@ pub(crate) struct Decided {
     pub allowed: bool,
     pub now_us: u64,
     pub state: Vec<i64>,
+    /// false: Redis was at maxmemory (noeviction) and wrote nothing of the call
+    pub recorded: bool,
 }
 
 struct Waiting {

@@ -304,8 +304,24 @@ impl RedisStore {
         self.outcome(req, &d)
     }
 
-    /// What the script's answer `d` to `req` means.
+    /// What the script's answer `d` to `req` means. A request Redis allowed but could not record
+    /// (maxmemory) is `Error::Full`, carrying the state read so the local fallback can start from
+    /// it; a denial stands, recorded or not (a denial writes nothing).
     pub(crate) fn outcome(&self, req: &Request<'_>, d: &Decided) -> Result<Outcome> {
+        if req.consume && d.allowed && !d.recorded {
+            let state = if req.algorithm == Algorithm::SlidingLog {
+                // the log's answers, not its entries: what each window counts is its limit less
+                // what remains (the script decided without consuming)
+                let n = req.limits.len();
+                match Outcome::from_reply(&d.state, n) {
+                    Some(o) => o.windows.iter().zip(req.limits).map(|(w, l)| (l.max() - w.remaining) as i64).collect(),
+                    None => Vec::new(),
+                }
+            } else {
+                d.state.clone()
+            };
+            return Err(Error::Full { url: self.inner.shown_url.clone(), state });
+        }
         if req.algorithm == Algorithm::SlidingLog {
             // the log's script answers in full (its state is the log itself)
             return Outcome::from_reply(&d.state, req.limits.len())
@@ -340,14 +356,19 @@ impl RedisStore {
         let reply: Vec<Value> = self.invoke(&inv).await?;
         let bad =
             || self.bad_reply(&format!("unexpected script reply ({} values) for {} requests", reply.len(), asks.len()));
-        let [Value::Int(now), Value::BulkString(packed)] = &reply[..] else { return Err(bad()) };
+        // a third value: Redis was at maxmemory (noeviction) and recorded nothing of this call
+        let (now, packed, recorded) = match &reply[..] {
+            [Value::Int(now), Value::BulkString(packed)] => (now, packed, true),
+            [Value::Int(now), Value::BulkString(packed), Value::Int(1)] => (now, packed, false),
+            _ => return Err(bad()),
+        };
         let now_us = (*now).max(0) as u64;
         let mut rest = &packed[..];
         let decided = (0..asks.len())
             .map(|_| {
                 let (allowed, state, tail) = decode_decided(rest).ok_or_else(bad)?;
                 rest = tail;
-                Ok(Decided { allowed, now_us, state })
+                Ok(Decided { allowed, now_us, state, recorded })
             })
             .collect::<Result<Vec<_>>>()?;
         if !rest.is_empty() {
