@@ -250,7 +250,6 @@ export interface ApiKeyOptions {
   keySecret?: string | Buffer
 }
 
-/** `'ip' | 'user' | 'apiKey' | 'global' | 'endpoint'`, or several joined with `+` (`'user+endpoint+ip'`). */
 /**
  * `'ip'`, `'user'`, `'apiKey'`, `'global'`, `'endpoint'`, a network aggregate such as `'ipv4/24'` or
  * `'ipv6/48'`, or several joined with `+`.
@@ -274,6 +273,7 @@ export interface RuleOptions {
   breaker?: BreakerOptions
   cache?: boolean | CacheOptions
   clock?: ManualClock
+  maxIdentities?: number
   /** A shared limiter instead of `limits`. */
   limiter?: Limiter
   key?: KeyScope
@@ -293,6 +293,7 @@ export interface HttpLimiterOptions {
   breaker?: BreakerOptions
   cache?: boolean | CacheOptions
   clock?: ManualClock
+  maxIdentities?: number
   limiter?: Limiter
   /** Default `'ip'`. A function key is resolved by the adapter and passed as `HttpRequest.key`. */
   // biome-ignore lint/suspicious/noExplicitAny: any adapter's key function fits (unknown[] would reject typed parameters)

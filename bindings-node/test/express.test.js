@@ -38,6 +38,25 @@ const ok = (_req, res) => res.json({ ok: true })
 
 for (const [flavour, express] of flavours) {
   describe(flavour, () => {
+    test('the middleware and its rules take maxIdentities like any limiter option', async () => {
+      const s = await serve(express, (app) => {
+        app.use(
+          rateLimit({
+            limits: '2/minute',
+            maxIdentities: 100,
+            rules: [{ name: 'login', path: '/login', limits: '1/minute', maxIdentities: 50 }],
+          }),
+        )
+        app.get('/login', ok)
+      })
+      try {
+        assert.deepEqual([(await s.call('/login')).status, (await s.call('/login')).status], [200, 429])
+      } finally {
+        await s.close()
+      }
+      assert.throws(() => rateLimit({ limits: '1/minute', maxIdentities: 0 }), /maxIdentities/)
+    })
+
     test('draft-10 and legacy headers, then a 429 with a JSON body and Retry-After', async () => {
       const s = await serve(express, (app) => {
         app.use(rateLimit({ limits: '3/minute', headers: 'both' }))

@@ -576,3 +576,23 @@ async def test_unreachable_redis_from_the_start_is_not_a_500() -> None:
     async with client(app) as c:
         r = await c.get("/health")
         assert r.status_code == 200 and r.text == '"up"'
+
+
+async def test_middleware_and_rules_take_max_identities() -> None:
+    # The embedded store's cap is a limiter option like any other, for the app's limits and a rule's.
+    app = FastAPI()
+    app.add_middleware(
+        RateLimitMiddleware,
+        limits="2/minute",
+        max_identities=100,
+        rules=[Rule("/login", "1/minute", max_identities=50)],
+    )
+
+    @app.get("/login")
+    async def login() -> dict[str, bool]:
+        return {"ok": True}
+
+    async with client(app) as c:
+        assert [(await c.get("/login")).status_code for _ in range(2)] == [200, 429]
+    with pytest.raises(ConfigError, match="max_identities"):
+        HttpRule("r", Limiter("1/minute", max_identities=0))

@@ -87,6 +87,7 @@ LIMITER_OPTIONS = frozenset(
         "cluster_nodes",
         "tls_ca_file",
         "clock",
+        "max_identities",
     }
 )
 
