@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{exact, limits, unique_prefix, ALGORITHMS};
-use floodwall::{Algorithm, BatchItem, BreakerOptions, BreakerState, FallbackMode, KeyLayout, Limiter, Source};
+use floodwall::{
+    Algorithm, BatchItem, BreakerOptions, BreakerState, CacheOptions, FallbackMode, KeyLayout, Limiter, Source,
+};
 use floodwall_testkit::RedisServer;
 
 fn info_field(server: &RedisServer, section: &str, field: &str) -> u64 {
@@ -132,6 +134,44 @@ async fn under_noeviction_at_maxmemory_counted_identities_keep_their_counts() {
             more += l.check("at-three").await.unwrap().allowed as usize;
         }
         assert_eq!(more, 2, "{alg}: an identity at 3 of 5 got {more} more");
+        assert_eq!(l.breaker_state(), Some(BreakerState::Closed), "{alg}");
+        server.command(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    }
+}
+
+/// The cache layer at maxmemory: a hot identity's lease and batch scripts cannot record either, and
+/// their callers must not get a fresh limit from the fallback. An identity Redis counted at 600 of
+/// 1000 (its leases included) gets 400 more in all, whether from a lease already granted or from the
+/// fallback starting at Redis's count.
+#[tokio::test]
+async fn with_the_cache_layer_counted_identities_keep_their_counts_at_maxmemory() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    for alg in [Algorithm::SlidingWindow, Algorithm::TokenBucket] {
+        server.command(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+        let l = Limiter::builder(limits(&["1000/hour"]))
+            .algorithm(alg)
+            .redis_url(server.url())
+            .prefix(&unique_prefix("oom-cache"))
+            .timeout(Duration::from_secs(5))
+            .fallback(FallbackMode::Local { expected_instances: 1 })
+            .breaker(BreakerOptions::default().slow_call_ms(60_000))
+            .cache(CacheOptions::default().doorkeeper_ms(3_600_000).drift_ratio(0.05))
+            .build()
+            .unwrap();
+        for _ in 0..600 {
+            assert!(l.check("hot").await.unwrap().allowed, "{alg}");
+        }
+        assert!(l.cache_stats().unwrap().leases_granted > 0, "{alg}: the identity never took a lease");
+        let used = info_field(&server, "memory", "used_memory");
+        server.command(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]).unwrap();
+        assert!(server.command(&["SET", "probe", "x"]).unwrap().starts_with("-OOM"), "Redis is not full");
+        // concurrent callers: they coalesce into the batch script, with a lease request
+        let mut more = 0;
+        for _ in 0..12 {
+            let round = futures::future::join_all((0..50).map(|_| l.check("hot"))).await;
+            more += round.into_iter().filter(|d| d.as_ref().unwrap().allowed).count();
+        }
+        assert_eq!(more, 400, "{alg}: an identity at 600 of 1000 got {more} more");
         assert_eq!(l.breaker_state(), Some(BreakerState::Closed), "{alg}");
         server.command(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
     }
