@@ -106,8 +106,10 @@ function peerOf(req) {
 
 // The template of the route the app will run for this request, found before the router gets there
 // (app-level middleware runs first, so req.route is not set yet): the first route layer of the
-// app's own router that matches the path and handles the method. Nested routers are not searched;
-// their requests fall back to a rule's pattern or the normalised path in the core.
+// app's router, or of a router mounted on a fixed prefix (`app.use('/api', router)`), that matches
+// the path and handles the method. A prefix with parameters is not searched (its key would carry
+// the client's values), nor is a mounted sub-app; their requests fall back to a rule's pattern or
+// the normalised path in the core.
 function routeOf(req) {
   if (req.route && typeof req.route.path === 'string') return (req.baseUrl || '') + req.route.path
   const app = req.app
@@ -118,18 +120,42 @@ function routeOf(req) {
   } catch {
     stack = app._router?.stack
   }
-  if (!Array.isArray(stack)) return undefined
   const url = req.originalUrl || req.url || '/'
   const q = url.indexOf('?')
   const path = q === -1 ? url : url.slice(0, q)
   const method = req.method === 'HEAD' ? 'get' : String(req.method).toLowerCase()
+  return findRoute(stack, path, method, 0)
+}
+
+// Routers nest a few levels in real apps; the bound keeps a pathological tree from costing more.
+const MAX_ROUTER_DEPTH = 8
+
+function findRoute(stack, path, method, depth) {
+  if (!Array.isArray(stack)) return undefined
   for (const layer of stack) {
-    const route = layer.route
-    if (!route || typeof route.path !== 'string') continue
     try {
-      // Layer.match sets the layer's params and path; the router sets them again before use.
-      const handles = route._handlesMethod ?? route._handles_method // Express 5 : Express 4
-      if (typeof handles === 'function' && layer.match(path) && handles.call(route, method)) return route.path
+      const route = layer.route
+      if (route) {
+        // Layer.match sets the layer's params and path; the router sets them again before use.
+        const handles = route._handlesMethod ?? route._handles_method // Express 5 : Express 4
+        if (typeof route.path === 'string' && typeof handles === 'function' && layer.match(path)) {
+          if (handles.call(route, method)) return route.path
+        }
+        continue
+      }
+      const inner = layer.handle?.stack
+      if (depth >= MAX_ROUTER_DEPTH || !Array.isArray(inner)) continue
+      // Express 5's router returns the match ({ path, keys }); Express 4's sets them on the layer.
+      const m = layer.match(path)
+      if (!m) continue
+      const { path: matched, keys } = typeof m === 'object' ? m : layer
+      if (keys?.length) continue
+      // The prefix as the client spelled it ('/API' under case-insensitive routing): lower case,
+      // as the core normalises Express paths, so spellings share the template.
+      const prefix = String(matched || '').replace(/\/+$/, '')
+      const rest = path.slice(prefix.length).replace(/^\/*/, '/')
+      const found = findRoute(inner, rest, method, depth + 1)
+      if (found !== undefined) return prefix.toLowerCase() + found
     } catch {
       // A malformed escape makes Express answer 400 itself; the core's normalised path will do.
     }

@@ -91,6 +91,30 @@ for (const [flavour, express] of flavours) {
       }
     })
 
+    test('a router mounted on a prefix: its routes are one bucket each, whatever the spelling', async () => {
+      const app = express()
+      app.use(rateLimit({ limits: '2/minute', key: 'endpoint+ip' }))
+      const api = express.Router()
+      api.get('/items/:id', (req, res) => res.json({ key: req.rateLimit?.key ?? null }))
+      app.use('/api', api)
+      const s = await listen(app)
+      try {
+        const keys = new Set()
+        let ok = 0
+        for (const p of ['/api/items/1', '/API/items/2', '/api//items/3', ...Array.from({ length: 7 }, (_, i) => `/api/items/${i + 4}`)]) {
+          const r = await fetch(s.base + p)
+          if (r.status === 200) {
+            ok += 1
+            keys.add((await r.json()).key)
+          }
+        }
+        assert.equal(ok, 2)
+        assert.deepEqual([...keys], ['ep:GET /api/items/:id|ip:127.0.0.1'])
+      } finally {
+        await s.close()
+      }
+    })
+
     test('HEAD spends the GET bucket', async () => {
       const s = await serve(express, rateLimit({ limits: '2/minute', key: 'endpoint+ip' }))
       try {
