@@ -101,7 +101,12 @@ for (const [flavour, express] of flavours) {
       try {
         const keys = new Set()
         let ok = 0
-        for (const p of ['/api/items/1', '/API/items/2', '/api//items/3', ...Array.from({ length: 7 }, (_, i) => `/api/items/${i + 4}`)]) {
+        for (const p of [
+          '/api/items/1',
+          '/API/items/2',
+          '/api//items/3',
+          ...Array.from({ length: 7 }, (_, i) => `/api/items/${i + 4}`),
+        ]) {
           const r = await fetch(s.base + p)
           if (r.status === 200) {
             ok += 1

@@ -151,7 +151,7 @@ async fn with_the_cache_layer_counted_identities_keep_their_counts_at_maxmemory(
         let l = Limiter::builder(limits(&["1000/hour"]))
             .algorithm(alg)
             .redis_url(server.url())
-            .prefix(&unique_prefix("oom-cache"))
+            .prefix(unique_prefix("oom-cache"))
             .timeout(Duration::from_secs(5))
             .fallback(FallbackMode::Local { expected_instances: 1 })
             .breaker(BreakerOptions::default().slow_call_ms(60_000))
