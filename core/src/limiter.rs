@@ -167,17 +167,27 @@ pub struct CheckOptions<'a> {
     pub cost: u64,
     /// W3C `traceparent` of the caller's span: floodwall's span becomes its child.
     pub traceparent: Option<&'a str>,
+    /// A shadow rule's check: it counts as any other, but a denial is recorded as
+    /// `shadow_denied` (metrics, span) because the caller will not enforce it.
+    pub shadow: bool,
 }
 
 impl Default for CheckOptions<'_> {
     fn default() -> Self {
-        CheckOptions { cost: 1, traceparent: None }
+        CheckOptions { cost: 1, traceparent: None, shadow: false }
     }
 }
 
 impl<'a> CheckOptions<'a> {
     pub fn new(cost: u64, traceparent: Option<&'a str>) -> Self {
-        CheckOptions { cost, traceparent }
+        CheckOptions { cost, traceparent, shadow: false }
+    }
+
+    /// Sets [`CheckOptions::shadow`].
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
     }
 }
 
@@ -493,12 +503,12 @@ impl Limiter {
     }
 
     pub async fn check(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, true, None, None).await
+        self.run(key, 1, true, None, None, false).await
     }
 
     /// Consume `cost` units from every limit, or nothing if any limit would be exceeded.
     pub async fn check_n(&self, key: &str, cost: u64) -> Result<Decision> {
-        self.check_with(key, CheckOptions { cost, traceparent: None }).await
+        self.check_with(key, CheckOptions::new(cost, None)).await
     }
 
     /// `check_n` with a trace parent (what the HTTP adapters call).
@@ -529,12 +539,12 @@ impl Limiter {
     /// `peek_with` over `conn` (from `own_connection`).
     #[doc(hidden)]
     pub async fn peek_on(&self, conn: &OwnConnection, key: &str, traceparent: Option<&str>) -> Result<Decision> {
-        self.run(key, 1, false, traceparent, Some(conn)).await
+        self.run(key, 1, false, traceparent, Some(conn), false).await
     }
 
     async fn consume(&self, key: &str, opts: CheckOptions<'_>, via: Option<&OwnConnection>) -> Result<Decision> {
         self.check_cost(opts.cost)?;
-        self.run(key, opts.cost, true, opts.traceparent, via).await
+        self.run(key, opts.cost, true, opts.traceparent, via, opts.shadow).await
     }
 
     fn check_cost(&self, cost: u64) -> Result<()> {
@@ -583,7 +593,7 @@ impl Limiter {
             if it.cost == 0 {
                 self.peek_with(it.key, it.traceparent).await
             } else {
-                self.check_with(it.key, CheckOptions { cost: it.cost, traceparent: it.traceparent }).await
+                self.check_with(it.key, CheckOptions::new(it.cost, it.traceparent)).await
             }
         })
     }
@@ -652,12 +662,12 @@ impl Limiter {
 
     /// Would one more request pass? Consumes nothing.
     pub async fn peek(&self, key: &str) -> Result<Decision> {
-        self.run(key, 1, false, None, None).await
+        self.run(key, 1, false, None, None, false).await
     }
 
     /// `peek` with a trace parent.
     pub async fn peek_with(&self, key: &str, traceparent: Option<&str>) -> Result<Decision> {
-        self.run(key, 1, false, traceparent, None).await
+        self.run(key, 1, false, traceparent, None, false).await
     }
 
     /// Forget every count of the identity (in Redis and in the local fallback).
@@ -707,6 +717,7 @@ impl Limiter {
         consume: bool,
         traceparent: Option<&str>,
         via: Option<&OwnConnection>,
+        shadow: bool,
     ) -> Result<Decision> {
         let inner = &*self.inner;
         let op = if consume { "check" } else { "peek" };
@@ -714,12 +725,16 @@ impl Limiter {
         let result =
             self.decide(key, cost, consume, span.as_ref().map(|s| s.trace_id()).unwrap_or_default(), via).await;
         match (&result, span.as_mut()) {
-            (Ok((d, latency)), Some(s)) => s.decided(d, *latency),
+            (Ok((d, latency)), Some(s)) => s.decided(d, *latency, shadow),
             (Err(e), Some(s)) => s.failed(e, key),
             _ => {}
         }
         let (decision, _) = result?;
-        inner.metrics.decision(decision.source, decision.allowed);
+        if shadow {
+            inner.metrics.shadow_decision(decision.source, decision.allowed);
+        } else {
+            inner.metrics.decision(decision.source, decision.allowed);
+        }
         Ok(decision)
     }
 

@@ -1,5 +1,5 @@
-//! Every number the limiter keeps about itself, in one place: decisions by source and result,
-//! Redis calls, errors and latency, breaker state and transitions, clock offset. Lock-free
+//! Every number the limiter keeps about itself, in one place: decisions by source and result
+//! (allowed, denied, or denied by a shadow rule that let the request through), Redis calls, errors and latency, breaker state and transitions, clock offset. Lock-free
 //! counters; the telemetry layer reads `snapshot()` and renders Prometheus text from it.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -43,6 +43,8 @@ impl BreakerState {
 pub struct Metrics {
     /// [source][allowed as usize]
     decisions: [[AtomicU64; 2]; 5],
+    /// [source]: denials of shadow checks, which the caller did not enforce.
+    shadow_denied: [AtomicU64; 5],
     redis_calls: AtomicU64,
     redis_errors: AtomicU64,
     redis_timeouts: AtomicU64,
@@ -59,8 +61,10 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
-    /// (source, allowed, count)
+    /// (source, allowed, count); a shadow check's denial is counted in `shadow_denied` instead.
     pub decisions: Vec<(Source, bool, u64)>,
+    /// (source, count) of shadow checks that would have denied (`result="shadow_denied"`).
+    pub shadow_denied: Vec<(Source, u64)>,
     pub redis_calls: u64,
     pub redis_errors: u64,
     pub redis_timeouts: u64,
@@ -76,8 +80,15 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// Every decision from `source`, shadow denials included.
     pub fn decisions_from(&self, source: Source) -> u64 {
-        self.decisions.iter().filter(|(s, _, _)| *s == source).map(|(_, _, n)| n).sum()
+        self.decisions.iter().filter(|(s, _, _)| *s == source).map(|(_, _, n)| n).sum::<u64>()
+            + self.shadow_denied.iter().filter(|(s, _)| *s == source).map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// Shadow checks that would have denied, from every source.
+    pub fn shadow_denied_total(&self) -> u64 {
+        self.shadow_denied.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -88,6 +99,16 @@ fn source_index(s: Source) -> usize {
 impl Metrics {
     pub(crate) fn decision(&self, source: Source, allowed: bool) {
         self.decisions[source_index(source)][allowed as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A shadow check: an admission counts as any other; a denial as `shadow_denied`, not as a
+    /// denial, since nobody was turned away.
+    pub(crate) fn shadow_decision(&self, source: Source, allowed: bool) {
+        if allowed {
+            self.decision(source, true);
+        } else {
+            self.shadow_denied[source_index(source)].fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn redis_call(&self, elapsed: Duration, ok: bool, timed_out: bool) {
@@ -139,6 +160,7 @@ impl Metrics {
             .collect();
         MetricsSnapshot {
             decisions,
+            shadow_denied: SOURCES.iter().enumerate().map(|(i, s)| (*s, self.shadow_denied[i].load(Relaxed))).collect(),
             redis_calls: self.redis_calls.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
             redis_timeouts: self.redis_timeouts.load(Relaxed),

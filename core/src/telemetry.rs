@@ -269,8 +269,9 @@ pub(crate) struct CheckSpan {
     record_raw_keys: bool,
 }
 
-/// At most: key, op, cost, algorithm, limits; allowed, remaining, source, limited_by, Redis latency.
-const SPAN_ATTRIBUTES: usize = 10;
+/// At most: key, op, cost, algorithm, limits; allowed, remaining, source, limited_by, Redis
+/// latency; shadow and result on a shadow rule's check.
+const SPAN_ATTRIBUTES: usize = 12;
 
 /// The caller's span from a W3C `traceparent` ("00-<32 hex trace id>-<16 hex span id>-<2 hex
 /// flags>"), by the rules of the SDK's TraceContextPropagator (lowercase hex, ids not all zero,
@@ -360,12 +361,17 @@ impl CheckSpan {
         LogTraceId(Some(self.trace_id).filter(|t| *t != TraceId::INVALID))
     }
 
-    pub(crate) fn decided(&mut self, d: &Decision, redis_latency_us: Option<u64>) {
+    /// `shadow`: a shadow rule's check, which the caller does not enforce: the span says so and
+    /// what would have happened (`floodwall.result` "shadow_denied" or "allowed").
+    pub(crate) fn decided(&mut self, d: &Decision, redis_latency_us: Option<u64>, shadow: bool) {
         if !self.span.is_recording() {
             return;
         }
+        let result = if d.allowed { "allowed" } else { "shadow_denied" };
         self.span.set_attributes(
             [
+                shadow.then(|| KeyValue::new("floodwall.shadow", true)),
+                shadow.then(|| KeyValue::new("floodwall.result", result)),
                 Some(KeyValue::new("floodwall.allowed", d.allowed)),
                 Some(KeyValue::new("floodwall.remaining", d.remaining as i64)),
                 Some(KeyValue::new("floodwall.source", d.source.as_str())),
@@ -511,7 +517,8 @@ pub fn families() -> Vec<Family> {
     };
     let mut decisions = Family {
         name: "floodwall_decisions_total",
-        help: "Decisions by source and result.",
+        help:
+            "Decisions by source and result (allowed, denied, or shadow_denied: a shadow rule's denial, not enforced).",
         kind: "counter",
         samples: vec![],
     };
@@ -560,6 +567,13 @@ pub fn families() -> Vec<Family> {
                 *n as f64,
             ));
         }
+        for (src, n) in &s.shadow_denied {
+            decisions.samples.push((
+                String::new(),
+                lab(name, &[("source", src.as_str().into()), ("result", "shadow_denied".into())]),
+                *n as f64,
+            ));
+        }
         calls.samples.push((String::new(), lab(name, &[]), s.redis_calls as f64));
         errors.samples.push((
             String::new(),
@@ -597,6 +611,9 @@ pub fn families() -> Vec<Family> {
 fn merge(acc: &mut crate::metrics::MetricsSnapshot, s: &crate::metrics::MetricsSnapshot) {
     for (a, b) in acc.decisions.iter_mut().zip(&s.decisions) {
         a.2 += b.2;
+    }
+    for (a, b) in acc.shadow_denied.iter_mut().zip(&s.shadow_denied) {
+        a.1 += b.1;
     }
     acc.redis_calls += s.redis_calls;
     acc.redis_errors += s.redis_errors;

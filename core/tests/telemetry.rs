@@ -113,8 +113,38 @@ async fn spans_metrics_and_logs() {
     sampled.check_with("user:8", CheckOptions::new(1, Some(&tp))).await.unwrap();
     assert_eq!(telemetry::finished_spans().len(), 1, "a sampled parent is followed");
 
+    // --- a shadow check: counted and traced as what would have happened, never as a denial
+    let shadow = Limiter::builder(limits(&["1/minute"])).name("telemetry-shadow").build().unwrap();
+    telemetry::clear_finished_spans();
+    for _ in 0..3 {
+        shadow.check_with("user:9", CheckOptions::new(1, Some(&tp)).shadow(true)).await.unwrap();
+    }
+    let spans = telemetry::finished_spans();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    assert_eq!(spans[0].attributes["floodwall.result"], "allowed");
+    for s in &spans {
+        assert_eq!(s.attributes["floodwall.shadow"], "true", "{s:?}");
+    }
+    assert_eq!(spans[2].attributes["floodwall.result"], "shadow_denied");
+    assert_eq!(spans[2].attributes["floodwall.allowed"], "false", "the limiter's own answer");
+    telemetry::clear_finished_spans();
+    sampled.check_with("user:8", CheckOptions::new(1, Some(&tp))).await.unwrap();
+    let plain = &telemetry::finished_spans()[0];
+    assert!(!plain.attributes.contains_key("floodwall.shadow") && !plain.attributes.contains_key("floodwall.result"));
+
     // --- metrics: Prometheus text names the limiter and counts by source and result
     let text = telemetry::prometheus_text();
+    for (result, n) in [("allowed", 1), ("denied", 0), ("shadow_denied", 2)] {
+        let line =
+            format!(r#"floodwall_decisions_total{{limiter="telemetry-shadow",source="memory",result="{result}"}} {n}"#);
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    assert!(
+        text.contains(
+            r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="shadow_denied"} 0"#
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(r#"floodwall_decisions_total{limiter="telemetry-test",source="memory",result="allowed"} 4"#),
         "{text}"

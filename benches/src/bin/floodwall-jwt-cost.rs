@@ -42,6 +42,7 @@ fn main() {
         limiter: Limiter::in_memory(parse_limits(&[limits]).expect("limits")).expect("limiter"),
         scope: Some(KeyScope::parse(scope).expect("scope")),
         cost: 1,
+        shadow: false,
     };
     let resolver = || KeyResolver::new(ClientIpRule::default(), Some(jwt.clone()));
     // The site's usual pair: a per-IP limit beside a per-user one. The client is over its IP limit.

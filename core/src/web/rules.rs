@@ -2,7 +2,8 @@
 //! rule's key (every distinct scope resolved once, so a JWT is verified once per request), one
 //! concurrent check per rule in its own bucket, and the merged headers and 429 body. When a token
 //! would cost a signature check, the rules that need no identity decide first: a client already
-//! over its IP limit is answered 429 without spending that CPU.
+//! over its IP limit is answered 429 without spending that CPU. A shadow rule decides and counts
+//! like the others but is never enforced: it only reports what it would have done.
 
 use crate::decision::{Decision, Source};
 use crate::error::{Error, ErrorKind, Result};
@@ -22,6 +23,10 @@ pub struct Rule {
     /// None: the application supplies the key (a key function in the adapter).
     pub scope: Option<KeyScope>,
     pub cost: u64,
+    /// Decides and counts as usual, but never denies and sends no headers: its would-be denials
+    /// are reported (`RuleOutcome::shadow_denied`, metrics `result="shadow_denied"`, the span).
+    /// How a new limit is tried on live traffic before it is enforced.
+    pub shadow: bool,
 }
 
 impl Rule {
@@ -36,7 +41,14 @@ impl Rule {
     ) -> Result<Self> {
         let name = name.into();
         Rule::check_cost(&name, &limiter, cost)?;
-        Ok(Rule { name, route, limiter, scope, cost })
+        Ok(Rule { name, route, limiter, scope, cost, shadow: false })
+    }
+
+    /// Sets [`Rule::shadow`].
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     /// The check behind [`Rule::new`], for bindings that hold a rule's parts before building it.
@@ -94,7 +106,10 @@ pub struct HttpRequest<'a> {
 pub struct RuleDecision {
     pub rule: String,
     pub key: String,
+    /// The limiter's answer; for a shadow rule, what would have happened.
     pub decision: Decision,
+    /// The rule is a shadow rule: its decision was not enforced.
+    pub shadow: bool,
 }
 
 /// The outcome for one request.
@@ -114,6 +129,9 @@ pub struct RuleOutcome {
     /// matching rules were neither resolved nor counted.
     pub identity_skipped: bool,
     pub decided: Vec<RuleDecision>,
+    /// Shadow rules that would have denied this request, in rule order. They did not deny it,
+    /// and their limits are not in the headers.
+    pub shadow_denied: Vec<String>,
     /// Rules whose store failed with fallback `error`: they let the request through.
     pub store_errors: Vec<(String, Error)>,
     /// Rules whose app key was missing, empty or too long, as (rule, what was wrong; never the
@@ -129,10 +147,15 @@ impl RuleOutcome {
         self.body.is_none()
     }
 
-    /// The decision a single-limit client hears about (the legacy headers' choice).
+    /// The decision a single-limit client hears about (the legacy headers' choice); never a
+    /// shadow rule's.
     pub fn binding(&self) -> Option<&Decision> {
-        let pairs: Vec<(&str, &Decision)> = self.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
-        crate::web::headers::binding(&pairs)
+        crate::web::headers::binding(&self.enforced())
+    }
+
+    /// (rule, decision) of the rules that are enforced: what the headers and the body describe.
+    fn enforced(&self) -> Vec<(&str, &Decision)> {
+        self.decided.iter().filter(|d| !d.shadow).map(|d| (d.rule.as_str(), &d.decision)).collect()
     }
 
     /// Some rule was answered by the fallback policy.
@@ -235,6 +258,7 @@ impl RuleSet {
             api_key_rejected: false,
             identity_skipped: false,
             decided: Vec::new(),
+            shadow_denied: Vec::new(),
             store_errors: Vec::new(),
             key_errors: Vec::new(),
             headers: Vec::new(),
@@ -266,7 +290,9 @@ impl RuleSet {
             if pending.is_empty() {
                 break;
             }
-            if out.decided.iter().any(|d| !d.decision.allowed) {
+            // Only an enforced denial ends the request here: a shadow rule's must not change
+            // which rules are counted.
+            if out.decided.iter().any(|d| !d.decision.allowed && !d.shadow) {
                 out.identity_skipped = true;
                 break;
             }
@@ -280,9 +306,12 @@ impl RuleSet {
         out.decided.sort_by_key(|d| self.rules.iter().position(|r| r.name == d.rule));
         keys.sort_by_key(|(i, _)| *i);
         out.key = keys.into_iter().next().map(|(_, k)| k);
-        let pairs: Vec<(&str, &Decision)> = out.decided.iter().map(|d| (d.rule.as_str(), &d.decision)).collect();
-        out.headers = merged_headers(&pairs, self.style);
-        out.body = merged_limited_body(&pairs);
+        out.shadow_denied =
+            out.decided.iter().filter(|d| d.shadow && !d.decision.allowed).map(|d| d.rule.clone()).collect();
+        let enforced = out.enforced();
+        let (headers, body) = (merged_headers(&enforced, self.style), merged_limited_body(&enforced));
+        out.headers = headers;
+        out.body = body;
         Ok(out)
     }
 
@@ -364,13 +393,18 @@ impl RuleSet {
     ) -> Result<()> {
         let checks = rules.iter().zip(keys).map(|(rule, key)| {
             let identity = rule_identity(&rule.name, key);
-            let opts = CheckOptions { cost: rule.cost, traceparent: req.traceparent };
+            let opts = CheckOptions::new(rule.cost, req.traceparent).shadow(rule.shadow);
             async move { rule.limiter.check_with(&identity, opts).await }
         });
         let results = futures::future::join_all(checks).await;
         for ((rule, key), result) in rules.iter().zip(keys).zip(results) {
             match result {
-                Ok(decision) => out.decided.push(RuleDecision { rule: rule.name.clone(), key: key.clone(), decision }),
+                Ok(decision) => out.decided.push(RuleDecision {
+                    rule: rule.name.clone(),
+                    key: key.clone(),
+                    decision,
+                    shadow: rule.shadow,
+                }),
                 // fallback "error": the limiter returned the store error. A request is never failed
                 // for that; the rule lets it through and the adapter reports it.
                 Err(e) if e.kind() == ErrorKind::Store => out.store_errors.push((rule.name.clone(), e)),
@@ -394,6 +428,7 @@ mod tests {
             limiter: Limiter::in_memory(parse_limits(&[limits]).unwrap()).unwrap(),
             scope: scope.map(|s| KeyScope::parse(s).unwrap()),
             cost: 1,
+            shadow: false,
         }
     }
 
@@ -490,6 +525,7 @@ mod tests {
                 .unwrap(),
             scope: Some(KeyScope::parse("api_key").unwrap()),
             cost: 1,
+            shadow: false,
         };
         let ephemeral = ApiKeyVerifier::new().key_secret(crate::secret::KeySecret::random());
         let listed = ephemeral.clone().allow(&["k"]).unwrap();
@@ -569,6 +605,92 @@ mod tests {
         assert_eq!(other.decided[0].decision.remaining, 0, "site counted all three requests");
         let none = s.decide(&req("/x", "203.0.113.7"), |_| None).await;
         assert!(!none.unwrap().allowed(), "site limit reached");
+    }
+
+    #[tokio::test]
+    async fn a_shadow_rule_counts_and_reports_but_never_denies() {
+        let resolver = KeyResolver::new(ClientIpRule::new::<&str>(&[], 64).unwrap(), None);
+        let s = RuleSet::new(
+            resolver,
+            vec![rule("site", None, "3/minute", Some("ip")), rule("trial", None, "1/minute", Some("ip")).shadow(true)],
+            HeaderStyle::Both,
+        )
+        .unwrap();
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            outcomes.push(s.decide(&req("/", "203.0.113.7"), |_| None).await.unwrap());
+        }
+        for (i, o) in outcomes.iter().enumerate() {
+            // The shadow rule decided (and counted) every time, in its own bucket.
+            let trial = o.decided.iter().find(|d| d.rule == "trial").expect("trial decided");
+            assert!(trial.shadow && trial.decision.allowed == (i == 0), "{i}: {trial:?}");
+            assert_eq!(o.shadow_denied, if i == 0 { vec![] } else { vec!["trial".to_string()] }, "{i}");
+            // Its limit is never in the headers: only the site rule's 3/minute is.
+            let policy = o.headers.iter().find(|(n, _)| *n == "RateLimit-Policy").map(|(_, v)| v.as_str());
+            assert_eq!(policy, Some(r#""per-minute";q=3;w=60"#), "{i}: {:?}", o.headers);
+            let legacy = o.headers.iter().find(|(n, _)| *n == "X-RateLimit-Limit").map(|(_, v)| v.as_str());
+            assert_eq!(legacy, Some("3"), "{i}: the legacy trio describes the enforced rule");
+            assert_eq!(o.binding().unwrap().limit, 3, "{i}");
+        }
+        // Past its limit, the shadow rule lets requests through without a Retry-After.
+        for o in &outcomes[1..3] {
+            assert!(o.allowed() && o.body.is_none(), "{o:?}");
+            assert!(!o.headers.iter().any(|(n, _)| *n == "Retry-After"), "{:?}", o.headers);
+        }
+        // The enforced rule beside it still denies, with its own headers and body.
+        let denied = &outcomes[3];
+        assert!(!denied.allowed(), "{denied:?}");
+        assert!(denied.body.as_deref().unwrap().contains(r#""limit":"3/minute""#), "{:?}", denied.body);
+        assert!(denied.headers.iter().any(|(n, _)| *n == "Retry-After"));
+        let rate = denied.headers.iter().find(|(n, _)| *n == "RateLimit").unwrap();
+        assert!(rate.1.starts_with(r#""per-minute";r=0;"#) && !rate.1.contains(','), "{rate:?}");
+
+        // Metrics: the shadow rule's denials are shadow_denied, never denied.
+        let trial = s.rules().iter().find(|r| r.name == "trial").unwrap().limiter.metrics().snapshot();
+        let site = s.rules().iter().find(|r| r.name == "site").unwrap().limiter.metrics().snapshot();
+        let count = |m: &crate::MetricsSnapshot, allowed: bool| {
+            m.decisions.iter().filter(|(_, a, _)| *a == allowed).map(|(_, _, n)| n).sum::<u64>()
+        };
+        assert_eq!((count(&trial, true), count(&trial, false), trial.shadow_denied_total()), (1, 0, 3));
+        assert_eq!((count(&site, true), count(&site, false), site.shadow_denied_total()), (3, 1, 0));
+        assert_eq!(
+            trial.shadow_denied,
+            vec![
+                (Source::Redis, 0),
+                (Source::Memory, 3),
+                (Source::Cache, 0),
+                (Source::Lease, 0),
+                (Source::Fallback, 0)
+            ]
+        );
+
+        // Only shadow rules: the request matched, nothing is sent, nothing is denied.
+        let only = set(vec![rule("trial", Some("/search"), "1/minute", Some("ip")).shadow(true)]);
+        only.decide(&req("/search", "203.0.113.8"), |_| None).await.unwrap();
+        let o = only.decide(&req("/search", "203.0.113.8"), |_| None).await.unwrap();
+        assert!(o.matched && o.allowed() && o.headers.is_empty() && o.body.is_none(), "{o:?}");
+        assert_eq!(o.shadow_denied, ["trial"]);
+        assert!(o.binding().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_shadow_ip_denial_does_not_skip_the_identity_rules() {
+        use crate::web::test_keys::EC_PUBLIC;
+        let jwt = JwtVerifier::es256_pem(EC_PUBLIC).unwrap();
+        let s = with_resolver(
+            KeyResolver::new(ClientIpRule::default(), Some(jwt.clone())),
+            vec![rule("ip", None, "2/minute", Some("ip")).shadow(true), rule("user", None, "100/minute", Some("user"))],
+        );
+        for i in 0..6 {
+            let token = format!("Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.{i}{}", "A".repeat(85));
+            let d = s.decide(&HttpRequest { authorization: Some(&token), ..req("/", "198.51.100.7") }, |_| None).await;
+            let d = d.unwrap();
+            assert!(d.allowed() && !d.identity_skipped && d.decided.len() == 2, "{i}: {d:?}");
+            assert_eq!(d.shadow_denied.len(), usize::from(i >= 2), "{i}");
+        }
+        assert_eq!(jwt.verifications(), 6, "every request reached the user rule");
+        let user = s.rules()[1].limiter.metrics().snapshot();
+        assert_eq!(user.decisions_from(Source::Memory), 6, "the user rule counted every request");
     }
 
     #[tokio::test]
@@ -656,6 +778,7 @@ mod tests {
             limiter: down,
             scope: Some(KeyScope::parse("ip").unwrap()),
             cost: 1,
+            shadow: false,
         }]);
         let d = s.decide(&req("/", "198.51.100.1"), |_| None).await.unwrap();
         assert!(d.allowed() && d.decided.is_empty() && d.store_errors.len() == 1, "{d:?}");
