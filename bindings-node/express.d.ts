@@ -21,8 +21,16 @@ export interface RateLimitOptions extends Omit<HttpLimiterOptions, 'key'> {
   skip?: (req: Req, res: Res) => boolean | Promise<boolean>
   /** Answer a limited request yourself (default: 429 with a JSON body). Headers are already set. */
   handler?: (req: Req, res: Res, next: Next, decision: HttpDecision) => unknown
-  /** Where warnings go (default `console`); errors go to `error` when it has one, else `warn`. */
-  logger?: { warn(message: string): void; error?(message: string): void }
+  /**
+   * Where warnings go (default `console`); errors go to `error` when it has one, else `warn`; a
+   * shadow rule's would-be denials to `info` (else `debug`), at most once a minute per rule.
+   */
+  logger?: {
+    warn(message: string): void
+    error?(message: string): void
+    info?(message: string): void
+    debug?(message: string): void
+  }
   /**
    * With no active OpenTelemetry span, continue the trace of the request's own `traceparent`
    * header (and follow its sampled flag). Only behind a proxy that sets or strips it: a client's

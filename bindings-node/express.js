@@ -10,6 +10,8 @@ const { HttpLimiter } = require('./native.js')
 const JS_OPTIONS = ['skip', 'logger', 'handler', 'apiKeyHeader', 'onStoreError', 'trustTraceparent']
 // How often a continuing store outage is logged again.
 const STORE_WARN_INTERVAL_MS = 30_000
+// A shadow rule's would-be denials are logged at most this often per rule (the first at once).
+const SHADOW_LOG_INTERVAL_MS = 60_000
 
 function configError(message) {
   const err = new Error(message)
@@ -229,6 +231,28 @@ function rateLimit(options) {
   let lastStoreWarning = 0
   let unreported = 0
 
+  // A shadow rule would have denied: said at info (or debug) level, the first time at once and
+  // then at most once a minute per rule with the count since, so that a rule set too low does not
+  // flood the log. Metrics count every one. A logger without info or debug is not told.
+  const shadowLog = new Map()
+  const info = typeof logger.info === 'function' ? logger.info : logger.debug
+  function reportShadow(rule) {
+    const now = Date.now()
+    const seen = shadowLog.get(rule)
+    const since = (seen?.since ?? 0) + 1
+    if (seen && now - seen.last < SHADOW_LOG_INTERVAL_MS) {
+      seen.since = since
+      return
+    }
+    shadowLog.set(rule, { last: now, since: 0 })
+    if (typeof info === 'function') {
+      info.call(
+        logger,
+        `floodwall: shadow rule "${rule}" would have denied ${since} request(s) since its last report; not enforced`,
+      )
+    }
+  }
+
   // Redis could not answer for some rule. The core's `fallback` policy (default 'local') has
   // already decided those rules (their decisions say source 'fallback'); with fallback 'error' the
   // failures arrive here instead and the request is let through: never a 500 by accident.
@@ -308,6 +332,7 @@ function rateLimit(options) {
     if (d.storeErrors.length || d.fallbackRules.length) {
       storeFailed(d, req, d.storeErrors)
     }
+    for (const rule of d.shadowDenied) reportShadow(rule)
     if (!res.headersSent) {
       const h = d.headers
       for (let i = 0; i < h.length; i += 2) res.setHeader(h[i], h[i + 1])

@@ -278,6 +278,11 @@ export interface RuleOptions {
   limiter?: Limiter
   key?: KeyScope
   cost?: number
+  /**
+   * Decide and count, but never deny and send no headers: a would-be denial is only reported
+   * (`HttpDecision.shadowDenied`, a log line, metrics `result="shadow_denied"`). Default false.
+   */
+  shadow?: boolean
 }
 
 export interface HttpLimiterOptions {
@@ -312,6 +317,8 @@ export interface HttpLimiterOptions {
   /** Default `'draft-10'`. */
   headers?: 'draft-10' | 'legacy' | 'both' | 'none'
   rules?: RuleOptions[]
+  /** Make the middleware's own limits (`limits` / `limiter`) a shadow rule; rules have their own. */
+  shadow?: boolean
 }
 
 export interface StoreFailure {
@@ -345,6 +352,8 @@ export interface HttpDecision {
   limitedBy: string | null
   /** The rules that matched, in order. */
   rules: string[]
+  /** Shadow rules that would have denied the request (it was not denied for them), in order. */
+  shadowDenied: string[]
   /** Rules Redis could not decide, answered by their fallback policy. */
   fallbackRules: string[]
   /** Rules whose store failed with fallback `'error'`; they let the request through. */

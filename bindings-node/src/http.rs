@@ -42,6 +42,7 @@ const HTTP_OPTIONS: &[&str] = &[
     "apiKeys",
     "headers",
     "rules",
+    "shadow",
 ];
 const RULE_OPTIONS: &[&str] = &[
     "name",
@@ -61,6 +62,7 @@ const RULE_OPTIONS: &[&str] = &[
     "limiter",
     "key",
     "cost",
+    "shadow",
 ];
 /// Options that build a limiter. `name` is not one of them here: it names the middleware or the
 /// rule (headers, keys), and the limiter built for it takes that name as its metrics label.
@@ -107,6 +109,8 @@ pub struct HttpDecision {
     pub limited_by: Nullable<String>,
     /// The rules that matched, in order.
     pub rules: Vec<String>,
+    /// Shadow rules that would have denied the request (it was not denied for them), in order.
+    pub shadow_denied: Vec<String>,
     /// Rules that Redis could not decide, answered by their fallback policy.
     pub fallback_rules: Vec<String>,
     /// Rules whose store failed with fallback 'error'; the request was allowed by them.
@@ -164,6 +168,14 @@ fn scope_for(obj: &Object) -> Outcome<Option<KeyScope>> {
         Some(v) if args::type_of(&v) == ValueType::Function => Ok(None),
         Some(v) => Ok(Some(KeyScope::parse(&args::string("key", &v)?)?)),
         None => Ok(Some(KeyScope::parse("ip")?)),
+    }
+}
+
+/// `shadow: true`: the rule decides and counts but never denies and sends no headers.
+fn shadow_for(obj: &Object, what: &str) -> Outcome<bool> {
+    match args::field(obj, "shadow")? {
+        Some(v) => args::boolean(what, &v),
+        None => Ok(false),
     }
 }
 
@@ -338,7 +350,7 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     if let Some(limiter) = limiter_for(env, &obj, "rateLimit", &name)? {
         // Validate the name as rule names are validated: it goes into headers and keys.
         RouteRule::new(&name, "*", &[])?;
-        rules.push(Rule::new(name.clone(), None, limiter, scope.clone(), cost_for(&obj)?)?);
+        rules.push(Rule::new(name.clone(), None, limiter, scope.clone(), cost_for(&obj)?)?.shadow(shadow_for(&obj, "shadow")?));
     }
     if let Some(v) = args::field(&obj, "rules")? {
         let env_raw = v.value().env;
@@ -383,7 +395,8 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
                 Some(_) => scope_for(&r)?,
                 None => scope.clone(),
             };
-            rules.push(Rule::new(rname, Some(route), limiter, rscope, cost_for(&r)?)?);
+            let shadow = shadow_for(&r, &format!("{what}.shadow"))?;
+            rules.push(Rule::new(rname, Some(route), limiter, rscope, cost_for(&r)?)?.shadow(shadow));
         }
     }
     if rules.is_empty() {
@@ -566,6 +579,7 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
             .filter(|r| o.decided.iter().any(|d| d.rule == r.name) || o.store_errors.iter().any(|(n, _)| *n == r.name))
             .map(|r| r.name.clone())
             .collect(),
+        shadow_denied: o.shadow_denied.clone(),
         fallback_rules: o.fallback_rules().map(String::from).collect(),
         store_errors: o
             .store_errors

@@ -4,7 +4,7 @@
 
 const { test, describe, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { Limiter } = require('..')
+const { Limiter, telemetry } = require('..')
 const { rateLimit } = require('../express')
 const { RedisServer, uniquePrefix, listen, recordingLogger } = require('./helpers')
 const { sign, rsaPair, ecPair } = require('./jwt')
@@ -55,6 +55,74 @@ for (const [flavour, express] of flavours) {
         await s.close()
       }
       assert.throws(() => rateLimit({ limits: '1/minute', maxIdentities: 0 }), /maxIdentities/)
+    })
+
+    test('a shadow rule counts and reports but never denies, and sends no headers of its own', async () => {
+      const name = `search-trial-${flavour.replace(' ', '')}`
+      const lines = []
+      const logger = { warn: (m) => lines.push(`warn ${m}`), info: (m) => lines.push(`info ${m}`) }
+      const s = await serve(express, (app) => {
+        app.use(
+          rateLimit({
+            limits: '100/minute',
+            logger,
+            rules: [{ name, path: '/search', limits: '2/minute', shadow: true }],
+          }),
+        )
+        app.get('/search', (req, res) => res.json(req.rateLimit.shadowDenied))
+      })
+      const responses = []
+      try {
+        for (let i = 0; i < 5; i++) responses.push(await s.call('/search'))
+        const bodies = await Promise.all(responses.map((r) => r.json()))
+        assert.deepEqual(
+          responses.map((r) => r.status),
+          [200, 200, 200, 200, 200],
+        )
+        assert.deepEqual(bodies, [[], [], [name], [name], [name]])
+        for (const r of responses) {
+          // Only the enforced app-wide limit is described.
+          assert.equal(r.headers.get('ratelimit-policy'), '"per-minute";q=100;w=60')
+          assert.doesNotMatch(r.headers.get('ratelimit'), /,/)
+          assert.equal(r.headers.get('retry-after'), null)
+        }
+      } finally {
+        await s.close()
+      }
+      const count = (result) => {
+        const want = `floodwall_decisions_total{limiter="${name}",source="memory",result="${result}"} `
+        const l = telemetry.prometheusText().split('\n').find((x) => x.startsWith(want))
+        return l === undefined ? undefined : Number(l.slice(want.length))
+      }
+      assert.deepEqual([count('allowed'), count('denied'), count('shadow_denied')], [2, 0, 3])
+      // Three would-be denials, one info line (the next within a minute are only counted).
+      const reported = lines.filter((l) => l.includes(`shadow rule "${name}"`))
+      assert.equal(reported.length, 1, lines.join('\n'))
+      assert.match(reported[0], /^info .*would have denied 1 request/)
+    })
+
+    test('the middleware-level shadow option and its validation', async () => {
+      const s = await serve(express, (app) => {
+        app.get('/x', rateLimit({ name: `own-${flavour.replace(' ', '')}`, limits: '1/minute', shadow: true }), (req, res) =>
+          res.json(req.rateLimit.shadowDenied.length),
+        )
+      })
+      try {
+        const rs = [await s.call('/x'), await s.call('/x'), await s.call('/x')]
+        assert.deepEqual(
+          rs.map((r) => r.status),
+          [200, 200, 200],
+        )
+        assert.deepEqual(await Promise.all(rs.map((r) => r.json())), [0, 1, 1])
+        assert.ok(rs.every((r) => r.headers.get('ratelimit-policy') === null))
+      } finally {
+        await s.close()
+      }
+      assert.throws(() => rateLimit({ limits: '1/minute', shadow: 'yes' }), /invalid shadow "yes": must be true or false/)
+      assert.throws(
+        () => rateLimit({ rules: [{ name: 'r', limits: '1/minute', shadow: 1 }] }),
+        /invalid rules\[0\]\.shadow 1: must be true or false/,
+      )
     })
 
     test('draft-10 and legacy headers, then a 429 with a JSON body and Retry-After', async () => {

@@ -29,18 +29,22 @@ pub struct PyHttpRule {
     /// None: the caller passes the key (the app's key function).
     scope: Option<KeyScope>,
     cost: u64,
+    /// Decides and counts, but never denies and sends no headers (reported in `shadow_denied`).
+    shadow: bool,
 }
 
 #[pymethods]
 impl PyHttpRule {
     /// `path`: "/login", "/api/*", "/items/{id}", or None for every request. `methods`: None or
     /// ["*"] for all. `key`: a scope ("ip", "user", "api_key", "global", "endpoint", or joined with
-    /// "+"), or None when the caller passes the key to `decide(keys=...)`.
+    /// "+"), or None when the caller passes the key to `decide(keys=...)`. `shadow`: decide and
+    /// count, but never deny nor send headers; would-be denials are reported in `shadow_denied`.
     #[new]
     #[pyo3(
-        signature = (name, limiter, *, path = None, methods = None, key = Some("ip".to_owned()), cost = 1),
-        text_signature = "(name, limiter, *, path=None, methods=None, key='ip', cost=1)"
+        signature = (name, limiter, *, path = None, methods = None, key = Some("ip".to_owned()), cost = 1, shadow = false),
+        text_signature = "(name, limiter, *, path=None, methods=None, key='ip', cost=1, shadow=False)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: String,
@@ -49,6 +53,7 @@ impl PyHttpRule {
         methods: Option<Vec<String>>,
         key: Option<String>,
         cost: u64,
+        shadow: bool,
     ) -> PyResult<Self> {
         guard(|| {
             let methods: Vec<&str> = methods.iter().flatten().map(String::as_str).collect();
@@ -58,7 +63,7 @@ impl PyHttpRule {
             let scope = key.as_deref().map(KeyScope::parse).transpose().map_err(to_py)?;
             // A cost the limiter could never grant is refused here, not on the first request.
             Rule::check_cost(&name, &limiter.bind(py).get().inner, cost).map_err(to_py)?;
-            Ok(PyHttpRule { name, route, limiter, scope, cost })
+            Ok(PyHttpRule { name, route, limiter, scope, cost, shadow })
         })
     }
     #[getter]
@@ -86,14 +91,19 @@ impl PyHttpRule {
     fn cost(&self) -> u64 {
         self.cost
     }
+    #[getter]
+    fn shadow(&self) -> bool {
+        self.shadow
+    }
     fn __repr__(&self) -> String {
         format!(
-            "HttpRule({:?}, path={:?}, methods={:?}, key={:?}, cost={})",
+            "HttpRule({:?}, path={:?}, methods={:?}, key={:?}, cost={}, shadow={})",
             self.name,
             self.path(),
             self.methods(),
             self.key(),
-            self.cost
+            self.cost,
+            py_bool(self.shadow)
         )
     }
 }
@@ -112,18 +122,23 @@ pub struct PyRuleDecision {
     rule: String,
     #[pyo3(get)]
     key: String,
+    /// The limiter's answer; for a shadow rule, what would have happened.
     #[pyo3(get)]
     decision: Py<PyDecision>,
+    /// A shadow rule: its decision was not enforced.
+    #[pyo3(get)]
+    shadow: bool,
 }
 
 #[pymethods]
 impl PyRuleDecision {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
-            "RuleDecision(rule={:?}, key={:?}, decision={})",
+            "RuleDecision(rule={:?}, key={:?}, decision={}, shadow={})",
             self.rule,
             self.key,
-            self.decision.bind(py).repr()?
+            self.decision.bind(py).repr()?,
+            py_bool(self.shadow)
         ))
     }
 }
@@ -163,6 +178,9 @@ pub struct PyHttpDecision {
     fallback: bool,
     #[pyo3(get)]
     decisions: Vec<Py<PyRuleDecision>>,
+    /// Shadow rules that would have denied this request (it was not denied for them), in order.
+    #[pyo3(get)]
+    shadow_denied: Vec<String>,
     /// (rule, message) for each rule whose store failed with fallback="error"; those rules allowed
     /// the request.
     #[pyo3(get)]
@@ -177,12 +195,13 @@ pub struct PyHttpDecision {
 impl PyHttpDecision {
     fn __repr__(&self) -> String {
         format!(
-            "HttpDecision(matched={}, allowed={}, status={}, key={:?}, headers={:?}, store_errors={:?})",
+            "HttpDecision(matched={}, allowed={}, status={}, key={:?}, headers={:?}, shadow_denied={:?}, store_errors={:?})",
             py_bool(self.matched),
             py_bool(self.allowed),
             self.status,
             self.key,
             self.headers,
+            self.shadow_denied,
             self.store_errors
         )
     }
@@ -212,7 +231,7 @@ impl<'py> IntoPyObject<'py> for Outcome {
             .into_iter()
             .map(|d| {
                 let decision = Py::new(py, PyDecision::from(d.decision))?;
-                Py::new(py, PyRuleDecision { rule: d.rule, key: d.key, decision })
+                Py::new(py, PyRuleDecision { rule: d.rule, key: d.key, decision, shadow: d.shadow })
             })
             .collect::<PyResult<Vec<_>>>()?;
         Bound::new(
@@ -229,6 +248,7 @@ impl<'py> IntoPyObject<'py> for Outcome {
                 api_key_rejected: o.api_key_rejected,
                 fallback,
                 decisions,
+                shadow_denied: o.shadow_denied,
                 store_errors: o.store_errors.into_iter().map(|(rule, e)| (rule, e.to_string())).collect(),
                 key_errors: o.key_errors,
             },
@@ -514,7 +534,8 @@ impl PyHttpLimiter {
                         r.scope.clone(),
                         r.cost,
                     )
-                    .map_err(to_py)?,
+                    .map_err(to_py)?
+                    .shadow(r.shadow),
                 );
             }
             let place = if built.iter().all(|r| r.limiter.store_kind() == Source::Memory) {

@@ -700,6 +700,9 @@ impl PyLimiter {
             let key = format!("{}_{}", source.as_str(), if *allowed { "allowed" } else { "denied" });
             decisions.set_item(key, n)?;
         }
+        for (source, n) in &m.shadow_denied {
+            decisions.set_item(format!("{}_shadow_denied", source.as_str()), n)?;
+        }
         d.set_item("decisions", decisions)?;
         d.set_item("redis_calls", m.redis_calls)?;
         d.set_item("redis_errors", m.redis_errors)?;

@@ -97,6 +97,23 @@ async def test_decorator_on_sync_endpoint_and_response_objects() -> None:
         assert "RateLimit-Policy" not in r.headers
 
 
+async def test_decorated_endpoint_may_take_its_own_request_and_response() -> None:
+    # FastAPI fills one Request and one Response parameter: the decorator's own must not take them.
+    app = FastAPI()
+
+    @app.get("/mine")
+    @limit("1/minute")
+    async def mine(request: Request, response: Response) -> str:
+        response.headers["X-Mine"] = "1"
+        return str(request.state.rate_limit.allowed)
+
+    async with client(app) as c:
+        r = await c.get("/mine")
+        assert r.status_code == 200 and r.json() == "True" and r.headers["X-Mine"] == "1", r.text
+        assert r.headers["RateLimit-Policy"] == '"per-minute";q=1;w=60'
+        assert (await c.get("/mine")).status_code == 429
+
+
 async def test_decorated_endpoints_count_apart() -> None:
     app = FastAPI()
 
@@ -440,6 +457,79 @@ async def test_a_bad_app_key_is_keyed_by_client_ip_and_logged_once(
         "GET", "/", "192.0.2.1", keys={} if bad is None else {"fn": bad}
     )
     assert d.key == "ip:192.0.2.1" and d.key_errors[0][0] == "fn" and "kkkk" not in d.key_errors[0][1]
+
+
+# --- shadow rules ------------------------------------------------------------------------------
+
+
+def shadow_records(caplog: pytest.LogCaptureFixture, rule: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if f"shadow rule {rule!r}" in r.getMessage()]
+
+
+async def test_middleware_shadow_rule_counts_and_reports_but_never_denies(caplog: pytest.LogCaptureFixture) -> None:
+    trial = Limiter("2/minute")
+    app = FastAPI()
+
+    @app.get("/search")
+    async def search(request: Request) -> list[str]:
+        return list(request.state.rate_limit.shadow_denied)
+
+    app.add_middleware(
+        RateLimitMiddleware,
+        limits="100/minute",
+        rules=[Rule("/search", limiter=trial, name="search-trial", shadow=True)],
+    )
+    with caplog.at_level(logging.INFO, logger="floodwall"):
+        async with client(app) as c:
+            responses = [await c.get("/search") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 5
+    assert [r.json() for r in responses] == [[], [], ["search-trial"], ["search-trial"], ["search-trial"]]
+    for r in responses:
+        # Only the enforced app-wide limit is described; the shadow rule sends nothing of its own.
+        assert r.headers["RateLimit-Policy"] == '"per-minute";q=100;w=60', r.headers
+        assert "q=2" not in r.headers["RateLimit"] and "Retry-After" not in r.headers
+    metrics = trial.metrics()["decisions"]
+    assert (metrics["memory_allowed"], metrics["memory_denied"], metrics["memory_shadow_denied"]) == (2, 0, 3)
+    # Three would-be denials, one log line (the next within a minute are only counted).
+    records = shadow_records(caplog, "search-trial")
+    assert len(records) == 1 and records[0].levelno == logging.INFO, [r.getMessage() for r in records]
+
+
+async def test_decorator_and_dependency_shadow_limits_never_deny() -> None:
+    app = FastAPI()
+
+    @app.get("/deco")
+    @limit("2/minute", shadow=True)
+    async def deco(request: Request) -> list[str]:
+        return list(request.state.rate_limit.shadow_denied)
+
+    @app.get("/dep")
+    async def dep(d: HttpDecision = Depends(RateLimit("2/minute", name="dep-trial", shadow=True))) -> list[str]:
+        return list(d.shadow_denied)
+
+    async with client(app) as c:
+        for path in ("/deco", "/dep"):
+            responses = [await c.get(path) for _ in range(5)]
+            assert [r.status_code for r in responses] == [200] * 5, path
+            assert [bool(r.json()) for r in responses] == [False, False, True, True, True], path
+            for r in responses:
+                assert not any(h.lower().startswith(("ratelimit", "retry-after")) for h in r.headers), r.headers
+    assert responses[2].json() == ["dep-trial"]
+
+
+def test_shadow_is_a_bool_on_every_form() -> None:
+    r = HttpRule("t", Limiter("1/minute"), shadow=True)
+    assert r.shadow and "shadow=True" in repr(r)
+    assert not HttpRule("u", Limiter("1/minute")).shadow
+    d = HttpLimiter([r]).decide_sync("GET", "/", "192.0.2.1")
+    d = HttpLimiter([r]).decide_sync("GET", "/", "192.0.2.1")
+    assert d.allowed and d.shadow_denied == ["t"] and d.headers == []
+    assert d.decisions[0].shadow and not d.decisions[0].decision.allowed
+    for bad in ("false", 1, None):
+        with pytest.raises(TypeError, match="shadow"):
+            Rule("/x", "1/minute", shadow=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="shadow"):
+            limit("1/minute", shadow=bad)(lambda: None)  # type: ignore[arg-type]
 
 
 def test_a_rule_cost_above_its_limit_is_refused_when_built() -> None:

@@ -157,6 +157,7 @@ class HttpRule:
         methods: Sequence[str] | None = None,
         key: str | None = "ip",
         cost: int = 1,
+        shadow: bool = False,
     ) -> HttpRule: ...
     @property
     def name(self) -> str: ...
@@ -170,6 +171,9 @@ class HttpRule:
     def limiter(self) -> Limiter: ...
     @property
     def cost(self) -> int: ...
+    @property
+    def shadow(self) -> bool:
+        """Decides and counts, but never denies and sends no headers."""
 
 @final
 class RuleDecision:
@@ -179,6 +183,8 @@ class RuleDecision:
     def key(self) -> str: ...
     @property
     def decision(self) -> Decision: ...
+    @property
+    def shadow(self) -> bool: ...
 
 @final
 class HttpDecision:
@@ -204,6 +210,9 @@ class HttpDecision:
     def fallback(self) -> bool: ...
     @property
     def decisions(self) -> list[RuleDecision]: ...
+    @property
+    def shadow_denied(self) -> list[str]:
+        """Shadow rules that would have denied this request (it was not denied for them)."""
     @property
     def store_errors(self) -> list[tuple[str, str]]: ...
     @property

@@ -21,6 +21,9 @@ reads the ASGI request and writes the response.
     @app.get("/v1/data")
     @limit("100/minute", key="api_key", api_keys={"verify": lookup_account})
     async def data(): ...
+
+    # A shadow rule counts and reports (logs, metrics, ``decision.shadow_denied``) but never denies.
+    app.add_middleware(RateLimitMiddleware, rules=[Rule("/search", "2/second", shadow=True)])
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +74,9 @@ VerifyFunc = Callable[[str], bool | str | None | Awaitable[bool | str | None]]
 """An ``api_keys["verify"]`` callback: given the API key, return the identity to count it as (an
 account id), True (count the key itself), or False/None (unknown: the request is keyed by IP)."""
 
+# A shadow rule's would-be denials are logged at most this often per rule (the first at once).
+SHADOW_LOG_INTERVAL_S = 60.0
+
 StoreErrorHook = Callable[[Request, HttpDecision], Response | None | Awaitable[Response | None]]
 """Called when a rule's store failed and its limiter was built with ``fallback="error"``. Return a
 Response to send it instead (e.g. a 503), or None to let the request through (the default)."""
@@ -96,7 +103,9 @@ class Rule:
     """Limits for requests whose path matches ``path`` ("/login", "/api/*", "/items/{id}", "*")
     and whose method is in ``methods`` (None: all). ``key``: "ip", "user", "api_key", "global",
     "endpoint" (the route template), a network aggregate ("ipv4/24", "ipv6/48"), a combination
-    such as "user+endpoint+ip", or a callable taking the Request.
+    such as "user+endpoint+ip", or a callable taking the Request. ``shadow=True``: the rule decides
+    and counts but never denies and sends no headers; what it would have denied is logged, counted
+    (``result="shadow_denied"``) and listed in ``decision.shadow_denied``.
     Limiter options (``redis_url``, ``algorithm``, ``fallback``, ...) default to the middleware's;
     or pass a ready ``limiter``."""
 
@@ -110,20 +119,32 @@ class Rule:
         cost: int = 1,
         name: str | None = None,
         limiter: Limiter | None = None,
+        shadow: bool = False,
         **options: Any,
     ) -> None:
         _check_options(options)
+        _check_shadow(shadow)
         self.path, self.limits, self.methods, self.key = path, limits, methods, key
         self.cost, self.name, self.limiter, self.options = cost, name, limiter, options
+        self.shadow = shadow
 
     def __repr__(self) -> str:
-        return f"Rule({self.path!r}, {self.limits!r}, methods={self.methods!r}, key={self.key!r}, name={self.name!r})"
+        return (
+            f"Rule({self.path!r}, {self.limits!r}, methods={self.methods!r}, key={self.key!r}, name={self.name!r}"
+            + (", shadow=True)" if self.shadow else ")")
+        )
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - LIMITER_OPTIONS
     if unknown:
         raise TypeError(f"unexpected option(s) {sorted(unknown)}; limiter options are {sorted(LIMITER_OPTIONS)}")
+
+
+def _check_shadow(shadow: object) -> None:
+    # A truthy string ("false") must not quietly turn enforcement off.
+    if not isinstance(shadow, bool):
+        raise TypeError(f"invalid shadow {shadow!r}: must be True or False")
 
 
 _names_lock = threading.Lock()
@@ -222,6 +243,8 @@ class _Engine:
         self.trust_traceparent = bool(trust_traceparent)
         self._in_fallback = False
         self._warned_key = False
+        # rule -> (when last logged, would-be denials since): see _report_shadow.
+        self._shadow_log: dict[str, tuple[float, int]] = {}
 
     async def decide(self, scope: Scope, route: str | None = None) -> HttpDecision:
         forwarded: list[bytes] = []
@@ -321,6 +344,25 @@ class _Engine:
             )
         for rule, message in d.store_errors:
             logger.warning("floodwall: rule %r let a request through because its store failed: %s", rule, message)
+        for rule in d.shadow_denied:
+            self._report_shadow(rule)
+
+    def _report_shadow(self, rule: str) -> None:
+        """A shadow rule would have denied: logged at info, the first time at once and then at
+        most once per SHADOW_LOG_INTERVAL_S per rule with the count since, so that a rule set
+        too low does not flood the log. Metrics count every one."""
+        now = time.monotonic()
+        last, since = self._shadow_log.get(rule, (None, 0))
+        since += 1
+        if last is not None and now - last < SHADOW_LOG_INTERVAL_S:
+            self._shadow_log[rule] = (last, since)
+            return
+        self._shadow_log[rule] = (now, 0)
+        logger.info(
+            "floodwall: shadow rule %r would have denied %d request(s) since its last report; not enforced",
+            rule,
+            since,
+        )
 
     async def store_error_response(self, scope: Scope, d: HttpDecision) -> Response | None:
         """The seam for a policy on failed stores (limiters with fallback="error")."""
@@ -334,6 +376,21 @@ class _Engine:
 
 def _limited_response(d: HttpDecision) -> Response:
     return Response(d.body, status_code=429, headers=dict(d.headers), media_type="application/json")
+
+
+def _param_of(sig: inspect.Signature, cls: type) -> str | None:
+    """The name of the endpoint's own parameter annotated `cls` (or a subclass), if any."""
+    for p in sig.parameters.values():
+        if isinstance(p.annotation, type) and issubclass(p.annotation, cls):
+            return p.name
+    return None
+
+
+def _remember(scope: Scope, d: HttpDecision) -> None:
+    """The decision as ``request.state.rate_limit``, for the endpoint (and its logs) to read."""
+    state = scope.setdefault("state", {})
+    if isinstance(state, dict):
+        state["rate_limit"] = d
 
 
 def _add_headers(response: Response, d: HttpDecision) -> None:
@@ -467,11 +524,13 @@ class _Single:
         forwarded_header: str = "x-forwarded-for",
         trust_unix_socket: bool = False,
         api_keys: Mapping[str, Any] | None = None,
+        shadow: bool = False,
     ) -> None:
         _check_options(options)
+        _check_shadow(shadow)
         self.limiter = _make_limiter(limits, limiter, options, name)
         func = key if callable(key) else None
-        rule = HttpRule(name, self.limiter, key=None if func else key, cost=cost)  # type: ignore[arg-type]
+        rule = HttpRule(name, self.limiter, key=None if func else key, cost=cost, shadow=shadow)  # type: ignore[arg-type]
         self.engine = _Engine(
             [(rule, func)],
             trusted_proxies=trusted_proxies,
@@ -504,6 +563,7 @@ def limit(
     trust_traceparent: bool = False,
     forwarded_header: str = "x-forwarded-for",
     trust_unix_socket: bool = False,
+    shadow: bool = False,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Limit one endpoint. Put it below the route decorator; the endpoint needs no ``request``
@@ -511,7 +571,8 @@ def limit(
     RateLimit headers (set on the response the endpoint returns, or on FastAPI's own).
     ``trust_traceparent``: with no active OpenTelemetry span, continue the trace of the request's
     own ``traceparent`` header (which also makes floodwall follow its sampled flag); only behind a
-    proxy that sets or strips it. Default False."""
+    proxy that sets or strips it. Default False. ``shadow=True``: decide and count, but never deny
+    nor send headers; a would-be denial is logged, counted and in ``request.state.rate_limit``."""
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         single = _Single(
@@ -531,15 +592,25 @@ def limit(
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
             api_keys=api_keys,
+            shadow=shadow,
         )
         engine = single.engine
         is_async = inspect.iscoroutinefunction(endpoint)
+        try:
+            sig = inspect.signature(endpoint, eval_str=True)
+        except NameError:
+            sig = inspect.signature(endpoint)
+        # FastAPI hands the Request (and the Response) to one parameter each: when the endpoint
+        # takes its own, the wrapper reads that one instead of adding a second that stays unset.
+        own_request = _param_of(sig, Request)
+        own_response = _param_of(sig, Response)
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            request: Request = kwargs.pop("_floodwall_request")
-            response: Response = kwargs.pop("_floodwall_response")
+            request: Request = kwargs[own_request] if own_request else kwargs.pop("_floodwall_request")
+            response: Response = kwargs[own_response] if own_response else kwargs.pop("_floodwall_response")
             d = await engine.decide(request.scope, _route_template(request.scope))
+            _remember(request.scope, d)
             if not d.allowed:
                 return _limited_response(d)
             failed = await engine.store_error_response(request.scope, d)
@@ -549,13 +620,10 @@ def limit(
             _add_headers(result if isinstance(result, Response) else response, d)
             return result
 
-        try:
-            sig = inspect.signature(endpoint, eval_str=True)
-        except NameError:
-            sig = inspect.signature(endpoint)
         extra = [
-            inspect.Parameter("_floodwall_request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-            inspect.Parameter("_floodwall_response", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=cls)
+            for name, cls, own in (("_floodwall_request", Request, own_request), ("_floodwall_response", Response, own_response))
+            if own is None
         ]
         params = list(sig.parameters.values())
         var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
@@ -569,8 +637,9 @@ def limit(
 
 class RateLimit:
     """A dependency: ``Depends(RateLimit("5/second", key="user+ip", jwt={"secret": ...}))`` in a
-    route's ``dependencies`` or as a parameter (its value is the ``HttpDecision``). A denial raises
-    ``RateLimitExceeded`` (429). One instance is one bucket per key, wherever it is used; add
+    route's ``dependencies`` or as a parameter (its value is the ``HttpDecision``, also in
+    ``request.state.rate_limit``). A denial raises ``RateLimitExceeded`` (429); with
+    ``shadow=True`` none does (the denial is only reported). One instance is one bucket per key, wherever it is used; add
     "endpoint" to the key to count each route apart."""
 
     def __init__(
@@ -591,6 +660,7 @@ class RateLimit:
         trust_traceparent: bool = False,
         forwarded_header: str = "x-forwarded-for",
         trust_unix_socket: bool = False,
+        shadow: bool = False,
         **options: Any,
     ) -> None:
         hint = name or "dep-" + (limits if isinstance(limits, str) else "+".join(limits or ["limiter"]))
@@ -611,12 +681,14 @@ class RateLimit:
             forwarded_header=forwarded_header,
             trust_unix_socket=trust_unix_socket,
             api_keys=api_keys,
+            shadow=shadow,
         )
         self.limiter = single.limiter
         self._engine = single.engine
 
     async def __call__(self, request: Request, response: Response) -> HttpDecision:
         d = await self._engine.decide(request.scope, _route_template(request.scope))
+        _remember(request.scope, d)
         if not d.allowed:
             _install_handler(request.scope)
             raise RateLimitExceeded(d)
@@ -632,7 +704,9 @@ class RateLimitMiddleware:
     """Limits for the whole app: ``limits`` (with ``key``) apply to every request, and each
     ``Rule`` to the requests it matches. All rules that match one request are decided together:
     one denial denies, and the headers describe every limit. Limiter options (``redis_url``,
-    ``algorithm``, ``fallback``, ...) apply to every rule that does not bring its own."""
+    ``algorithm``, ``fallback``, ...) apply to every rule that does not bring its own. ``shadow``
+    makes the app-wide limit a shadow rule (each ``Rule`` has its own ``shadow``). The decision is
+    in ``request.state.rate_limit``."""
 
     def __init__(
         self,
@@ -654,15 +728,18 @@ class RateLimitMiddleware:
         trust_traceparent: bool = False,
         forwarded_header: str = "x-forwarded-for",
         trust_unix_socket: bool = False,
+        shadow: bool = False,
         **options: Any,
     ) -> None:
         _check_options(options)
+        _check_shadow(shadow)
         self.app = app
         built: list[tuple[HttpRule, KeyFunc | None]] = []
         if limits is not None or limiter is not None:
             lim = _make_limiter(limits, limiter, options, name)
             func = key if callable(key) else None
-            built.append((HttpRule(name, lim, key=None if func else key, cost=cost), func))  # type: ignore[arg-type]
+            rule = HttpRule(name, lim, key=None if func else key, cost=cost, shadow=shadow)  # type: ignore[arg-type]
+            built.append((rule, func))
         taken = {name} if built else set()
         for r in rules:
             rname = r.name or _unique(
@@ -680,6 +757,7 @@ class RateLimitMiddleware:
                 methods=list(r.methods) if r.methods else None,
                 key=None if func else r.key,  # type: ignore[arg-type]
                 cost=r.cost,
+                shadow=r.shadow,
             )
             built.append((rule, func))
         if not built:
@@ -705,6 +783,7 @@ class RateLimitMiddleware:
             return
         # The app has not routed yet: an "endpoint" key names the route it will pick, not the URL.
         d = await self.engine.decide(scope, _find_route(scope) if self._needs_route else None)
+        _remember(scope, d)
         if not d.allowed:
             await _limited_response(d)(scope, receive, send)
             return
