@@ -73,9 +73,19 @@ async function main(): Promise<void> {
   app.get('/x', rateLimit({ limiter, key: (req) => String(req.ip) }), (_req, res) => res.end())
   app.use(rateLimit({ rules: [{ name: 'login', path: '/login', methods: ['POST'], limits: '5/minute', cache: true }] }))
   app.use(rateLimit({ limits: '100/minute', redisUrl: 'redis://x', cache: { leases: false } }))
+  app.use(
+    rateLimit({
+      limits: '100/minute',
+      shadow: false,
+      logger: { warn: console.warn, info: console.info },
+      rules: [{ name: 'search-trial', path: '/search', limits: '2/second', shadow: true }],
+    }),
+  )
   const h = new HttpLimiter({ limits: '1/second' })
   const hd = await h.decide('GET', '/', undefined, '127.0.0.1')
   const status: 200 | 429 = hd.status
+  const wouldDeny: string[] = hd.shadowDenied
+  void wouldDeny
   telemetry.configureTracing({
     otlpEndpoint: 'http://localhost:4318/v1/traces',
     samplingRatio: 0.1,
