@@ -350,7 +350,9 @@ fn build(env: &Env, options: &Unknown) -> Outcome<RuleSet> {
     if let Some(limiter) = limiter_for(env, &obj, "rateLimit", &name)? {
         // Validate the name as rule names are validated: it goes into headers and keys.
         RouteRule::new(&name, "*", &[])?;
-        rules.push(Rule::new(name.clone(), None, limiter, scope.clone(), cost_for(&obj)?)?.shadow(shadow_for(&obj, "shadow")?));
+        rules.push(
+            Rule::new(name.clone(), None, limiter, scope.clone(), cost_for(&obj)?)?.shadow(shadow_for(&obj, "shadow")?),
+        );
     }
     if let Some(v) = args::field(&obj, "rules")? {
         let env_raw = v.value().env;

@@ -91,7 +91,10 @@ for (const [flavour, express] of flavours) {
       }
       const count = (result) => {
         const want = `floodwall_decisions_total{limiter="${name}",source="memory",result="${result}"} `
-        const l = telemetry.prometheusText().split('\n').find((x) => x.startsWith(want))
+        const l = telemetry
+          .prometheusText()
+          .split('\n')
+          .find((x) => x.startsWith(want))
         return l === undefined ? undefined : Number(l.slice(want.length))
       }
       assert.deepEqual([count('allowed'), count('denied'), count('shadow_denied')], [2, 0, 3])
@@ -103,8 +106,10 @@ for (const [flavour, express] of flavours) {
 
     test('the middleware-level shadow option and its validation', async () => {
       const s = await serve(express, (app) => {
-        app.get('/x', rateLimit({ name: `own-${flavour.replace(' ', '')}`, limits: '1/minute', shadow: true }), (req, res) =>
-          res.json(req.rateLimit.shadowDenied.length),
+        app.get(
+          '/x',
+          rateLimit({ name: `own-${flavour.replace(' ', '')}`, limits: '1/minute', shadow: true }),
+          (req, res) => res.json(req.rateLimit.shadowDenied.length),
         )
       })
       try {
@@ -118,7 +123,10 @@ for (const [flavour, express] of flavours) {
       } finally {
         await s.close()
       }
-      assert.throws(() => rateLimit({ limits: '1/minute', shadow: 'yes' }), /invalid shadow "yes": must be true or false/)
+      assert.throws(
+        () => rateLimit({ limits: '1/minute', shadow: 'yes' }),
+        /invalid shadow "yes": must be true or false/,
+      )
       assert.throws(
         () => rateLimit({ rules: [{ name: 'r', limits: '1/minute', shadow: 1 }] }),
         /invalid rules\[0\]\.shadow 1: must be true or false/,

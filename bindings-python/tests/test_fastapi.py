@@ -503,8 +503,10 @@ async def test_decorator_and_dependency_shadow_limits_never_deny() -> None:
     async def deco(request: Request) -> list[str]:
         return list(request.state.rate_limit.shadow_denied)
 
+    trial = RateLimit("2/minute", name="dep-trial", shadow=True)
+
     @app.get("/dep")
-    async def dep(d: HttpDecision = Depends(RateLimit("2/minute", name="dep-trial", shadow=True))) -> list[str]:
+    async def dep(d: HttpDecision = Depends(trial)) -> list[str]:
         return list(d.shadow_denied)
 
     async with client(app) as c:

@@ -622,7 +622,10 @@ def limit(
 
         extra = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=cls)
-            for name, cls, own in (("_floodwall_request", Request, own_request), ("_floodwall_response", Response, own_response))
+            for name, cls, own in (
+                ("_floodwall_request", Request, own_request),
+                ("_floodwall_response", Response, own_response),
+            )
             if own is None
         ]
         params = list(sig.parameters.values())
@@ -639,8 +642,8 @@ class RateLimit:
     """A dependency: ``Depends(RateLimit("5/second", key="user+ip", jwt={"secret": ...}))`` in a
     route's ``dependencies`` or as a parameter (its value is the ``HttpDecision``, also in
     ``request.state.rate_limit``). A denial raises ``RateLimitExceeded`` (429); with
-    ``shadow=True`` none does (the denial is only reported). One instance is one bucket per key, wherever it is used; add
-    "endpoint" to the key to count each route apart."""
+    ``shadow=True`` none does (the denial is only reported). One instance is one bucket per key,
+    wherever it is used; add "endpoint" to the key to count each route apart."""
 
     def __init__(
         self,
