@@ -17,6 +17,7 @@ use crate::per_process::PerProcess;
 
 /// Deadline and breaker settings. Defaults suit a Redis on the same network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BreakerOptions {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TraceOptions {

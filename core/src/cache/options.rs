@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 
 /// Cache settings. Every field has a default; `{}` turns the layer on with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CacheOptions {
