@@ -282,12 +282,20 @@ impl JwtConfig {
                 ))
             }
             (None, None) => {
-                return Err(Error::config("jwt", "{}", "give secret (HS256) or public_key with algorithm RS256 or ES256"))
+                return Err(Error::config(
+                    "jwt",
+                    "{}",
+                    "give secret (HS256) or public_key with algorithm RS256 or ES256",
+                ))
             }
             (Some(s), None) => match alg.as_deref() {
                 None | Some("HS256") => JwtVerifier::hs256(s.as_bytes())?,
                 Some(a) => {
-                    return Err(Error::config("jwt algorithm", a, "a secret means HS256; use public_key for RS256/ES256"))
+                    return Err(Error::config(
+                        "jwt algorithm",
+                        a,
+                        "a secret means HS256; use public_key for RS256/ES256",
+                    ))
                 }
             },
             (None, Some(pem)) => match alg.as_deref() {
@@ -416,8 +424,8 @@ impl Config {
     /// environment, and validates it.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config("config file", path.display(), e.to_string()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::config("config file", path.display(), e.to_string()))?;
         Self::from_str(&text, Format::from_path(path))
     }
 
@@ -620,11 +628,7 @@ fn redact_url(url: &str) -> String {
 
 fn interpolate(v: &mut Value, place: &mut String, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = expand(s, place, env)?;
-            }
-        }
+        Value::String(s) if s.contains('$') => *s = expand(s, place, env)?,
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = place.len();

@@ -296,8 +296,11 @@ fn a_rule_builds_its_limiter_on_the_embedded_store() {
     assert_eq!(limiter.algorithm(), Algorithm::TokenBucket);
     assert_eq!(limiter.limits(), &c.rules[0].limits[..]);
     // with a store section, the limiter settings carry it
-    let c = load(&format!("redis: {{url: 'redis://h:1', prefix: p, timeout_ms: 9}}\n{}", with_rule("{name: b, limits: 1/s}")), &[])
-        .unwrap();
+    let c = load(
+        &format!("redis: {{url: 'redis://h:1', prefix: p, timeout_ms: 9}}\n{}", with_rule("{name: b, limits: 1/s}")),
+        &[],
+    )
+    .unwrap();
     let lc = c.limiter_config(&c.rules[1]);
     assert_eq!((lc.redis_url.as_deref(), lc.prefix.as_str(), lc.timeout_ms), (Some("redis://h:1"), "p", 9));
 }
