@@ -458,7 +458,14 @@ impl Config {
         apply_env_overrides(&mut tree, &env)?;
         let config: Config = serde_path_to_error::deserialize(&tree).map_err(|e| {
             let place = e.path().to_string();
-            at(if place == "." { "(top level)".into() } else { place }, e.into_inner())
+            // serde's type errors quote the value: not for a secret's place
+            let secret = SECRET_FIELDS.iter().any(|f| place.ends_with(f) || place.contains(&format!("{f}[")));
+            let reason = if secret {
+                "must be a string (the value is not shown)".to_owned()
+            } else {
+                e.into_inner().to_string()
+            };
+            at(if place == "." { "(top level)".into() } else { place }, reason)
         })?;
         config.validate()?;
         Ok(config)
@@ -586,6 +593,9 @@ impl Config {
         text
     }
 }
+
+/// Settings whose values never go into an error message.
+const SECRET_FIELDS: &[&str] = &[".secret", ".signing_secret", ".key_secret", ".allow"];
 
 /// An error at `place` in the file: `invalid setting "rules[1].key": ...`.
 fn at(place: impl Into<String>, e: impl fmt::Display) -> Error {

@@ -103,6 +103,29 @@ fn camel_case_spellings_are_accepted() {
     assert_eq!(c.http.api_keys.unwrap().allow, ["k-1"]);
 }
 
+/// The shared option types take both spellings too, in a file and from a binding (LimiterConfig).
+#[test]
+fn camel_case_spellings_of_the_shared_option_types() {
+    let text = r#"{"breaker": {"failureThreshold": 3, "slowCallMs": 40},
+        "cache": {"batchWindowUs": 100, "denialCache": false},
+        "telemetry": {"samplingRatio": 0.5, "serviceName": "api"},
+        "fallback": {"mode": "local", "expectedInstances": 4}}"#;
+    let c = Config::from_str_with_env(text, Format::Json, env(&[])).unwrap();
+    assert_eq!((c.breaker.failure_threshold, c.breaker.slow_call_ms), (3, 40));
+    let cache = c.cache.unwrap();
+    assert_eq!((cache.batch_window_us, cache.denial_cache), (100, false));
+    let t = c.telemetry.unwrap();
+    assert_eq!((t.sampling_ratio, t.service_name.as_str()), (0.5, "api"));
+    assert_eq!(c.fallback, FallbackMode::Local { expected_instances: 4 });
+    let lc: LimiterConfig = serde_json::from_str(
+        r#"{"limits": ["1/s"], "redisUrl": "redis://h", "timeoutMs": 9, "maxIdentities": 10, "tlsCaFile": "ca.pem"}"#,
+    )
+    .unwrap();
+    assert_eq!((lc.redis_url.as_deref(), lc.timeout_ms, lc.max_identities), (Some("redis://h"), 9, 10));
+    // an alias is not a way around deny_unknown_fields
+    assert!(serde_json::from_str::<LimiterConfig>(r#"{"limits": ["1/s"], "redisURL": "x"}"#).is_err());
+}
+
 #[test]
 fn an_empty_file_is_every_default() {
     let c = load("", &[]).unwrap();
@@ -167,9 +190,17 @@ fn bad_values_name_their_place_and_rule() {
         let got = load_err(text, &[]);
         assert!(got.contains(want), "{text}\n got: {got}\nwant: {want}");
     }
-    // no error repeats a secret it refused
-    let got = load_err("http: {jwt: {secret: short-secret-xyz}}\n", &[]);
-    assert!(!got.contains("short-secret-xyz"), "{got}");
+    // no error repeats a secret it refused, whatever its shape
+    for (text, secret) in [
+        ("http: {jwt: {secret: short-secret-xyz}}\n", "short-secret-xyz"),
+        ("http: {jwt: {secret: 98765432109876543210987654321098765}}\n", "98765432109876543210987654321098765"),
+        ("http: {jwt: {secret: [hidden-in-a-list]}}\n", "hidden-in-a-list"),
+        ("http: {api_keys: {allow: [sk-1, 12345678]}}\n", "12345678"),
+        ("http: {api_keys: {signing_secret: {a: signing-xyz}}}\n", "signing-xyz"),
+    ] {
+        let got = load_err(text, &[]);
+        assert!(!got.contains(secret) && got.contains("http."), "{got}");
+    }
 }
 
 #[test]
