@@ -15,6 +15,7 @@ use crate::limit::Limit;
 pub const MAX_LOG_ENTRIES: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// Two counters per window, previous one weighted by its overlap. O(1) memory. The default.

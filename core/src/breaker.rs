@@ -17,27 +17,37 @@ use crate::per_process::PerProcess;
 
 /// Deadline and breaker settings. Defaults suit a Redis on the same network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BreakerOptions {
     /// Open after this many consecutive failures (errors or timeouts).
+    #[serde(alias = "failureThreshold")]
     pub failure_threshold: u32,
     /// A call slower than this is slow.
+    #[serde(alias = "slowCallMs")]
     pub slow_call_ms: u64,
     /// Open when at least this share of the last `slow_call_window` calls was slow...
+    #[serde(alias = "slowCallRatio")]
     pub slow_call_ratio: f64,
+    #[serde(alias = "slowCallWindow")]
     pub slow_call_window: usize,
     /// ...and the window holds at least this many calls.
+    #[serde(alias = "slowCallMinCalls")]
     pub slow_call_min_calls: usize,
     /// Stay open this long before letting probes through.
+    #[serde(alias = "openMs")]
     pub open_ms: u64,
     /// Probes allowed in half-open; all must succeed to close.
+    #[serde(alias = "halfOpenProbes")]
     pub half_open_probes: u32,
     /// While open, PING Redis this often; an answer moves the breaker to half-open early.
+    #[serde(alias = "healthCheckMs")]
     pub health_check_ms: u64,
     /// Calls in flight to Redis at once from this limiter; more wait their turn before their
     /// deadline starts. A burst in this process is not a sick Redis: without this bound, 1,000
     /// concurrent checks queue in the pipeline, pass the deadline and land on the fallback.
+    #[serde(alias = "maxInFlight")]
     pub max_in_flight: usize,
 }
 

@@ -40,9 +40,9 @@ pub enum FallbackMode {
 #[serde(deny_unknown_fields)]
 struct FallbackRepr {
     mode: String,
-    #[serde(default)]
+    #[serde(default, alias = "retryAfterMs")]
     retry_after_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "expectedInstances")]
     expected_instances: Option<u32>,
 }
 

@@ -42,6 +42,8 @@ pub mod algorithm;
 pub(crate) mod breaker;
 pub mod cache;
 pub mod clock;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod decision;
 pub mod error;
 pub mod fallback;
@@ -64,6 +66,8 @@ pub use cache::{CacheOptions, CacheStats};
 #[cfg(feature = "test-util")]
 pub use clock::OffsetClock;
 pub use clock::{Clock, FakeClock, SystemClock};
+#[cfg(feature = "config")]
+pub use config::{Config, Format};
 pub use decision::{Decision, Source, WindowState};
 pub use error::{Error, ErrorKind, Result};
 pub use fallback::FallbackMode;

@@ -46,18 +46,18 @@ pub struct LimiterConfig {
     #[serde(default)]
     pub algorithm: Algorithm,
     /// None (and no cluster nodes): the embedded in-memory store.
-    #[serde(default)]
+    #[serde(default, alias = "redisUrl")]
     pub redis_url: Option<String>,
     /// Seed nodes of a Redis Cluster; takes precedence over `redis_url`.
-    #[serde(default)]
+    #[serde(default, alias = "clusterNodes")]
     pub cluster_nodes: Vec<String>,
     /// PEM file of the CA that signed Redis's TLS certificate (`rediss://` with a private CA).
-    #[serde(default)]
+    #[serde(default, alias = "tlsCaFile")]
     pub tls_ca_file: Option<String>,
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// Deadline for one Redis call.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "default_timeout_ms", alias = "timeoutMs")]
     pub timeout_ms: u64,
     /// What to answer when Redis cannot.
     #[serde(default)]
@@ -73,7 +73,7 @@ pub struct LimiterConfig {
     /// Most identities held in process, by the embedded store or the local fallback (default
     /// [`DEFAULT_MAX_IDENTITIES`]); when full, the least recently asked-about go first
     /// (core/src/store/memory.rs).
-    #[serde(default = "default_max_identities")]
+    #[serde(default = "default_max_identities", alias = "maxIdentities")]
     pub max_identities: usize,
 }
 

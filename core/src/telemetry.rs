@@ -24,17 +24,22 @@ use serde::{Deserialize, Serialize};
 
 /// How floodwall traces. Applies process-wide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TraceOptions {
     /// OTLP/HTTP endpoint, e.g. "http://localhost:4318/v1/traces". None: no export.
+    #[serde(alias = "otlpEndpoint")]
     pub otlp_endpoint: Option<String>,
     /// Share of new traces sampled. A sampled parent passed in (`CheckOptions::traceparent`, an
     /// adapter's trusted trace context) is always followed: pass only parents the app trusts.
+    #[serde(alias = "samplingRatio")]
     pub sampling_ratio: f64,
     /// Put the raw key (user ids, IPs) on spans and in their error status. Default: only
     /// `floodwall.key_hash` (see [`key_hash`]).
+    #[serde(alias = "recordRawKeys")]
     pub record_raw_keys: bool,
+    #[serde(alias = "serviceName")]
     pub service_name: String,
 }
 

@@ -7,38 +7,49 @@ use crate::error::{Error, Result};
 
 /// Cache settings. Every field has a default; `{}` turns the layer on with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CacheOptions {
     /// Answer a denied identity locally until the retry time Redis gave.
+    #[serde(alias = "denialCache")]
     pub denial_cache: bool,
     /// One script call in flight per identity; concurrent checks join the next one.
     pub coalesce: bool,
     /// Most requests in one coalesced call.
+    #[serde(alias = "maxBatch")]
     pub max_batch: usize,
     /// Wait this long (0–500 µs) before sending a call, to gather more arrivals: of the same
     /// identity (one coalesced call) and of others (one script call, core/src/store/redis/batch.rs).
+    #[serde(alias = "batchWindowUs")]
     pub batch_window_us: u64,
     /// Reserve permits for hot identities (sliding window and token bucket; needs `coalesce`).
     pub leases: bool,
     /// Lifetime of a lease (100–500 ms).
+    #[serde(alias = "leaseMs")]
     pub lease_ms: u64,
     /// Most permits outstanding in leases of one identity, over all instances, as a share of its
     /// smallest limit (default 1%). Below 2 permits, no leases.
+    #[serde(alias = "driftRatio")]
     pub drift_ratio: f64,
     /// Largest single lease.
+    #[serde(alias = "maxLease")]
     pub max_lease: u64,
     /// Size cap of the cache in bytes: an entry weighs its heap bytes (a lease, held by hot
     /// identities only, excepted).
+    #[serde(alias = "maxBytes")]
     pub max_bytes: u64,
     /// Entries unused this long are dropped (their lease, if any, is returned).
+    #[serde(alias = "idleMs")]
     pub idle_ms: u64,
     /// An identity gets an entry on its second check within this period (or at once when
     /// denied): the doorkeeper that remembers first sightings forgets them all each period, so a
     /// long tail of identities seen once does not churn the cache. 100 ms – 1 hour.
+    #[serde(alias = "doorkeeperMs")]
     pub doorkeeper_ms: u64,
     /// Cached denials and leases end up to this share early, at random, so entries made together
     /// do not all go back to Redis together.
+    #[serde(alias = "jitterRatio")]
     pub jitter_ratio: f64,
 }
 
