@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use floodwall::secret::KeySecret;
 use floodwall::web::{
-    ApiKeyVerifier, AppVerdict, ClientIpRule, ForwardedHeader, HeaderStyle, JwtVerifier, KeyPart, KeyResolver,
-    KeyScope, PathStyle, RouteRule, Rule, RuleSet, DEFAULT_IPV6_PREFIX,
+    ApiKeyVerifier, ClientIpRule, ForwardedHeader, HeaderStyle, JwtVerifier, KeyPart, KeyResolver, KeyScope,
+    OwnedVerdict, PathStyle, RouteRule, Rule, RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use napi::bindgen_prelude::{Buffer, ClassInstance, FromNapiValue, JavaScriptClassExt, Object, PromiseRaw, Unknown};
 use napi::{Env, JsValue, ValueType};
@@ -425,43 +425,22 @@ struct HttpRequest {
     /// W3C trace context of the app's request span: each rule's `floodwall.check` span is its child.
     traceparent: Option<String>,
     /// The app's `apiKeys.verify` answer: true, false, or the identity it named.
-    verdict: Option<Verdict>,
+    verdict: Option<OwnedVerdict>,
 }
 
-enum Verdict {
-    Accept,
-    AcceptAs(String),
-    Reject,
-}
-
-impl Verdict {
-    fn from_js(v: Option<Unknown>) -> Outcome<Option<Self>> {
-        let Some(v) = v.filter(|v| !args::is_nullish(v)) else { return Ok(None) };
-        Ok(Some(match args::type_of(&v) {
-            ValueType::Boolean => {
-                if args::boolean("apiKeyVerdict", &v)? {
-                    Verdict::Accept
-                } else {
-                    Verdict::Reject
-                }
-            }
-            ValueType::String => Verdict::AcceptAs(args::string("apiKeyVerdict", &v)?),
-            _ => {
-                return Err(Failure::Arg(format!(
-                    "invalid apiKeyVerdict {}: must be true, false or an identity string",
-                    args::describe(&v)
-                )))
-            }
-        }))
-    }
-
-    fn as_core(&self) -> AppVerdict<'_> {
-        match self {
-            Verdict::Accept => AppVerdict::Accept,
-            Verdict::AcceptAs(id) => AppVerdict::AcceptAs(id),
-            Verdict::Reject => AppVerdict::Reject,
+/// The app's `apiKeys.verify` answer as express.js passes it: true, false or an identity string.
+fn verdict_from_js(v: Option<Unknown>) -> Outcome<Option<OwnedVerdict>> {
+    let Some(v) = v.filter(|v| !args::is_nullish(v)) else { return Ok(None) };
+    Ok(Some(match args::type_of(&v) {
+        ValueType::Boolean => OwnedVerdict::from(args::boolean("apiKeyVerdict", &v)?),
+        ValueType::String => OwnedVerdict::AcceptAs(args::string("apiKeyVerdict", &v)?),
+        _ => {
+            return Err(Failure::Arg(format!(
+                "invalid apiKeyVerdict {}: must be true, false or an identity string",
+                args::describe(&v)
+            )))
         }
-    }
+    }))
 }
 
 #[napi(js_name = "HttpLimiter")]
@@ -532,7 +511,7 @@ impl JsHttpLimiter {
     ) -> napi::Result<PromiseRaw<'env, HttpDecision>> {
         let inner = self.inner.clone();
         let traceparent = traceparent.filter(|t| !t.is_empty());
-        let verdict = throw(env, guard(|| Verdict::from_js(api_key_verdict)))?;
+        let verdict = throw(env, guard(|| verdict_from_js(api_key_verdict)))?;
         let req =
             HttpRequest { method, path, route, peer, forwarded_for, authorization, api_key, key, traceparent, verdict };
         settle(env, async move { decide(&inner, &req).await })
@@ -549,7 +528,7 @@ async fn decide(set: &RuleSet, req: &HttpRequest) -> Outcome<HttpDecision> {
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
-        api_key_verdict: req.verdict.as_ref().map(Verdict::as_core),
+        api_key_verdict: req.verdict.as_ref().map(OwnedVerdict::as_verdict),
         traceparent: req.traceparent.as_deref(),
     };
     let o = set.decide(&request, |_| req.key.clone()).await?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use floodwall::secret::KeySecret;
 use floodwall::web::{
-    limited_body, rate_limit_headers, ApiKeyVerifier, AppVerdict, ClientIpRule, ForwardedHeader, HeaderStyle,
-    HttpRequest, JwtVerifier, KeyPart, KeyResolver, KeyScope, PathStyle, RequestInfo, RouteRule, Rule, RuleOutcome,
+    limited_body, rate_limit_headers, ApiKeyVerifier, ClientIpRule, ForwardedHeader, HeaderStyle, HttpRequest,
+    JwtVerifier, KeyPart, KeyResolver, KeyScope, OwnedVerdict, PathStyle, RequestInfo, RouteRule, Rule, RuleOutcome,
     RuleSet, DEFAULT_IPV6_PREFIX,
 };
 use floodwall::Source;
@@ -269,35 +269,19 @@ struct Request {
     /// The app's W3C trace context: each rule's `floodwall.check` span becomes its child.
     traceparent: Option<String>,
     /// The app's `verify` callback's answer about `api_key`.
-    verdict: Option<Verdict>,
+    verdict: Option<OwnedVerdict>,
 }
 
 /// `api_key_verdict` as the Python layer passes it: True, False, or the identity the callback named.
-enum Verdict {
-    Accept,
-    AcceptAs(String),
-    Reject,
-}
-
-impl Verdict {
-    fn from_py(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Self>> {
-        let Some(v) = v.filter(|v| !v.is_none()) else { return Ok(None) };
-        if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
-            return Ok(Some(if b.is_true() { Verdict::Accept } else { Verdict::Reject }));
-        }
-        if let Ok(s) = v.cast::<PyString>() {
-            return Ok(Some(Verdict::AcceptAs(s.to_str()?.to_owned())));
-        }
-        Err(config_error("api_key_verdict", type_name(v), "must be True, False or an identity string"))
+fn verdict_from_py(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<OwnedVerdict>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else { return Ok(None) };
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(Some(OwnedVerdict::from(b.is_true())));
     }
-
-    fn as_core(&self) -> AppVerdict<'_> {
-        match self {
-            Verdict::Accept => AppVerdict::Accept,
-            Verdict::AcceptAs(id) => AppVerdict::AcceptAs(id),
-            Verdict::Reject => AppVerdict::Reject,
-        }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(Some(OwnedVerdict::AcceptAs(s.to_str()?.to_owned())));
     }
+    Err(config_error("api_key_verdict", type_name(v), "must be True, False or an identity string"))
 }
 
 /// The core's rule engine decides; this only carries the request across.
@@ -310,7 +294,7 @@ async fn decide(inner: &Inner, req: &Request) -> floodwall::Result<Outcome> {
         forwarded_for: req.forwarded_for.as_deref(),
         authorization: req.authorization.as_deref(),
         api_key: req.api_key.as_deref(),
-        api_key_verdict: req.verdict.as_ref().map(Verdict::as_core),
+        api_key_verdict: req.verdict.as_ref().map(OwnedVerdict::as_verdict),
         traceparent: req.traceparent.as_deref(),
     };
     inner.set.decide(&request, |rule| req.keys.get(rule).cloned()).await.map(Outcome)
@@ -618,7 +602,7 @@ impl PyHttpLimiter {
         api_key_verdict: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let keys = keys.unwrap_or_default();
-        let verdict = Verdict::from_py(api_key_verdict.as_ref())?;
+        let verdict = verdict_from_py(api_key_verdict.as_ref())?;
         let req =
             Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent, verdict };
         let inner = self.inner.clone();
@@ -643,7 +627,7 @@ impl PyHttpLimiter {
         api_key_verdict: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyHttpDecision>> {
         let keys = keys.unwrap_or_default();
-        let verdict = Verdict::from_py(api_key_verdict.as_ref())?;
+        let verdict = verdict_from_py(api_key_verdict.as_ref())?;
         let req =
             Request { method, path, route, peer, forwarded_for, authorization, api_key, keys, traceparent, verdict };
         let out = crate::limiter::blocking(py, self.inner.place == Place::InProcess, decide(&self.inner, &req))?;

@@ -31,6 +31,34 @@ pub enum AppVerdict<'a> {
     Reject,
 }
 
+/// An [`AppVerdict`] that owns its identity: what an adapter holds while the request's future runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedVerdict {
+    Accept,
+    AcceptAs(String),
+    Reject,
+}
+
+impl OwnedVerdict {
+    pub fn as_verdict(&self) -> AppVerdict<'_> {
+        match self {
+            OwnedVerdict::Accept => AppVerdict::Accept,
+            OwnedVerdict::AcceptAs(id) => AppVerdict::AcceptAs(id),
+            OwnedVerdict::Reject => AppVerdict::Reject,
+        }
+    }
+}
+
+impl From<bool> for OwnedVerdict {
+    fn from(accepted: bool) -> Self {
+        if accepted {
+            OwnedVerdict::Accept
+        } else {
+            OwnedVerdict::Reject
+        }
+    }
+}
+
 /// How a request's API key part resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiKeyIdentity {

@@ -10,7 +10,7 @@ mod request_key;
 mod route;
 mod rules;
 
-pub use api_key::{sign_api_key, ApiKeyIdentity, ApiKeyVerifier, AppVerdict, MAX_API_KEY_LEN};
+pub use api_key::{sign_api_key, ApiKeyIdentity, ApiKeyVerifier, AppVerdict, OwnedVerdict, MAX_API_KEY_LEN};
 pub use client_ip::{ClientIp, ClientIpRule, ForwardedHeader, IpFamily, DEFAULT_IPV6_PREFIX, UNIX_PEER};
 pub use headers::{limited_body, merged_headers, merged_limited_body, rate_limit_headers, HeaderStyle};
 pub use jwt::{bearer_token, JwtVerifier, DEFAULT_JWT_CACHE_ENTRIES, MAX_LEEWAY_SECS, MAX_TOKEN_LEN};
